@@ -1,0 +1,21 @@
+# The two commands of the README: `make quickstart` and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -q
+
+.PHONY: setup test quickstart benchmark clean
+
+setup:
+	@bash scripts/setup_env.sh
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+quickstart: setup
+	$(PY) tools/quickstart.py
+
+benchmark: setup
+	$(PY) tools/benchmark.py --config-file configs/AVA/EVAD_ViT-B_rho0.7_224.yaml --part backbone --keep-rates 1.0 0.9 0.8 0.7 0.6 --input-size 16 224 224
+
+clean:
+	rm -rf $(VENV) wheels build *.egg-info

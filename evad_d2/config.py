@@ -1,0 +1,151 @@
+"""EVAD's config keys. Defaults are the paper's ViT-B AVA v2.2 setting (appendix A/B).
+
+Every key carries a comment; detectron2's own keys that EVAD reuses (MODEL.PIXEL_MEAN,
+MODEL.FPN.OUT_CHANNELS, INPUT.MIN_SIZE_TEST, SOLVER.*) are set here only where EVAD's default differs.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_evad_config(cfg):
+    """Add EVAD's keys to a detectron2 config (in place). Calling it twice is harmless."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- input
+    # Frames per clip (T) and the stride between sampled frames (tau): 16x4 in the paper.
+    _C.INPUT.NUM_FRAMES = 16
+    _C.INPUT.SAMPLING_RATE = 4
+    # Index of the keyframe among the T sampled frames; -1 means the middle frame (T // 2).
+    _C.INPUT.KEYFRAME_INDEX = -1
+    # Training short-side scales (one drawn per clip) and long-side cap; AVA ablations use 224.
+    _C.INPUT.MIN_SIZE_TRAIN = (224,)
+    _C.INPUT.MAX_SIZE_TRAIN = 1333
+    # Test short side (224, 256 or 288 in the paper) and long-side cap.
+    _C.INPUT.MIN_SIZE_TEST = 224
+    _C.INPUT.MAX_SIZE_TEST = 1333
+    # Random colour jitter (brightness/contrast/saturation strength; 0 disables), same for all frames.
+    _C.INPUT.COLOR_JITTER = 0.0
+    # Pixels enter the model as RGB in [0, 255]; normalisation uses MODEL.PIXEL_MEAN/STD.
+    _C.INPUT.FORMAT = "RGB"
+    # VideoMAE statistics (0.45, 0.225 on [0, 1]) expressed on [0, 255].
+    _C.MODEL.PIXEL_MEAN = [114.75, 114.75, 114.75]
+    _C.MODEL.PIXEL_STD = [57.375, 57.375, 57.375]
+
+    # ---------------------------------------------------------------- datasets
+    _C.DATASETS.AVA = CN()
+    # Root holding annotations/, videos/ and/or frames/ (AVA layout; see datasets/README.md).
+    _C.DATASETS.AVA.ROOT = "datasets/generated/ava_like"
+    # Where pixels come from: "video" (decode the video files with PyAV) or "frames" (JPEG folders).
+    _C.DATASETS.AVA.FRAME_SOURCE = "video"
+    # Skip (and count) bad samples instead of failing; off by default so nothing is dropped silently.
+    _C.DATASETS.AVA.SKIP_BAD_SAMPLES = False
+    # Evaluate only on the label map's evaluation classes (60 for AVA).
+    _C.DATASETS.AVA.EVAL_CLASSES_ONLY = True
+
+    # ---------------------------------------------------------------- backbone: pruning video ViT
+    _C.MODEL.EVAD = CN()
+    # Token width, number of blocks and heads (ViT-B: 768/12/12, ViT-L: 1024/24/16).
+    _C.MODEL.EVAD.EMBED_DIM = 768
+    _C.MODEL.EVAD.DEPTH = 12
+    _C.MODEL.EVAD.NUM_HEADS = 12
+    # FFN hidden width as a multiple of EMBED_DIM.
+    _C.MODEL.EVAD.MLP_RATIO = 4.0
+    # Query/value biases (VideoMAE's q_bias/v_bias; the key bias is zero).
+    _C.MODEL.EVAD.QKV_BIAS = True
+    # Spatial patch size and temporal tubelet size of the cube embedding (2x16x16).
+    _C.MODEL.EVAD.PATCH_SIZE = 16
+    _C.MODEL.EVAD.TUBELET_SIZE = 2
+    # Stochastic depth rate at the last block (linearly increasing from 0).
+    _C.MODEL.EVAD.DROP_PATH_RATE = 0.2
+    # Learned position embedding instead of VideoMAE's fixed sin-cos table.
+    _C.MODEL.EVAD.LEARNABLE_POS_EMBED = False
+    # Input size the position table was defined for; other sizes interpolate it spatially.
+    _C.MODEL.EVAD.PRETRAIN_IMG_SIZE = 224
+    # Recompute block activations in backward to save memory (activation checkpointing).
+    _C.MODEL.EVAD.USE_CHECKPOINT = False
+    # Keep rate of each encoder block (len == DEPTH); < 1 prunes inside that block.
+    # ViT-B default: rho=0.7 at the 4th, 7th and 10th blocks (ViT-L: 7th, 13th, 19th).
+    _C.MODEL.EVAD.KEEP_RATES = [1.0, 1.0, 1.0, 0.7, 1.0, 1.0, 0.7, 1.0, 1.0, 0.7, 1.0, 1.0]
+    # w_kf: weight of keyframe queries in the importance score (paper eq. 3).
+    _C.MODEL.EVAD.KEYFRAME_WEIGHT = 1.0
+    # 0-based blocks whose keyframe tokens feed the simple FPN (outputs of layers 3, 6, 9, 12).
+    _C.MODEL.EVAD.FEATURE_LAYERS = [2, 5, 8, 11]
+    # Resize factors applied to those keyframe maps (strides 4, 8, 16, 32 from stride 16).
+    _C.MODEL.EVAD.FEATURE_SCALES = [4.0, 2.0, 1.0, 0.5]
+    # detectron2's FPN width is reused: MODEL.FPN.OUT_CHANNELS (256).
+
+    # ---------------------------------------------------------------- action classes
+    # Number of action classes the classifier predicts (80 for AVA training).
+    _C.MODEL.EVAD.NUM_ACTION_CLASSES = 80
+    # "decoder" (context refinement decoder) or "linear" (the paper's Table 1a baseline).
+    _C.MODEL.EVAD.ACTION_HEAD = "decoder"
+
+    # ---------------------------------------------------------------- localization head (Sparse R-CNN)
+    _C.MODEL.EVAD.LOC = CN()
+    # Number of learnable proposals (n) and their feature width.
+    _C.MODEL.EVAD.LOC.NUM_PROPOSALS = 100
+    _C.MODEL.EVAD.LOC.HIDDEN_DIM = 256
+    # Dynamic instance interaction stages, heads of the proposal self-attention, FFN width.
+    _C.MODEL.EVAD.LOC.NUM_STAGES = 6
+    _C.MODEL.EVAD.LOC.NUM_HEADS = 8
+    _C.MODEL.EVAD.LOC.DIM_FEEDFORWARD = 2048
+    # Width and number of the dynamic (proposal-conditioned) layers.
+    _C.MODEL.EVAD.LOC.DIM_DYNAMIC = 64
+    _C.MODEL.EVAD.LOC.NUM_DYNAMIC = 2
+    # Dropout inside the stages.
+    _C.MODEL.EVAD.LOC.DROPOUT = 0.0
+    # FPN levels pooled by RoIAlign, output size and sampling ratio.
+    _C.MODEL.EVAD.LOC.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    _C.MODEL.EVAD.LOC.POOLER_RESOLUTION = 7
+    _C.MODEL.EVAD.LOC.POOLER_SAMPLING_RATIO = 2
+    # Weights of the (dx, dy, dw, dh) box deltas.
+    _C.MODEL.EVAD.LOC.BBOX_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
+    # Person probability a proposal needs to be output at inference (paper: 0.7).
+    _C.MODEL.EVAD.LOC.SCORE_THRESH_TEST = 0.7
+
+    # ---------------------------------------------------------------- action head (context refinement)
+    _C.MODEL.EVAD.DECODER = CN()
+    # Decoder width, depth and heads (ViT-B: 384/6/6; ViT-L: 512/12/8).
+    _C.MODEL.EVAD.DECODER.DIM = 384
+    _C.MODEL.EVAD.DECODER.DEPTH = 6
+    _C.MODEL.EVAD.DECODER.NUM_HEADS = 6
+    _C.MODEL.EVAD.DECODER.MLP_RATIO = 4.0
+    # Stochastic depth in the decoder.
+    _C.MODEL.EVAD.DECODER.DROP_PATH_RATE = 0.0
+    # RoI extension (x, y): each side grows by ratio * size / 2 (x1.4 width, x1.2 height = 1.68x area).
+    _C.MODEL.EVAD.DECODER.ROI_EXTEND = (0.4, 0.2)
+    # Output size and sampling ratio of the per-slice RoIAlign of the 3D RoIAlign.
+    _C.MODEL.EVAD.DECODER.POOLER_RESOLUTION = 7
+    _C.MODEL.EVAD.DECODER.POOLER_SAMPLING_RATIO = 2
+    # Hidden width of each per-layer action classifier.
+    _C.MODEL.EVAD.DECODER.CLS_HIDDEN_DIM = 2048
+    # Reproduce the official code's token-order bug (only for converted official checkpoints).
+    _C.MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER = False
+
+    # ---------------------------------------------------------------- losses (WOO / appendix B)
+    _C.MODEL.EVAD.LOSS = CN()
+    # Weights of person/background CE, box L1, GIoU and action BCE.
+    _C.MODEL.EVAD.LOSS.CLASS_WEIGHT = 2.0
+    _C.MODEL.EVAD.LOSS.L1_WEIGHT = 5.0
+    _C.MODEL.EVAD.LOSS.GIOU_WEIGHT = 2.0
+    _C.MODEL.EVAD.LOSS.ACTION_WEIGHT = 12.0
+    # Relative weight of the no-object class in the person/background CE.
+    _C.MODEL.EVAD.LOSS.NO_OBJECT_WEIGHT = 0.1
+    # Supervise every localization stage and every decoder layer, not only the last.
+    _C.MODEL.EVAD.LOSS.DEEP_SUPERVISION = True
+
+    # ---------------------------------------------------------------- solver (appendix B)
+    # "ADAMW" (the paper) or "SGD".
+    _C.SOLVER.OPTIMIZER = "ADAMW"
+    _C.SOLVER.BASE_LR = 2.5e-5
+    _C.SOLVER.WEIGHT_DECAY = 1e-4
+    _C.SOLVER.IMS_PER_BATCH = 16
+    # Schedule in epochs, converted to iterations from the training set size (0 = use MAX_ITER/STEPS).
+    _C.SOLVER.MAX_EPOCHS = 12
+    _C.SOLVER.STEP_EPOCHS = (5, 8)
+    _C.SOLVER.WARMUP_EPOCHS = 2.0
+    # Warm-up starts at BASE_LR * WARMUP_FACTOR (2.5e-6 / 2.5e-5).
+    _C.SOLVER.WARMUP_FACTOR = 0.1
+    # Layer-wise lr decay of the ViT blocks (1.0 = off) and a multiplier for the whole backbone.
+    _C.SOLVER.LAYER_DECAY = 1.0
+    _C.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    return cfg

@@ -1,0 +1,1 @@
+from .backbone import *  # noqa: F401,F403
