@@ -67,6 +67,9 @@ def add_evad_config(cfg):
     _C.MODEL.EVAD.KEEP_RATES = [1.0, 1.0, 1.0, 0.7, 1.0, 1.0, 0.7, 1.0, 1.0, 0.7, 1.0, 1.0]
     # w_kf: weight of keyframe queries in the importance score (paper eq. 3).
     _C.MODEL.EVAD.KEYFRAME_WEIGHT = 1.0
+    # How pruning blocks compute eq. 3: "auto" (log-sum-exp from the CPU flash kernel, else
+    # block-wise recompute), "logsumexp", "recompute" or "explicit" (full attention map).
+    _C.MODEL.EVAD.IMPORTANCE_IMPL = "auto"
     # 0-based blocks whose keyframe tokens feed the simple FPN (outputs of layers 3, 6, 9, 12).
     _C.MODEL.EVAD.FEATURE_LAYERS = [2, 5, 8, 11]
     # Resize factors applied to those keyframe maps (strides 4, 8, 16, 32 from stride 16).

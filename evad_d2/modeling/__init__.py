@@ -1,1 +1,3 @@
-from .backbone import *  # noqa: F401,F403
+from .backbone import PruningVideoViT, ViTSimpleFPN, restore_token_map
+
+__all__ = ["PruningVideoViT", "ViTSimpleFPN", "restore_token_map"]
