@@ -136,7 +136,8 @@ class PruningVideoViT(Backbone):
             # A fixed function of the grid: not a checkpoint entry (as in the official release).
             self.register_buffer("pos_embed", table.unsqueeze(0), persistent=False)
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        # Stochastic depth grows linearly over the blocks (plain floats: builds on the meta device too).
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             PruningBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i], importance_impl) for i in range(depth)
         )
