@@ -104,6 +104,8 @@ def add_evad_config(cfg):
     _C.MODEL.EVAD.LOC.BBOX_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
     # Person probability a proposal needs to be output at inference (paper: 0.7).
     _C.MODEL.EVAD.LOC.SCORE_THRESH_TEST = 0.7
+    # Output every proposal of a clip where none passes the threshold (official behaviour).
+    _C.MODEL.EVAD.LOC.KEEP_ALL_IF_NONE = False
 
     # ---------------------------------------------------------------- action head (context refinement)
     _C.MODEL.EVAD.DECODER = CN()

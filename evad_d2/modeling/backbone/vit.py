@@ -57,7 +57,7 @@ class PruningBlock(nn.Module):
         out, importance = self.attn(self.norm1(x), num_keyframe if prune else None, keyframe_weight)
         x = x + self.drop_path(out)
         if prune:
-            x, index = select_tokens(x, index, importance, num_keyframe, num_kept_tokens(x.shape[1], keep_rate))
+            x, index = select_tokens(x, index, importance, num_keyframe, num_kept_tokens(int(x.shape[1]), keep_rate))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, index
 

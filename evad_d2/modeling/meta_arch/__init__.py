@@ -1,0 +1,3 @@
+from .evad import EVAD
+
+__all__ = ["EVAD"]

@@ -1,0 +1,174 @@
+"""The EVAD detector (paper section 3): pruning ViT + simple FPN, query-based actor localization,
+context-refinement action classification, set-prediction training, thresholded inference.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import Tensor, nn
+
+from ..backbone import ViTSimpleFPN
+from ..heads import LocalizationHead, build_action_head
+from ..losses import SetCriterion
+
+__all__ = ["EVAD"]
+
+
+@META_ARCH_REGISTRY.register()
+class EVAD(nn.Module):
+    """End-to-end video action detector.
+
+    Input: a list of dicts, one per clip (see :meth:`forward`). Output in inference: one dict per
+    clip with ``"instances"`` holding ``pred_boxes`` (in the requested ``height``/``width``),
+    ``scores`` (person probability) and ``pred_action_scores`` ((N, num_classes) sigmoid).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: ViTSimpleFPN,
+        localization_head: LocalizationHead,
+        action_head: nn.Module,
+        criterion: SetCriterion,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        score_thresh: float = 0.7,
+        keep_all_if_none: bool = False,
+    ):
+        """
+        Args:
+            backbone: the pruning ViT wrapped by the simple FPN.
+            localization_head: proposals -> per-stage person logits and boxes.
+            action_head: context refinement decoder or the linear baseline.
+            criterion: training losses.
+            pixel_mean, pixel_std: per-channel normalisation of the input clip.
+            score_thresh: person probability a proposal needs to be output.
+            keep_all_if_none: output every proposal of a clip where none passes the threshold
+                (the official code's behaviour; off by default: a clip may have no actor).
+        """
+        super().__init__()
+        if not 0.0 <= score_thresh < 1.0:
+            raise ValueError(f"MODEL.EVAD.LOC.SCORE_THRESH_TEST must be in [0, 1), got {score_thresh}")
+        self.backbone = backbone
+        self.localization_head = localization_head
+        self.action_head = action_head
+        self.criterion = criterion
+        self.score_thresh = score_thresh
+        self.keep_all_if_none = keep_all_if_none
+        # (C, 1, 1, 1): broadcast over (C, T, H, W) clips.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1, 1), persistent=False)
+        if self.pixel_mean.shape != self.pixel_std.shape:
+            raise ValueError(f"MODEL.PIXEL_MEAN {pixel_mean} and MODEL.PIXEL_STD {pixel_std} differ in length")
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        if not isinstance(backbone, ViTSimpleFPN):
+            raise ValueError(f"EVAD needs MODEL.BACKBONE.NAME 'ViTSimpleFPN' (pruning ViT + simple FPN), got {cfg.MODEL.BACKBONE.NAME!r}")
+        return {
+            "backbone": backbone,
+            "localization_head": LocalizationHead(cfg, backbone.output_shape()),
+            "action_head": build_action_head(cfg),
+            "criterion": SetCriterion(cfg),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "score_thresh": cfg.MODEL.EVAD.LOC.SCORE_THRESH_TEST,
+            "keep_all_if_none": cfg.MODEL.EVAD.LOC.KEEP_ALL_IF_NONE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_clips(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise and pad the clips to the backbone's size divisibility (zeros after normalising)."""
+        clips = []
+        for i, x in enumerate(batched_inputs):
+            clip = x.get("clip")
+            if clip is None:
+                raise KeyError(f"input {i} has no 'clip' entry (a (3, T, H, W) tensor)")
+            if clip.dim() != 4 or clip.shape[0] != self.pixel_mean.shape[0]:
+                raise ValueError(f"input {i}: 'clip' must be ({self.pixel_mean.shape[0]}, T, H, W), got {tuple(clip.shape)}")
+            clips.append((clip.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(clips, self.backbone.size_divisibility)
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: one dict per clip with
+                * "clip": (3, T, H, W) tensor, RGB in the range of MODEL.PIXEL_MEAN/STD ([0, 255]);
+                * "height", "width" (optional): output size of the predicted boxes;
+                * "instances" (training): ``gt_boxes`` (abs XYXY in the clip) and ``gt_actions``
+                  ((N, num_classes) float multi-hot).
+
+        Returns:
+            training: dict of losses; inference: list of {"instances": Instances}.
+        """
+        images = self.preprocess_clips(batched_inputs)
+        net_out = self.backbone.net(images.tensor)
+        features = self.backbone.forward_features(net_out)
+        # int(): under tracing the sizes are 0-d tensors; they are constants of the traced graph.
+        sizes = [(int(h), int(w)) for h, w in images.image_sizes]
+        image_sizes = torch.tensor(sizes, device=self.device, dtype=torch.float32)
+        loc_outputs, _ = self.localization_head(features, image_sizes)
+        boxes = loc_outputs[-1]["pred_boxes"].detach()
+        grid = self.backbone.net.token_grid(images.tensor.shape)
+        action_logits = self.action_head(net_out["tokens"], net_out["token_index"], grid, boxes, image_sizes)
+
+        if self.training:
+            return self.criterion(loc_outputs, action_logits, self.prepare_targets(batched_inputs, images))
+        results = self.inference(loc_outputs[-1], action_logits[-1], sizes)
+        return self.postprocess(results, batched_inputs, sizes)
+
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        targets = []
+        for i, (x, size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            if "instances" not in x:
+                raise KeyError(f"training input {i} has no 'instances' (gt_boxes, gt_actions)")
+            inst = x["instances"].to(self.device)
+            if not inst.has("gt_actions"):
+                raise KeyError(f"training input {i}: instances need 'gt_actions' (multi-hot action labels)")
+            targets.append({"boxes": inst.gt_boxes.tensor, "actions": inst.gt_actions.float(), "image_size": size})
+        return targets
+
+    def inference(self, loc_output: Dict[str, Tensor], action_logits: Tensor, image_sizes) -> List[Instances]:
+        """Keep proposals whose person probability exceeds the threshold.
+
+        Args:
+            loc_output: last stage, "pred_logits" (B, n, 2) [person, no-object], "pred_boxes" (B, n, 4).
+            action_logits: (B, n, num_classes) of the last decoder layer.
+        """
+        person = loc_output["pred_logits"].softmax(-1)[..., 0]
+        actions = action_logits.sigmoid()
+        results = []
+        for b, size in enumerate(image_sizes):
+            keep = person[b] > self.score_thresh
+            if self.keep_all_if_none and not keep.any():
+                keep = torch.ones_like(keep)
+            inst = Instances(tuple(size))
+            boxes = Boxes(loc_output["pred_boxes"][b][keep])
+            boxes.clip(tuple(size))
+            inst.pred_boxes = boxes
+            inst.scores = person[b][keep]
+            inst.pred_action_scores = actions[b][keep]
+            results.append(inst)
+        return results
+
+    @staticmethod
+    def postprocess(instances: List[Instances], batched_inputs: List[Dict], image_sizes) -> List[Dict]:
+        """Rescale boxes to each input's requested output size (default: the clip's own size)."""
+        processed = []
+        for inst, x, size in zip(instances, batched_inputs, image_sizes):
+            h = x.get("height", size[0])
+            w = x.get("width", size[1])
+            processed.append({"instances": detector_postprocess(inst, h, w)})
+        return processed
+
+    def set_keep_rates(self, keep_rates: Optional[Sequence[float]]) -> None:
+        """Change the encoder's per-block keep rates at inference (no retraining; paper Fig. 5)."""
+        self.backbone.net.set_keep_rates(keep_rates)
