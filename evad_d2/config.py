@@ -126,6 +126,14 @@ def add_evad_config(cfg):
     # Reproduce the official code's token-order bug (only for converted official checkpoints).
     _C.MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER = False
 
+    # ---------------------------------------------------------------- checkpoints (MODEL.WEIGHTS)
+    _C.MODEL.EVAD.CHECKPOINT = CN()
+    # Skip (and log) checkpoint tensors whose shape differs from the model's instead of failing.
+    _C.MODEL.EVAD.CHECKPOINT.SKIP_SHAPE_MISMATCH = False
+    # From a VideoMAE pretraining checkpoint, also load its decoder blocks and encoder_to_decoder
+    # into the action decoder where shapes match (what the official EVAD loader does).
+    _C.MODEL.EVAD.CHECKPOINT.VIDEOMAE_DECODER_INIT = False
+
     # ---------------------------------------------------------------- losses (WOO / appendix B)
     _C.MODEL.EVAD.LOSS = CN()
     # Weights of person/background CE, box L1, GIoU and action BCE.
@@ -153,4 +161,7 @@ def add_evad_config(cfg):
     # Layer-wise lr decay of the ViT blocks (1.0 = off) and a multiplier for the whole backbone.
     _C.SOLVER.LAYER_DECAY = 1.0
     _C.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also accepts "full_model": clip the norm of all gradients together.
+    # Autocast dtype when SOLVER.AMP.ENABLED (CUDA): "float16" (with a grad scaler) or "bfloat16".
+    _C.SOLVER.AMP.PRECISION = "float16"
     return cfg

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Train and evaluate EVAD with detectron2's trainer.
+
+    python train_net.py --config-file configs/AVA/EVAD_ViT-B_rho0.7_224.yaml --num-gpus 8
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file ... --resume            # continue where a run stopped
+
+Multi-node: ``--num-machines N --machine-rank R --dist-url tcp://HOST:PORT`` (detectron2's launch).
+Schedules are given in epochs (SOLVER.MAX_EPOCHS, STEP_EPOCHS, WARMUP_EPOCHS) and turned into
+iterations from the training set size; set SOLVER.MAX_EPOCHS 0 to use SOLVER.MAX_ITER/STEPS.
+"""
+import logging
+import os
+from collections import OrderedDict
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data.build import get_detection_dataset_dicts
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import DatasetEvaluators, verify_results
+from detectron2.utils import comm
+
+from evad_d2 import add_evad_config
+from evad_d2.checkpoint import EVADCheckpointer
+from evad_d2.data.clip_mapper import ClipDatasetMapper
+from evad_d2.engine import RNGState, ResumableTrainingSampler, build_optimizer, resolve_epoch_schedule
+from evad_d2.evaluation import AVAEvaluator, UCFJHMDBEvaluator
+
+logger = logging.getLogger("evad_d2")
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with EVAD's data, optimizer, evaluators, checkpoint formats and exact resume."""
+
+    def __init__(self, cfg):
+        self._train_sampler = None
+        super().__init__(cfg)
+        if cfg.SOLVER.AMP.ENABLED:
+            precision = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(cfg.SOLVER.AMP.PRECISION)
+            if precision is None:
+                raise ValueError(f"SOLVER.AMP.PRECISION must be 'float16' or 'bfloat16', got {cfg.SOLVER.AMP.PRECISION!r}")
+            self._trainer.precision = precision
+
+    def build_hooks(self):
+        # Called by DefaultTrainer.__init__ right after it made its checkpointer: swap in one that
+        # also reads VideoMAE / official-EVAD weights and saves the RNG states (exact resume),
+        # before the checkpointing hook takes a reference to it.
+        self.checkpointer = EVADCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, rng=RNGState(), **self.checkpointer.checkpointables
+        )
+        return super().build_hooks()
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    def build_train_loader(self, cfg):
+        """Clips around annotated keyframes, from a sampler that can skip what a resumed run saw."""
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        self._train_sampler = ResumableTrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None)
+        return build_detection_train_loader(
+            dataset,
+            mapper=ClipDatasetMapper(cfg, is_train=True),
+            sampler=self._train_sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if self._train_sampler is not None:
+            self._train_sampler.start = self.start_iter * (self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=ClipDatasetMapper(cfg, is_train=False, dataset_name=dataset_name))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        kind = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+        if kind == "ava":
+            evaluators = [AVAEvaluator(dataset_name, output_folder)]
+        elif kind == "ucf_jhmdb":
+            evaluators = [UCFJHMDBEvaluator(dataset_name, output_folder)]
+        else:
+            raise NotImplementedError(f"no evaluator for dataset '{dataset_name}' (evaluator_type {kind!r}; expected 'ava' or 'ucf_jhmdb')")
+        return DatasetEvaluators(evaluators) if len(evaluators) > 1 else evaluators[0]
+
+
+def count_training_samples(cfg) -> int:
+    return sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_evad_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not args.eval_only:
+        resolve_epoch_schedule(cfg, count_training_samples(cfg))
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        EVADCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main() -> OrderedDict:
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
