@@ -1,0 +1,135 @@
+"""Optimizer groups, epoch schedules, the resumable sampler and RNG checkpointing."""
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.solver import build_lr_scheduler
+
+from evad_d2 import add_evad_config
+from evad_d2.engine import RNGState, ResumableTrainingSampler, build_optimizer, resolve_epoch_schedule, vit_layer_id
+
+TINY = "configs/tiny/EVAD_tiny_test.yaml"
+
+
+def tiny_cfg():
+    cfg = get_cfg()
+    add_evad_config(cfg)
+    cfg.merge_from_file(TINY)
+    return cfg
+
+
+def test_layer_ids():
+    assert vit_layer_id("backbone.net.patch_embed.proj.weight", 12) == 0
+    assert vit_layer_id("backbone.net.blocks.0.attn.qkv.weight", 12) == 1
+    assert vit_layer_id("backbone.net.blocks.11.mlp.fc2.bias", 12) == 12
+    assert vit_layer_id("backbone.net.norm.weight", 12) == 13
+    assert vit_layer_id("localization_head.stages.0.norm1.weight", 12) == 13
+
+
+def test_param_groups_layer_decay_backbone_multiplier_and_no_decay():
+    cfg = tiny_cfg()
+    cfg.SOLVER.BASE_LR = 1.0
+    cfg.SOLVER.WEIGHT_DECAY = 0.05
+    cfg.SOLVER.LAYER_DECAY = 0.5
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    lr_of, wd_of = {}, {}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            lr_of[id(p)], wd_of[id(p)] = g["lr"], g["weight_decay"]
+    named = dict(model.named_parameters())
+    assert len(lr_of) == len(named)  # every parameter is optimised exactly once
+    depth = len(model.backbone.net.blocks)  # 4
+    # block i: 0.1 * 0.5 ** (L + 1 - (i + 1)); patch embedding one power further down.
+    assert lr_of[id(named["backbone.net.blocks.3.attn.qkv.weight"])] == pytest.approx(0.1 * 0.5**1)
+    assert lr_of[id(named["backbone.net.blocks.0.attn.qkv.weight"])] == pytest.approx(0.1 * 0.5**depth)
+    assert lr_of[id(named["backbone.net.patch_embed.proj.weight"])] == pytest.approx(0.1 * 0.5 ** (depth + 1))
+    assert lr_of[id(named["backbone.net.norm.weight"])] == pytest.approx(0.1)
+    assert lr_of[id(named["backbone.fpn_lateral2.weight"])] == pytest.approx(1.0)  # the neck is not the ViT
+    assert wd_of[id(named["backbone.net.blocks.0.attn.qkv.weight"])] == 0.05
+    assert wd_of[id(named["backbone.net.blocks.0.attn.q_bias"])] == 0.0
+    assert wd_of[id(named["backbone.net.norm.weight"])] == 0.0
+    assert isinstance(opt, torch.optim.AdamW)
+
+
+def test_full_model_gradient_clipping_clips_the_global_norm():
+    cfg = tiny_cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    opt.step()
+    total = torch.sqrt(sum((p.grad**2).sum() for p in model.parameters()))
+    assert total.item() == pytest.approx(0.5, rel=1e-4)
+
+
+def test_bad_solver_values_name_the_key():
+    cfg = tiny_cfg()
+    model = build_model(cfg)
+    cfg.SOLVER.LAYER_DECAY = 1.5
+    with pytest.raises(ValueError, match="SOLVER.LAYER_DECAY"):
+        build_optimizer(cfg, model)
+    cfg.SOLVER.LAYER_DECAY = 1.0
+    cfg.SOLVER.OPTIMIZER = "LAMB"
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
+        build_optimizer(cfg, model)
+
+
+def test_epoch_schedule_matches_the_paper_recipe():
+    cfg = tiny_cfg()  # 12 epochs, x0.1 at 5 and 8, warm-up 2 epochs from 0.1 * base lr
+    cfg.SOLVER.IMS_PER_BATCH = 16
+    ipe = resolve_epoch_schedule(cfg, 1000)  # ceil(1000 / 16) = 63 iterations per epoch
+    assert ipe == 63
+    assert cfg.SOLVER.MAX_ITER == 12 * 63 and cfg.SOLVER.STEPS == (5 * 63, 8 * 63) and cfg.SOLVER.WARMUP_ITERS == 2 * 63
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.SOLVER.BASE_LR)
+    sched = build_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(cfg.SOLVER.MAX_ITER):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    base = cfg.SOLVER.BASE_LR
+    assert lrs[0] == pytest.approx(2.5e-6)  # warm-up starts at 2.5e-6
+    assert lrs[2 * 63] == pytest.approx(base)
+    assert lrs[5 * 63 - 1] == pytest.approx(base) and lrs[5 * 63] == pytest.approx(base * 0.1)
+    assert lrs[8 * 63] == pytest.approx(base * 0.01)
+
+
+def test_epoch_schedule_errors():
+    cfg = tiny_cfg()
+    cfg.SOLVER.STEP_EPOCHS = (5, 13)
+    with pytest.raises(ValueError, match="SOLVER.STEP_EPOCHS"):
+        resolve_epoch_schedule(cfg, 100)
+    cfg = tiny_cfg()
+    with pytest.raises(ValueError, match="empty"):
+        resolve_epoch_schedule(cfg, 0)
+    cfg.SOLVER.MAX_EPOCHS = 0
+    cfg.SOLVER.MAX_ITER = 77
+    assert resolve_epoch_schedule(cfg, 0) is None and cfg.SOLVER.MAX_ITER == 77
+
+
+def test_resumable_sampler_continues_the_stream():
+    full = list(itertools.islice(iter(ResumableTrainingSampler(10, seed=3)), 25))
+    resumed = ResumableTrainingSampler(10, seed=3, start=12)
+    assert list(itertools.islice(iter(resumed), 13)) == full[12:]
+    assert sorted(full[:10]) == list(range(10))  # one epoch is a permutation
+
+
+def test_rng_state_round_trip_through_torch_save(tmp_path):
+    state = RNGState()
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    saved = state.state_dict()
+    torch.save(saved, tmp_path / "rng.pth")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    state.load_state_dict(torch.load(tmp_path / "rng.pth", weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
