@@ -1,0 +1,19 @@
+"""Datasets, video decoding and the clip mapper.
+
+Importing registers the builtin datasets (names only: no file is read until a dataset is used).
+"""
+from .clip_mapper import ClipDatasetMapper
+from .datasets import load_ava_dataset, load_ucf_jhmdb_dataset, register_ava, register_ucf_jhmdb
+from .datasets.builtin import datasets_root as _datasets_root, register_all as _register_all
+from .video_io import VideoReadError
+
+__all__ = [
+    "ClipDatasetMapper",
+    "VideoReadError",
+    "load_ava_dataset",
+    "load_ucf_jhmdb_dataset",
+    "register_ava",
+    "register_ucf_jhmdb",
+]
+
+_register_all(_datasets_root())

@@ -1,0 +1,334 @@
+"""AVA-format datasets (AVA v2.1/v2.2 and the bundled generated dataset).
+
+Layout under a dataset root (datasets/README.md has the details)::
+
+    annotations/ava_{split}_v{version}.csv                     ground truth (one row per person x action)
+    annotations/ava_action_list_v{version}.pbtxt               the model's classes (80 for AVA)
+    annotations/ava_action_list_v{version}_for_activitynet_*.pbtxt   evaluated subset (60 for AVA)
+    annotations/ava_{split}_excluded_timestamps_v{version}.csv optional
+    annotations/ava_{split}_predicted_boxes.csv                optional person proposals (score column)
+    videos/<video_id>.<ext>                                    frame_source="video"
+    frames/<video_id>/<video_id>_000001.jpg                    frame_source="frames"
+
+One dataset dict per annotated keyframe (excluded timestamps dropped)::
+
+    video_id, timestamp, height, width       as in common dataset dicts
+    frame_index     0-based keyframe index on the 30 fps timeline: (timestamp - 900) * 30
+    num_frames      frames of the video on that timeline (clips repeat the edge frames past it)
+    frame_rate      30
+    video_path                               (video source) or
+    frame_dir, frame_pattern                 (frames source; pattern has one {} for the 1-based number)
+    annotations     [{"bbox", "bbox_mode", "action_ids", "person_id"}], one per person
+    proposals       {"boxes": (K, 4) float32 abs XYXY, "scores": (K,)}, only with a proposal file
+"""
+import functools
+import glob
+import logging
+import os
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from ..ava_format import AvaFormatError, iter_ava_rows, read_exclusions, read_label_map
+from ..video_io import VideoReadError, count_frames_in_folder, keyframe_frame_index, probe_video
+
+__all__ = ["ava_files", "load_ava_dataset", "register_ava", "LazyMetadata"]
+
+logger = logging.getLogger(__name__)
+
+AVA_FRAME_RATE = 30
+AVA_VIDEO_START_SEC = 900
+# The evaluated-subset label map is named after the ActivityNet challenge year of its release.
+_EVAL_LABEL_MAP_YEAR = {"2.1": 2018, "2.2": 2019}
+_GENERATOR_HINT = "python datasets/generate_ava_like.py --out {root}"
+
+
+def ava_files(root: str, split: str, version: str) -> Dict[str, Optional[str]]:
+    """Standard paths of a split's annotation files (they need not exist).
+
+    Returns:
+        dict with "groundtruth", "label_map", "eval_label_map", "exclusions", "proposals",
+        "frame_list". "eval_label_map" falls back to any ``..._for_activitynet_*.pbtxt``.
+    """
+    ann = os.path.join(root, "annotations")
+    eval_map = os.path.join(ann, f"ava_action_list_v{version}_for_activitynet_{_EVAL_LABEL_MAP_YEAR.get(version, 0)}.pbtxt")
+    if not os.path.isfile(eval_map):
+        found = sorted(glob.glob(os.path.join(ann, f"ava_action_list_v{version}_for_activitynet_*.pbtxt")))
+        eval_map = found[0] if found else eval_map
+    return {
+        "groundtruth": os.path.join(ann, f"ava_{split}_v{version}.csv"),
+        "label_map": os.path.join(ann, f"ava_action_list_v{version}.pbtxt"),
+        "eval_label_map": eval_map,
+        "exclusions": os.path.join(ann, f"ava_{split}_excluded_timestamps_v{version}.csv"),
+        "proposals": os.path.join(ann, f"ava_{split}_predicted_boxes.csv"),
+        "frame_list": os.path.join(root, "frame_lists", f"{split}.csv"),
+    }
+
+
+def _missing(path: str, root: str, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{what} {path} not found. For the bundled generated dataset run "
+        f"`{_GENERATOR_HINT.format(root=root)}`; for AVA/UCF101-24/JHMDB see datasets/README.md."
+    )
+
+
+def resolve_frame_source(root: str, frame_source: str) -> str:
+    """``"video"`` or ``"frames"``; ``"auto"`` picks videos/ if present, else frames/."""
+    if frame_source in ("video", "frames"):
+        return frame_source
+    if frame_source != "auto":
+        raise ValueError(f"frame_source must be 'video', 'frames' or 'auto', got {frame_source!r}")
+    if os.path.isdir(os.path.join(root, "videos")):
+        return "video"
+    if os.path.isdir(os.path.join(root, "frames")):
+        return "frames"
+    raise _missing(os.path.join(root, "videos"), root, "neither videos/ nor frames/ folder:")
+
+
+def index_video_files(video_dir: str) -> Dict[str, str]:
+    """Map each video id (file name without extension) in ``video_dir`` to its path."""
+    if not os.path.isdir(video_dir):
+        return {}
+    index = {}
+    for name in sorted(os.listdir(video_dir)):
+        stem, ext = os.path.splitext(name)
+        # An .mp4 wins over other containers of the same id (e.g. a partial .webm download).
+        if ext and (stem not in index or ext == ".mp4"):
+            index[stem] = os.path.join(video_dir, name)
+    return index
+
+
+class _VideoTimeline:
+    """Size and frame count of one video on the 30 fps timeline, read once per video."""
+
+    def __init__(self, source, root, video_index, frame_rate):
+        self.source, self.root, self.video_index, self.frame_rate = source, root, video_index, frame_rate
+
+    def __call__(self, video_id: str) -> dict:
+        if self.source == "video":
+            path = self.video_index.get(video_id)
+            if path is None:
+                raise VideoReadError(os.path.join(self.root, "videos", f"{video_id}.mp4"), "video file not found")
+            info = probe_video(path)
+            # Last timeline index whose nearest native frame still exists.
+            n = int((info.num_frames - 0.5) * self.frame_rate / float(info.fps)) + 1
+            return {"video_path": path, "height": info.height, "width": info.width, "num_frames": n}
+        frame_dir = os.path.join(self.root, "frames", video_id)
+        pattern = video_id + "_{:06d}.jpg"
+        n = count_frames_in_folder(frame_dir, pattern)
+        first = os.path.join(frame_dir, pattern.format(1))
+        try:
+            with Image.open(first) as img:
+                width, height = img.size
+        except OSError as e:
+            raise VideoReadError(first, f"cannot read frame image: {e}") from None
+        return {"frame_dir": frame_dir, "frame_pattern": pattern, "height": height, "width": width, "num_frames": n}
+
+
+def load_ava_dataset(
+    root: str,
+    split: str,
+    version: str = "2.2",
+    frame_source: str = "auto",
+    *,
+    proposal_file: Optional[str] = None,
+    frame_rate: int = AVA_FRAME_RATE,
+    video_start_sec: float = AVA_VIDEO_START_SEC,
+    skip_bad_videos: bool = False,
+) -> List[dict]:
+    """Read one AVA split into dataset dicts (see the module docstring for their fields).
+
+    Args:
+        root: dataset root (AVA layout).
+        split: "train" or "val".
+        version: "2.1" or "2.2" (selects the file names).
+        frame_source: "video", "frames" or "auto".
+        proposal_file: person-box CSV to attach as "proposals"; defaults to
+            ``annotations/ava_{split}_predicted_boxes.csv`` when that exists.
+        frame_rate, video_start_sec: the timeline: timestamp t is frame (t - start) * rate. AVA's
+            15-minute cut clips start at second 900; use 0 for uncut movies.
+        skip_bad_videos: drop (and count in the log) keyframes of videos that are missing or do not
+            open, and keyframes past the end of their video, instead of raising.
+
+    Raises:
+        FileNotFoundError: missing annotation files (with how to get them).
+        AvaFormatError: malformed CSV/label map rows, or a timestamp outside its video (file:line).
+        VideoReadError: a missing or unreadable video/frame folder (naming the file and the CSV line).
+    """
+    files = ava_files(root, split, version)
+    for key in ("groundtruth", "label_map"):
+        if not os.path.isfile(files[key]):
+            raise _missing(files[key], root, "AVA annotation file")
+    source = resolve_frame_source(root, frame_source)
+    label_map = read_label_map(files["label_map"])
+    excluded = read_exclusions(files["exclusions"]) if os.path.isfile(files["exclusions"]) else set()
+    gt_path = files["groundtruth"]
+
+    keyframes: "OrderedDict[tuple, list]" = OrderedDict()
+    for row in iter_ava_rows(gt_path, label_map=label_map):
+        keyframes.setdefault((row.video_id, row.timestamp), []).append(row)
+    n_excluded = sum(1 for k in keyframes if k in excluded)
+
+    if proposal_file is None and os.path.isfile(files["proposals"]):
+        proposal_file = files["proposals"]
+    proposals: Dict[tuple, list] = {}
+    if proposal_file is not None:
+        for row in iter_ava_rows(proposal_file, allow_missing_action=True):
+            proposals.setdefault((row.video_id, row.timestamp), []).append(row)
+
+    timeline = _VideoTimeline(source, root, index_video_files(os.path.join(root, "videos")), frame_rate)
+    videos: Dict[str, Optional[dict]] = {}
+    dicts, skipped = [], 0
+    for (video_id, ts), rows in keyframes.items():
+        if (video_id, ts) in excluded:
+            continue
+        if video_id not in videos:
+            try:
+                videos[video_id] = timeline(video_id)
+            except VideoReadError as e:
+                if not skip_bad_videos:
+                    raise VideoReadError(e.path, f"{str(e).split(': ', 1)[1]} (video of {gt_path}:{rows[0].line})") from None
+                logger.warning(f"Skipping video {video_id}: {e}")
+                videos[video_id] = None
+        video = videos[video_id]
+        if video is None:
+            skipped += 1
+            continue
+        frame_index = keyframe_frame_index(ts, frame_rate=frame_rate, start_sec=video_start_sec)
+        if not 0 <= frame_index < video["num_frames"]:
+            msg = (
+                f"timestamp {ts} is frame {frame_index} (= ({ts} - {video_start_sec:g}) * {frame_rate}), outside "
+                f"video {video_id} with {video['num_frames']} frames"
+            )
+            if not skip_bad_videos:
+                raise AvaFormatError(gt_path, rows[0].line, msg)
+            logger.warning(f"Skipping {gt_path}:{rows[0].line}: {msg}")
+            skipped += 1
+            continue
+        w, h = video["width"], video["height"]
+        persons: "OrderedDict[tuple, dict]" = OrderedDict()
+        for r in rows:
+            # Rows of one person share the box; several rows are several labels (multi-label).
+            pid = int(r.extra) if r.extra is not None else -1
+            ann = persons.setdefault((r.box, pid), {
+                "bbox": [r.box[0] * w, r.box[1] * h, r.box[2] * w, r.box[3] * h],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "action_ids": [],
+                "person_id": pid,
+            })
+            if r.action_id not in ann["action_ids"]:
+                ann["action_ids"].append(r.action_id)
+        record = {
+            "video_id": video_id,
+            "timestamp": ts,
+            "height": h,
+            "width": w,
+            "frame_index": frame_index,
+            "num_frames": video["num_frames"],
+            "frame_rate": frame_rate,
+            "annotations": list(persons.values()),
+        }
+        record.update({k: video[k] for k in ("video_path", "frame_dir", "frame_pattern") if k in video})
+        if proposal_file is not None:
+            props = proposals.get((video_id, ts), [])
+            scale = np.array([w, h, w, h], dtype=np.float32)
+            record["proposals"] = {
+                "boxes": np.array([p.box for p in props], dtype=np.float32).reshape(-1, 4) * scale,
+                "scores": np.array([p.extra if p.extra is not None else 1.0 for p in props], dtype=np.float32),
+            }
+        dicts.append(record)
+    logger.info(
+        f"Loaded {len(dicts)} keyframes of {len(videos)} videos from {gt_path} ({source}); "
+        f"{n_excluded} excluded timestamps dropped" + (f", {skipped} keyframes skipped as bad" if skipped else "")
+    )
+    return dicts
+
+
+class LazyMetadata(Metadata):
+    """Metadata some of whose fields come from files, read the first time one of them is used.
+
+    Registration then touches no file, and a dataset generated after registration still gets
+    its classes. ``_lazy`` holds (the lazy keys, a picklable function returning them all).
+    """
+
+    def __getattr__(self, key):
+        lazy = self.__dict__.get("_lazy")
+        if lazy is not None and key in lazy[0]:
+            values = lazy[1]()
+            self.__dict__.update(values)
+            del self.__dict__["_lazy"]
+            return values[key]
+        return super().__getattr__(key)
+
+    def set_lazy(self, keys: Sequence[str], loader: Callable[[], dict]):
+        self.__dict__["_lazy"] = (tuple(keys), loader)
+        return self
+
+
+_AVA_LAZY_KEYS = ("action_ids", "action_classes", "eval_action_ids", "eval_label_map_file", "exclusions_file")
+
+
+def _ava_label_metadata(name: str, root: str, files: Dict[str, str]) -> dict:
+    if not os.path.isfile(files["label_map"]):
+        raise AttributeError(
+            f"dataset '{name}': label map {files['label_map']} not found, so its classes are unknown. "
+            f"For the bundled generated dataset run `{_GENERATOR_HINT.format(root=root)}`; "
+            "for AVA see datasets/README.md."
+        )
+    label_map = read_label_map(files["label_map"])
+    ids = sorted(label_map)
+    eval_map_file = files["eval_label_map"] if os.path.isfile(files["eval_label_map"]) else None
+    eval_ids = sorted(read_label_map(eval_map_file)) if eval_map_file else ids
+    unknown = sorted(set(eval_ids) - set(ids))
+    if unknown:
+        raise AvaFormatError(eval_map_file, None, f"evaluated class ids {unknown} are not in {files['label_map']}")
+    return {
+        "action_ids": ids,
+        "action_classes": [label_map[i] for i in ids],
+        "eval_action_ids": eval_ids,
+        "eval_label_map_file": eval_map_file,
+        "exclusions_file": files["exclusions"] if os.path.isfile(files["exclusions"]) else None,
+    }
+
+
+def _fresh_metadata(name: str) -> "LazyMetadata":
+    if name in MetadataCatalog.keys():
+        if len(MetadataCatalog.get(name).as_dict()) > 1:
+            raise ValueError(f"metadata of '{name}' was set before its dataset was registered; remove it first")
+        MetadataCatalog.remove(name)
+    meta = LazyMetadata(name=name)
+    MetadataCatalog[name] = meta
+    return meta
+
+
+def register_ava(name: str, root: str, split: str, version: str = "2.2", frame_source: str = "auto", **kwargs):
+    """Register an AVA-format split as ``name``; nothing is read until it is used.
+
+    Args:
+        name: dataset name, e.g. "ava_v2.2_train".
+        root, split, version, frame_source, kwargs: as in ``load_ava_dataset``.
+
+    Metadata: ``action_ids`` (label-map ids in model column order, i.e. sorted), ``action_classes``,
+    ``eval_action_ids`` (from the ``_for_activitynet`` label map if present, else all),
+    ``label_map_file``, ``eval_label_map_file``, ``groundtruth_file``, ``exclusions_file`` (or None),
+    ``evaluator_type="ava"``, ``frame_rate``, ``video_start_sec``, ``dataset_root``, ``split``,
+    ``version``. The label-map fields are read on first access.
+    """
+    DatasetCatalog.register(name, lambda: load_ava_dataset(root, split, version, frame_source, **kwargs))
+    files = ava_files(root, split, version)
+    meta = _fresh_metadata(name).set_lazy(_AVA_LAZY_KEYS, functools.partial(_ava_label_metadata, name, root, files))
+    meta.set(
+        label_map_file=files["label_map"],
+        groundtruth_file=files["groundtruth"],
+        evaluator_type="ava",
+        frame_rate=kwargs.get("frame_rate", AVA_FRAME_RATE),
+        video_start_sec=kwargs.get("video_start_sec", AVA_VIDEO_START_SEC),
+        dataset_root=root,
+        split=split,
+        version=version,
+    )

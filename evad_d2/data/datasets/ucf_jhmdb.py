@@ -1,0 +1,171 @@
+"""UCF101-24 and JHMDB-21 from the pickled ground truth of the action-detection literature.
+
+``UCF101v2-GT.pkl`` / ``JHMDB-GT.pkl`` (as released with the ACT detector and used by WOO,
+TubeR, YOWO) hold a dict::
+
+    labels        [class name, ...]                      class index = position
+    gttubes       {video: {class index: [tube, ...]}}    tube: (n, 5) array of rows
+                                                         (frame number 1-based, x1, y1, x2, y2) in pixels
+    nframes       {video: number of frames}
+    train_videos  [[video, ...] per split]               UCF101-24: 1 split, JHMDB: 3
+    test_videos   [[video, ...] per split]
+    resolution    {video: (height, width)}
+
+Frames are images on disk: ``<root>/<frames_dirname>/<video>/00001.jpg`` (5-digit, 1-based; the
+video name includes its class folder, e.g. ``Basketball/v_Basketball_g01_c01``).
+
+Dataset dicts follow the AVA ones (see ``ava.py``): ``video_id`` = the pickle's video name,
+``timestamp`` = the 1-based frame number, ``frame_index = timestamp - 1``, ``frame_dir`` and
+``frame_pattern``; each tube box of the frame is one annotation with ``action_ids = [class index]``
+and ``person_id`` = the tube's index within the video.
+"""
+import functools
+import logging
+import os
+import pickle
+from typing import List, Optional
+
+import numpy as np
+from detectron2.data import DatasetCatalog
+from detectron2.structures import BoxMode
+
+from .ava import _fresh_metadata
+
+__all__ = ["read_ucf_jhmdb_gt", "load_ucf_jhmdb_dataset", "register_ucf_jhmdb"]
+
+logger = logging.getLogger(__name__)
+
+_REQUIRED_KEYS = ("labels", "gttubes", "nframes", "train_videos", "test_videos", "resolution")
+
+
+def read_ucf_jhmdb_gt(path: str) -> dict:
+    """Load and check a UCF101-24/JHMDB ground-truth pickle.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not a pickle of the expected structure (naming the file and the key).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ground-truth pickle {path} not found; see datasets/README.md")
+    try:
+        with open(path, "rb") as f:
+            # The released files were pickled by Python 2: latin1 restores their numpy arrays.
+            gt = pickle.load(f, encoding="latin1")
+    except Exception as e:
+        raise ValueError(f"{path}: cannot unpickle ground truth: {e}") from None
+    if not isinstance(gt, dict):
+        raise ValueError(f"{path}: expected a dict, got {type(gt).__name__}")
+    missing = [k for k in _REQUIRED_KEYS if k not in gt]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing} (expected {list(_REQUIRED_KEYS)})")
+    return gt
+
+
+def load_ucf_jhmdb_dataset(
+    gt_file: str,
+    frame_root: str,
+    split: str,
+    split_index: int = 0,
+    *,
+    frame_ext: str = ".jpg",
+    all_frames: Optional[bool] = None,
+) -> List[dict]:
+    """Dataset dicts of one split: one per annotated frame (or per frame with ``all_frames``).
+
+    Args:
+        gt_file: the pickle.
+        frame_root: folder holding ``<video>/00001<frame_ext>``.
+        split: "train" or "test".
+        split_index: 0-based split (JHMDB has three; UCF101-24 one).
+        frame_ext: ".jpg" (UCF101-24) or ".png" (JHMDB's usual frames).
+        all_frames: also make keyframes of frames without boxes (frame-mAP counts false
+            positives there). Default: True for "test", False for "train".
+
+    Raises:
+        ValueError: a video of the split missing from nframes/resolution, a tube frame outside
+            the video, or a malformed tube (naming file, video and class).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    gt = read_ucf_jhmdb_gt(gt_file)
+    lists = gt[f"{split}_videos"]
+    if not 0 <= split_index < len(lists):
+        raise ValueError(f"{gt_file}: split index {split_index} out of range ({len(lists)} splits)")
+    if all_frames is None:
+        all_frames = split == "test"
+    num_classes = len(gt["labels"])
+    dicts, dropped = [], 0
+    for video in lists[split_index]:
+        for key in ("nframes", "resolution", "gttubes"):
+            if video not in gt[key]:
+                raise ValueError(f"{gt_file}: video {video!r} of {split}_videos[{split_index}] has no entry in '{key}'")
+        nframes = int(gt["nframes"][video])
+        height, width = (int(v) for v in gt["resolution"][video])
+        per_frame = {}
+        tube_id = 0
+        for label, tubes in sorted(gt["gttubes"][video].items()):
+            if not 0 <= int(label) < num_classes:
+                raise ValueError(f"{gt_file}: video {video!r} has class index {label} outside the {num_classes} labels")
+            for tube in tubes:
+                tube = np.asarray(tube, dtype=np.float64)
+                if tube.ndim != 2 or tube.shape[1] != 5:
+                    raise ValueError(f"{gt_file}: video {video!r} class {label}: tube of shape {tube.shape}, expected (n, 5)")
+                for row in tube:
+                    frame = int(row[0])
+                    if not 1 <= frame <= nframes:
+                        raise ValueError(f"{gt_file}: video {video!r} class {label}: tube frame {frame} outside 1..{nframes}")
+                    x1, y1, x2, y2 = np.clip(row[1:], 0, [width, height, width, height])
+                    if x2 <= x1 or y2 <= y1:
+                        dropped += 1
+                        continue
+                    per_frame.setdefault(frame, []).append({
+                        "bbox": [float(x1), float(y1), float(x2), float(y2)],
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "action_ids": [int(label)],
+                        "person_id": tube_id,
+                    })
+                tube_id += 1
+        frames = range(1, nframes + 1) if all_frames else sorted(per_frame)
+        for frame in frames:
+            dicts.append({
+                "video_id": video,
+                "timestamp": frame,
+                "height": height,
+                "width": width,
+                "frame_index": frame - 1,
+                "num_frames": nframes,
+                "frame_dir": os.path.join(frame_root, video),
+                "frame_pattern": "{:05d}" + frame_ext,
+                "annotations": per_frame.get(frame, []),
+            })
+    if dropped:
+        logger.warning(f"{gt_file}: dropped {dropped} tube boxes that are empty after clipping to the frame")
+    logger.info(f"Loaded {len(dicts)} keyframes of {len(lists[split_index])} videos from {gt_file} ({split}, split {split_index + 1})")
+    return dicts
+
+
+def _ucf_jhmdb_label_metadata(gt_file: str) -> dict:
+    try:
+        labels = list(read_ucf_jhmdb_gt(gt_file)["labels"])
+    except FileNotFoundError as e:
+        raise AttributeError(str(e)) from None
+    return {"action_classes": labels, "action_ids": list(range(len(labels))), "eval_action_ids": list(range(len(labels)))}
+
+
+def register_ucf_jhmdb(
+    name: str, gt_file: str, frame_root: str, split: str, split_index: int = 0, *,
+    frame_ext: str = ".jpg", all_frames: Optional[bool] = None,
+):
+    """Register a UCF101-24/JHMDB split; the pickle is read when the dataset or its classes are used.
+
+    Metadata: ``evaluator_type="ucf_jhmdb"``, ``gt_file``, ``split``, ``split_index``, and (read on
+    first access) ``action_classes``, ``action_ids`` (= class indices 0..C-1), ``eval_action_ids``.
+    """
+    DatasetCatalog.register(
+        name,
+        lambda: load_ucf_jhmdb_dataset(gt_file, frame_root, split, split_index, frame_ext=frame_ext, all_frames=all_frames),
+    )
+    meta = _fresh_metadata(name).set_lazy(
+        ("action_classes", "action_ids", "eval_action_ids"), functools.partial(_ucf_jhmdb_label_metadata, gt_file)
+    )
+    meta.set(evaluator_type="ucf_jhmdb", gt_file=gt_file, split=split, split_index=split_index, frame_root=frame_root)
