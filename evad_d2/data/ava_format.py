@@ -115,41 +115,12 @@ def iter_ava_rows(
         AvaFormatError: wrong column count, unparsable numbers, boxes outside the frame or with
             x2 <= x1 / y2 <= y1, unknown class ids. The message names the file and line.
     """
-    with g_pathmgr.open(path, "r") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) not in (7, 8):
-                raise AvaFormatError(
-                    path, line, f"expected 7 or 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id[, person_id|score]), got {len(row)}"
-                )
-            ts = _parse_timestamp(path, line, row[1])
-            try:
-                coords = [float(v) for v in row[2:6]]
-            except ValueError:
-                raise AvaFormatError(path, line, f"box coordinates are not numbers: {row[2:6]}") from None
-            for v in coords:
-                if not (-box_tolerance <= v <= 1.0 + box_tolerance):
-                    raise AvaFormatError(path, line, f"box {coords} is outside the frame (coordinates must be normalised to [0, 1])")
-            x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in coords)
-            if x2 <= x1 or y2 <= y1:
-                raise AvaFormatError(path, line, f"empty box {coords} (need x1 < x2 and y1 < y2)")
-            if row[6].strip() == "" and allow_missing_action:
-                action = -1
-            else:
-                try:
-                    action = int(row[6])
-                except ValueError:
-                    raise AvaFormatError(path, line, f"action id {row[6]!r} is not an integer") from None
-                if label_map is not None and action not in label_map:
-                    raise AvaFormatError(path, line, f"unknown action id {action} (not in the label map)")
-            extra = None
-            if len(row) == 8 and row[7].strip() != "":
-                try:
-                    extra = float(row[7])
-                except ValueError:
-                    raise AvaFormatError(path, line, f"last column {row[7]!r} is not a number") from None
-            yield AvaRow(row[0], ts, (x1, y1, x2, y2), action, extra, line)
+    for item in iter_ava_rows_or_errors(
+        path, label_map=label_map, allow_missing_action=allow_missing_action, box_tolerance=box_tolerance
+    ):
+        if isinstance(item, AvaFormatError):
+            raise item
+        yield item
 
 
 def _parse_timestamp(path: str, line: int, value: str) -> int:
@@ -168,7 +139,6 @@ def group_rows_by_keyframe(rows: List[AvaRow]) -> Dict[Tuple[str, int], List[Ava
     for r in rows:
         groups.setdefault((r.video_id, r.timestamp), []).append(r)
     return groups
-
 
 
 def parse_ava_row(
