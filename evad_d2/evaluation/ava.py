@@ -1,0 +1,782 @@
+"""AVA frame-mAP by the official protocol, vectorised.
+
+The official evaluation (ActivityNet ``get_ava_performance.py`` and PySlowFast's
+``ava_eval_helper.py``, both on top of the TF object-detection ``PascalDetectionEvaluator``)
+computes, for every class of the label map:
+
+* ground truth: every CSV row of that class is one instance (duplicated rows are separate
+  instances); no box is ``difficult``; rows of frames listed in the exclusions are dropped;
+* detections: rows of excluded frames are dropped; a detection whose box has ``x1 >= x2`` or
+  ``y1 >= y2`` is removed; a detection on a frame without ground truth is a false positive;
+* matching, per frame and class, in the frame's detection order: each detection takes the
+  ground-truth box of highest IoU (the first one on ties); it is a true positive if that IoU is
+  >= 0.5 and no earlier detection took the same box, else a false positive. Note that a
+  detection whose best box is taken is a false positive even if another box would match;
+* AP: detections of all frames are concatenated (frames in order of first appearance in the
+  detection file) and ranked with ``argsort(scores)[::-1]``; precision/recall are VOC's
+  all-point interpolated area; a class without ground truth gets NaN and is left out of the mean.
+
+Two protocols differ only in how a frame's detections are read (``protocol=``):
+
+* ``"pyslowfast"`` (default; PySlowFast and the EVAD release, which produced EVAD's published
+  numbers): every detection row is kept, in file order within its frame.
+* ``"activitynet"`` (ActivityNet's ``get_ava_performance.py`` for AVA v2.1/v2.2): at most 50
+  detection rows per frame are kept (the top scores, selected with a heap exactly as the
+  official reader does), and a frame's rows are matched in descending score order.
+
+CSV files our own evaluator writes are sorted by descending score within each frame, so both
+protocols agree on them whenever a frame has at most 50 rows.
+
+Command line::
+
+    python -m evad_d2.evaluation.ava --groundtruth GT.csv --detections DET.csv \\
+        --labelmap MAP.pbtxt [--exclusions EX.csv] --json OUT.json [--plot OUT.png]
+"""
+import argparse
+import heapq
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+from iopath.common.file_io import g_pathmgr
+
+from evad_d2.data.ava_format import AvaFormatError, read_exclusions, read_label_map
+
+__all__ = [
+    "AvaBoxes",
+    "FrameMapResult",
+    "read_ava_csv",
+    "evaluate_frame_map",
+    "evaluate_person_ap",
+    "evaluate_ava_files",
+    "voc_average_precision",
+    "ranked_average_precision",
+    "match_detections",
+    "parse_ava_csv_bytes",
+    "PROTOCOLS",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("pyslowfast", "activitynet")
+# Detections kept per frame by ActivityNet's reader (its ``read_csv(..., capacity=50)``).
+_ACTIVITYNET_CAPACITY = 50
+# Box coordinates may exceed [0, 1] by this much (rounding in written files); they are used as is.
+_BOX_SLACK = 1e-3
+
+
+@dataclass
+class AvaBoxes:
+    """Rows of an AVA CSV as parallel arrays (one entry per row, in file order).
+
+    Attributes:
+        video_names: the distinct video ids; ``video`` indexes into it.
+        video: (N,) int64.
+        timestamp: (N,) int64 seconds.
+        boxes: (N, 4) float64 ``x1, y1, x2, y2`` normalised to [0, 1].
+        labels: (N,) int64 class ids.
+        scores: (N,) float64: the 8th column (the detection score; for ground truth the person
+            id, which the official reader also reads as a score), 1.0 where there is none.
+        lines: (N,) int64 source line numbers (0 where not read from a file).
+    """
+
+    video_names: List[str]
+    video: np.ndarray
+    timestamp: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    lines: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        n = len(self.video)
+        if self.lines is None:
+            self.lines = np.zeros(n, dtype=np.int64)
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(n, 4)
+        for name in ("video", "timestamp", "labels", "lines"):
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64).reshape(n))
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(n)
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Tuple]) -> "AvaBoxes":
+        """Build from ``(video_id, timestamp, x1, y1, x2, y2, class_id[, score])`` tuples."""
+        rows = list(rows)
+        names: Dict[str, int] = {}
+        video = [names.setdefault(r[0], len(names)) for r in rows]
+        return cls(
+            video_names=list(names),
+            video=np.array(video, dtype=np.int64),
+            timestamp=np.array([int(r[1]) for r in rows], dtype=np.int64),
+            boxes=np.array([r[2:6] for r in rows], dtype=np.float64).reshape(-1, 4),
+            labels=np.array([int(r[6]) for r in rows], dtype=np.int64),
+            scores=np.array([float(r[7]) if len(r) > 7 else 1.0 for r in rows], dtype=np.float64),
+        )
+
+    def select(self, keep: np.ndarray) -> "AvaBoxes":
+        return AvaBoxes(
+            self.video_names, self.video[keep], self.timestamp[keep], self.boxes[keep],
+            self.labels[keep], self.scores[keep], self.lines[keep],
+        )
+
+
+@dataclass
+class FrameMapResult:
+    """Frame-mAP and per-class AP (fractions in [0, 1]; NaN for a class without ground truth)."""
+
+    mean_ap: float
+    per_class_ap: Dict[int, float]
+    num_groundtruth: Dict[int, int]
+    num_detections: Dict[int, int]
+
+
+# ----------------------------------------------------------------------------- CSV reading
+
+
+def read_ava_csv(
+    path: str,
+    *,
+    with_scores: bool,
+    class_whitelist: Optional[Iterable[int]] = None,
+    known_class_ids: Optional[Iterable[int]] = None,
+) -> AvaBoxes:
+    """Read an AVA ground-truth (``with_scores=False``) or detection CSV, vectorised.
+
+    Rows are ``video_id, timestamp, x1, y1, x2, y2, action_id[, person_id | score]`` with boxes
+    normalised to [0, 1]. Ground truth may have 7 or 8 columns (the 8th, the person id, is not
+    used); detections need the score. Two-column rows (``video_id, timestamp``: a frame without
+    actions) are accepted and carry nothing. Blank lines are skipped.
+
+    Args:
+        path: the CSV file.
+        with_scores: read the 8th column as the detection score.
+        class_whitelist: rows of other class ids are dropped, as the official reader does.
+        known_class_ids: when given, a class id outside it is an error (catches files written
+            with another label map); ids known but not whitelisted are still dropped.
+
+    Raises:
+        AvaFormatError: naming the file and line, for a wrong column count, a field that is not
+            a number, a timestamp that is not a whole second, a box outside [0, 1] (pixel boxes),
+            a ground-truth box with x2 < x1 or y2 < y1, an unknown class id or a non-finite score.
+    """
+    with g_pathmgr.open(path, "rb") as f:
+        data = f.read()
+    if b'"' in data:
+        # Quoted fields never occur in AVA files; normalise them through the csv module.
+        data, line_map = _unquote_csv(data)
+    else:
+        line_map = None
+    return parse_ava_csv_bytes(data, path, with_scores, class_whitelist, known_class_ids, line_map)
+
+
+def _unquote_csv(data: bytes) -> Tuple[bytes, np.ndarray]:
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(data.decode("utf-8")))
+    out, lines = [], []
+    for row in reader:
+        out.append(",".join(row))
+        lines.append(reader.line_num)
+    return ("\n".join(out) + "\n").encode("utf-8"), np.array(lines, dtype=np.int64)
+
+
+def parse_ava_csv_bytes(data, path, with_scores, class_whitelist=None, known_class_ids=None, line_map=None):
+    """:func:`read_ava_csv` on the file's bytes; ``path`` only names the source in errors.
+
+    ``line_map`` gives the source line number of each line of ``data`` (default: 1, 2, ...).
+    """
+    if b"\r" in data:
+        data = data.replace(b"\r", b"")
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(u8 == ord("\n"))
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    line_no = np.arange(1, len(ends) + 1, dtype=np.int64) if line_map is None else line_map
+
+    commas = np.flatnonzero(u8 == ord(","))
+    first_comma = np.searchsorted(commas, starts)
+    ncommas = np.searchsorted(commas, ends) - first_comma
+    # Blank (or whitespace-only) lines carry nothing.
+    blank = ncommas == 0
+    if blank.any():
+        for i in np.flatnonzero(blank):
+            if data[starts[i]:ends[i]].strip():
+                _raise_columns(path, line_no[i], 1, with_scores)
+    ncols = ncommas + 1
+    allowed = (ncols == 8) | (ncols == 2) | ((ncols == 7) & (not with_scores))
+    bad = ~allowed & ~blank
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        _raise_columns(path, line_no[i], int(ncols[i]), with_scores)
+    rows = np.flatnonzero(ncols >= 7)
+    starts, ends, first_comma, line_no = starts[rows], ends[rows], first_comma[rows], line_no[rows]
+    n = len(rows)
+
+    ncols = ncols[rows]
+    last_comma = len(commas) - 1
+
+    # Field j (0-based) spans (comma j-1, comma j); the line's last field ends at the line end.
+    def field(j):
+        lo = commas[first_comma + j - 1] + 1
+        hi = np.where(j < ncols - 1, commas[np.minimum(first_comma + j, last_comma)], ends)
+        return lo, hi
+
+    ts = _parse_numbers(u8, *field(1), path, line_no, "timestamp")
+    boxes = np.empty((n, 4), dtype=np.float64)
+    for k in range(4):
+        boxes[:, k] = _parse_numbers(u8, *field(2 + k), path, line_no, "box coordinate")
+    labels_f = _parse_numbers(u8, *field(6), path, line_no, "action id")
+    scores = np.ones(n, dtype=np.float64)
+    has8 = np.flatnonzero(ncols == 8)
+    if not with_scores:
+        # The person id; the official reader takes it as the row's score (it orders ground
+        # truth within a frame under the ActivityNet protocol). An empty one reads as 1.0.
+        has8 = has8[ends[has8] > commas[first_comma[has8] + 6] + 1]
+    lo = commas[first_comma[has8] + 6] + 1
+    what = "score" if with_scores else "person id"
+    scores[has8] = _parse_numbers(u8, lo, ends[has8], path, line_no[has8], what)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise AvaFormatError(path, int(line_no[i]), f"{what} {scores[i]} is not a finite number")
+
+    bad = (ts != np.floor(ts)) | (ts < 0)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise AvaFormatError(path, int(line_no[i]), f"timestamp {ts[i]!r} must be a non-negative whole second")
+    bad = (labels_f != np.floor(labels_f)) | ~np.isfinite(labels_f)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise AvaFormatError(path, int(line_no[i]), f"action id {labels_f[i]!r} is not an integer")
+    labels = labels_f.astype(np.int64)
+    bad = ~((boxes >= -_BOX_SLACK) & (boxes <= 1.0 + _BOX_SLACK)).all(axis=1)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise AvaFormatError(
+            path, int(line_no[i]),
+            f"box {boxes[i].tolist()} is outside the frame (coordinates must be normalised to [0, 1]; "
+            "pixel boxes must be divided by the frame width/height)",
+        )
+    # Detections with x2 <= x1 or y2 <= y1 are dropped at scoring time, as the official code does.
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if not with_scores and bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise AvaFormatError(path, int(line_no[i]), f"box {boxes[i].tolist()} has x2 < x1 or y2 < y1")
+    if known_class_ids is not None:
+        known = np.array(sorted(set(int(c) for c in known_class_ids)), dtype=np.int64)
+        bad = ~np.isin(labels, known)
+        if bad.any():
+            i = np.flatnonzero(bad)[0]
+            raise AvaFormatError(path, int(line_no[i]), f"unknown action id {labels[i]} (not in the label map)")
+
+    names, video = _video_ids(u8, starts, commas[first_comma])
+    out = AvaBoxes(names, video, ts.astype(np.int64), boxes, labels, scores, line_no)
+    if class_whitelist is not None:
+        out = out.select(np.isin(labels, np.array(sorted(set(int(c) for c in class_whitelist)), dtype=np.int64)))
+    return out
+
+
+def _raise_columns(path, line, got, with_scores):
+    expected = "8 (video_id, timestamp, x1, y1, x2, y2, action_id, score)" if with_scores else (
+        "7 or 8 (video_id, timestamp, x1, y1, x2, y2, action_id[, person_id])"
+    )
+    raise AvaFormatError(path, int(line), f"expected {expected} columns, got {got}")
+
+
+def _video_ids(u8: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> Tuple[List[str], np.ndarray]:
+    """Video id of every row: rows are compared with the previous row, names looked up per run."""
+    n = len(starts)
+    if n == 0:
+        return [], np.zeros(0, dtype=np.int64)
+    lens = stops - starts
+    width = max(int(lens.max()), 1)
+    mat = np.zeros((n, width), dtype=np.uint8)
+    last = len(u8) - 1
+    for j in range(width):
+        col = u8[np.minimum(starts + j, last)]
+        mat[:, j] = np.where(j < lens, col, 0)
+    ids = mat.view(f"S{width}").ravel()
+    head = np.ones(n, dtype=bool)
+    head[1:] = ids[1:] != ids[:-1]
+    heads = np.flatnonzero(head)
+    names: Dict[bytes, int] = {}
+    codes = np.array([names.setdefault(bytes(ids[h]), len(names)) for h in heads], dtype=np.int64)
+    return [k.decode("utf-8") for k in names], codes[np.cumsum(head) - 1]
+
+
+_POW10 = np.array([10.0 ** k for k in range(23)])
+
+
+def _parse_numbers(u8, lo, hi, path, line_no, what) -> np.ndarray:
+    """Parse decimal fields ``u8[lo:hi]`` to float64, bit-identical to Python's ``float``.
+
+    A decimal with at most 15 digits is an exact integer mantissa m < 2**53 over 10**k
+    (k <= 22), and ``m / 10**k`` in float64 is then correctly rounded, as ``float()`` is. Fields
+    of one length that share the first field's layout (sign, '.' position) are read one
+    character column at a time with fixed digit weights; other fields are read character by
+    character; exponents, spaces, '+' and long mantissas go through ``float()``.
+    """
+    n = len(lo)
+    out = np.empty(n, dtype=np.float64)
+    lens = hi - lo
+    slow = (lens <= 0) | (lens > 20)
+    counts = np.bincount(np.where(slow, 0, lens), minlength=21)
+    for length in np.flatnonzero(counts[1:]) + 1:
+        sel = np.flatnonzero((lens == length) & ~slow)
+        base = lo[sel]
+        cols = [u8[base + j] for j in range(int(length))]
+        val, fast = _parse_fixed_layout(cols)
+        out[sel[fast]] = val[fast]
+        rest = sel[~fast]
+        if len(rest):
+            val, bad = _parse_any_layout([c[~fast] for c in cols])
+            out[rest] = val
+            slow[rest[bad]] = True
+    for i in np.flatnonzero(slow):
+        text = bytes(u8[lo[i]:hi[i]]).decode("utf-8", "replace")
+        try:
+            out[i] = float(text)
+        except ValueError:
+            raise AvaFormatError(path, int(line_no[i]), f"{what} {text!r} is not a number") from None
+    return out
+
+
+def _parse_fixed_layout(cols: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Fields (one uint8 array per character column) laid out like the first one."""
+    m = len(cols[0])
+    first = [int(c[0]) for c in cols]
+    neg = first[0] == ord("-")
+    dot = first.index(ord(".")) if ord(".") in first else -1
+    digits = [j for j in range(len(cols)) if j != dot and not (neg and j == 0)]
+    if not digits or len(digits) > 15:
+        return np.zeros(m), np.zeros(m, dtype=bool)
+    fast = np.ones(m, dtype=bool)
+    val = np.zeros(m, dtype=np.float64)
+    for j, c in enumerate(cols):
+        if j == dot:
+            fast &= c == ord(".")
+        elif neg and j == 0:
+            fast &= c == ord("-")
+        else:
+            d = c - np.uint8(ord("0"))  # wraps below '0', so one comparison checks the digit
+            fast &= d < 10
+            val = val * 10.0 + d
+    if dot >= 0:
+        val /= _POW10[len(cols) - dot - 1]
+    return (-val if neg else val), fast
+
+
+def _parse_any_layout(cols: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Fields of any layout of digits, one '.', a leading '-'; returns (values, unparsed)."""
+    m = len(cols[0])
+    mant = np.zeros(m, dtype=np.int64)
+    nfrac = np.zeros(m, dtype=np.int64)
+    ndig = np.zeros(m, dtype=np.int64)
+    seen_dot = np.zeros(m, dtype=bool)
+    bad = np.zeros(m, dtype=bool)
+    neg = cols[0] == ord("-")
+    for j, c in enumerate(cols):
+        d = c.astype(np.int64) - ord("0")
+        isdig = (d >= 0) & (d <= 9)
+        isdot = c == ord(".")
+        mant = np.where(isdig, mant * 10 + d, mant)
+        ndig += isdig
+        nfrac += isdig & seen_dot
+        bad |= isdot & seen_dot
+        seen_dot |= isdot
+        ok_char = isdig | isdot
+        if j == 0:
+            ok_char |= neg
+        bad |= ~ok_char
+    bad |= (ndig == 0) | (ndig > 15)
+    val = mant / _POW10[np.minimum(nfrac, 22)]
+    return np.where(neg, -val, val), bad
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def voc_average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+    """Area under the precision/recall curve with precision made monotone (VOCdevkit, all points).
+
+    Args:
+        precision, recall: (K,) arrays at each rank, recall non-decreasing.
+    """
+    if precision.size == 0:
+        return 0.0
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    idx = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+    return float(np.sum((recall[idx] - recall[idx - 1]) * precision[idx]))
+
+
+def ranked_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
+    """VOC AP of detections ranked as the official code ranks them (``argsort(scores)[::-1]``)."""
+    order = np.argsort(scores)[::-1]
+    tp = tp[order].astype(np.int64)
+    cum_tp = np.cumsum(tp)
+    cum_fp = np.cumsum(1 - tp)
+    precision = cum_tp.astype(np.float64) / (cum_tp + cum_fp)
+    recall = cum_tp.astype(np.float64) / num_gt
+    return voc_average_precision(precision, recall)
+
+
+def match_detections(gt_group, gt_boxes, det_group, det_boxes, det_rank, iou_threshold) -> np.ndarray:
+    """True-positive flags of detections, matched within groups (frame x class).
+
+    Each detection takes its group's ground-truth box of highest IoU (first on ties, in the
+    given ground-truth order); it is a true positive if the IoU reaches the threshold and no
+    detection of lower ``det_rank`` took the same box.
+
+    Args:
+        gt_group: (M,) int64 group of each ground-truth box, ground truth sorted by group.
+        gt_boxes: (M, 4) x1, y1, x2, y2.
+        det_group: (N,) int64.
+        det_boxes: (N, 4).
+        det_rank: (N,) int64 matching order (lower first), unique.
+    Returns:
+        (N,) bool.
+    """
+    n = len(det_group)
+    tp = np.zeros(n, dtype=bool)
+    if n == 0 or len(gt_group) == 0:
+        return tp
+    lo = np.searchsorted(gt_group, det_group, "left")
+    hi = np.searchsorted(gt_group, det_group, "right")
+    counts = hi - lo
+    has = counts > 0
+    dets = np.flatnonzero(has)
+    if len(dets) == 0:
+        return tp
+    c = counts[dets]
+    pair_det = np.repeat(dets, c)
+    seg_start = np.cumsum(c) - c
+    pair_gt = lo[pair_det] + (np.arange(len(pair_det)) - np.repeat(seg_start, c))
+    d, g = det_boxes[pair_det], gt_boxes[pair_gt]
+    # Same arithmetic, in the same order, as the official np_box_ops.iou on [y1, x1, y2, x2].
+    ih = np.maximum(0.0, np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]))
+    iw = np.maximum(0.0, np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]))
+    inter = ih * iw
+    area_d = (d[:, 3] - d[:, 1]) * (d[:, 2] - d[:, 0])
+    area_g = (g[:, 3] - g[:, 1]) * (g[:, 2] - g[:, 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / (area_d + area_g - inter)
+    iou = np.where(np.isnan(iou), np.inf, iou)  # np.argmax picks a NaN first; keep that.
+    seg_max = np.maximum.reduceat(iou, seg_start)
+    is_max = iou == np.repeat(seg_max, c)
+    cand = np.flatnonzero(is_max)
+    first = np.ones(len(cand), dtype=bool)
+    first[1:] = pair_det[cand[1:]] != pair_det[cand[:-1]]
+    best = cand[first]  # one pair per detection with candidates, in detection order
+    best_det, best_gt, best_iou = pair_det[best], pair_gt[best], iou[best]
+    ok = (best_iou >= iou_threshold) & np.isfinite(best_iou)
+    best_det, best_gt = best_det[ok], best_gt[ok]
+    if len(best_det) == 0:
+        return tp
+    order = np.lexsort((det_rank[best_det], best_gt))
+    sg = best_gt[order]
+    winner = np.ones(len(sg), dtype=bool)
+    winner[1:] = sg[1:] != sg[:-1]
+    tp[best_det[order][winner]] = True
+    return tp
+
+
+def _frame_keys(gt: AvaBoxes, det: AvaBoxes, excluded: Iterable[Tuple[str, int]]):
+    """Integer frame keys of both row sets (and of the exclusions) over a shared video vocabulary."""
+    vocab: Dict[str, int] = {}
+    gmap = np.array([vocab.setdefault(v, len(vocab)) for v in gt.video_names] or [0], dtype=np.int64)
+    dmap = np.array([vocab.setdefault(v, len(vocab)) for v in det.video_names] or [0], dtype=np.int64)
+    excluded = [(vocab[v], int(t)) for v, t in excluded if v in vocab]
+    tmax = 1 + max(
+        [int(gt.timestamp.max()) if len(gt) else 0, int(det.timestamp.max()) if len(det) else 0]
+        + [t for _, t in excluded]
+    )
+    gkey = gmap[gt.video] * tmax + gt.timestamp if len(gt) else np.zeros(0, dtype=np.int64)
+    dkey = dmap[det.video] * tmax + det.timestamp if len(det) else np.zeros(0, dtype=np.int64)
+    ekey = np.array([v * tmax + t for v, t in excluded], dtype=np.int64)
+    return gkey, dkey, ekey, vocab, tmax
+
+
+def _first_appearance_rank(keys: np.ndarray) -> np.ndarray:
+    """For each row, the rank of its key by first appearance (a dict's insertion order)."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    uniq, first_idx, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank_of_uniq = np.empty(len(uniq), dtype=np.int64)
+    rank_of_uniq[np.argsort(first_idx, kind="stable")] = np.arange(len(uniq))
+    return rank_of_uniq[inverse.ravel()]
+
+
+def _heap_read(keys, boxes, labels, scores, capacity):
+    """ActivityNet's ``read_csv``: per frame a heap of (score, label, y1, x1, y2, x2) tuples of
+    at most ``capacity`` entries (0: unbounded), then sorted by descending score.
+
+    Returns arrays in the reader's output order (frames by first appearance).
+    """
+    entries: Dict[int, list] = {}
+    y1, x1, y2, x2 = boxes[:, 1].tolist(), boxes[:, 0].tolist(), boxes[:, 3].tolist(), boxes[:, 2].tolist()
+    for k, lab, s, a, b, c, d in zip(keys.tolist(), labels.tolist(), scores.tolist(), y1, x1, y2, x2):
+        heap = entries.get(k)
+        if heap is None:
+            heap = entries[k] = []
+        if capacity < 1 or len(heap) < capacity:
+            heapq.heappush(heap, (s, lab, a, b, c, d))
+        elif s > heap[0][0]:
+            heapq.heapreplace(heap, (s, lab, a, b, c, d))
+    out_keys, out = [], []
+    for k, heap in entries.items():
+        rows = sorted(heap, key=lambda t: -t[0])
+        out.extend(rows)
+        out_keys.extend([k] * len(rows))
+    arr = np.array(out, dtype=np.float64).reshape(-1, 6)
+    return (
+        np.array(out_keys, dtype=np.int64),
+        arr[:, [3, 2, 5, 4]].copy(),
+        arr[:, 1].astype(np.int64),
+        arr[:, 0].copy(),
+    )
+
+
+def evaluate_frame_map(
+    groundtruth: AvaBoxes,
+    detections: AvaBoxes,
+    class_ids: Sequence[int],
+    *,
+    excluded: Iterable[Tuple[str, int]] = (),
+    protocol: str = "pyslowfast",
+    iou_threshold: float = 0.5,
+    keyframes: Optional[Iterable[Tuple[str, int]]] = None,
+) -> FrameMapResult:
+    """Frame-mAP of detections against ground truth, as the official AVA evaluation computes it.
+
+    Args:
+        groundtruth: ground-truth rows (their scores, the person ids, only order a frame's boxes
+            under the ActivityNet protocol, as in the official reader).
+        detections: detection rows in file order.
+        class_ids: the evaluated classes (the label map's ids); other rows are ignored.
+        excluded: ``(video_id, timestamp)`` frames dropped from both sides.
+        protocol: ``"pyslowfast"`` or ``"activitynet"`` (see the module docstring).
+        iou_threshold: IoU a true positive needs.
+        keyframes: when given, only ground truth of these ``(video_id, timestamp)`` frames is
+            scored (for partial runs); detections elsewhere still count as false positives.
+
+    Returns:
+        FrameMapResult; the mean is over classes with ground truth.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    class_ids = sorted(set(int(c) for c in class_ids))
+    if not class_ids or class_ids[0] < 1:
+        raise ValueError(f"class ids must be >= 1 (as the official evaluation requires), got {class_ids[:5]}")
+    cls_arr = np.array(class_ids, dtype=np.int64)
+    gkey, dkey, ekey, vocab, tmax = _frame_keys(groundtruth, detections, excluded)
+
+    gsel = np.isin(groundtruth.labels, cls_arr) & ~np.isin(gkey, ekey)
+    if keyframes is not None:
+        kf = np.array([vocab[v] * tmax + int(t) for v, t in keyframes if v in vocab and int(t) < tmax], dtype=np.int64)
+        gsel &= np.isin(gkey, kf)
+    dwhite = np.isin(detections.labels, cls_arr)
+
+    if protocol == "activitynet":
+        g_key, g_boxes, g_labels, _ = _heap_read(
+            gkey[gsel], groundtruth.boxes[gsel], groundtruth.labels[gsel], groundtruth.scores[gsel], 0
+        )
+        d_key, d_boxes, d_labels, d_scores = _heap_read(
+            dkey[dwhite], detections.boxes[dwhite], detections.labels[dwhite],
+            detections.scores[dwhite], _ACTIVITYNET_CAPACITY,
+        )
+        d_rank = np.arange(len(d_key), dtype=np.int64)  # already frames by appearance, in order
+    else:
+        g_key, g_boxes, g_labels = gkey[gsel], groundtruth.boxes[gsel], groundtruth.labels[gsel]
+        d_key, d_boxes = dkey[dwhite], detections.boxes[dwhite]
+        d_labels, d_scores = detections.labels[dwhite], detections.scores[dwhite]
+        frame_rank = _first_appearance_rank(d_key)
+        order = np.lexsort((np.arange(len(d_key)), frame_rank))
+        d_rank = np.empty(len(d_key), dtype=np.int64)
+        d_rank[order] = np.arange(len(d_key))
+
+    keep = ~np.isin(d_key, ekey)
+    keep &= (d_boxes[:, 1] < d_boxes[:, 3]) & (d_boxes[:, 0] < d_boxes[:, 2])
+    d_key, d_boxes, d_labels, d_scores, d_rank = (
+        d_key[keep], d_boxes[keep], d_labels[keep], d_scores[keep], d_rank[keep]
+    )
+
+    ncls = int(cls_arr[-1]) + 1
+    g_group = g_key * ncls + g_labels
+    gorder = np.argsort(g_group, kind="stable")  # stable: keeps the per-frame ground-truth order
+    tp = match_detections(g_group[gorder], g_boxes[gorder], d_key * ncls + d_labels, d_boxes, d_rank, iou_threshold)
+
+    num_gt = np.bincount(g_labels, minlength=ncls)
+    by_class = np.lexsort((d_rank, d_labels))
+    sl = np.searchsorted(d_labels[by_class], np.arange(ncls + 1))
+    # Index = class id - 1, NaN for classes without ground truth: the official nanmean.
+    aps = np.full(ncls - 1, np.nan)
+    per_class, n_gt, n_det = {}, {}, {}
+    for c in class_ids:
+        idx = by_class[sl[c]:sl[c + 1]]
+        n_gt[c], n_det[c] = int(num_gt[c]), len(idx)
+        if num_gt[c] == 0:
+            per_class[c] = float("nan")
+            continue
+        aps[c - 1] = ranked_average_precision(d_scores[idx], tp[idx], int(num_gt[c]))
+        per_class[c] = float(aps[c - 1])
+    mean_ap = float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
+    return FrameMapResult(mean_ap, per_class, n_gt, n_det)
+
+
+def evaluate_person_ap(
+    gt_frames: Sequence[Tuple[str, int]],
+    gt_boxes: np.ndarray,
+    det_frames: Sequence[Tuple[str, int]],
+    det_boxes: np.ndarray,
+    det_scores: np.ndarray,
+    *,
+    excluded: Iterable[Tuple[str, int]] = (),
+    iou_threshold: float = 0.5,
+) -> float:
+    """Person-detection AP (VOC, all points) of actor boxes, regardless of actions.
+
+    Ground truth is one box per distinct (frame, box) (AVA repeats a person's box on every
+    action row); detections are matched in descending score order; a detection on a frame
+    without ground truth is a false positive; excluded frames are dropped from both sides.
+
+    Args:
+        gt_frames / det_frames: ``(video_id, timestamp)`` of each box.
+        gt_boxes / det_boxes: (M, 4) / (N, 4) x1, y1, x2, y2 (any common scale).
+        det_scores: (N,) person scores.
+
+    Returns:
+        AP in [0, 1]; NaN without ground truth.
+    """
+    vocab: Dict[Tuple[str, int], int] = {}
+    gk = np.array([vocab.setdefault((v, int(t)), len(vocab)) for v, t in gt_frames], dtype=np.int64)
+    dk = np.array([vocab.setdefault((v, int(t)), len(vocab)) for v, t in det_frames], dtype=np.int64)
+    ex = np.array([vocab[(v, int(t))] for v, t in excluded if (v, int(t)) in vocab], dtype=np.int64)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
+    det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
+    gsel = ~np.isin(gk, ex)
+    rows = np.unique(np.concatenate([gk[gsel, None].astype(np.float64), gt_boxes[gsel]], axis=1), axis=0)
+    g_key, g_boxes = rows[:, 0].astype(np.int64), rows[:, 1:]
+    if len(g_key) == 0:
+        return float("nan")
+    dsel = ~np.isin(dk, ex)
+    dk, det_boxes, det_scores = dk[dsel], det_boxes[dsel], det_scores[dsel]
+    order = np.argsort(-det_scores, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    tp = match_detections(g_key, g_boxes, dk, det_boxes, rank, iou_threshold)
+    return ranked_average_precision(det_scores, tp, len(g_key))
+
+
+# ----------------------------------------------------------------------------- files and CLI
+
+
+def evaluate_ava_files(
+    groundtruth: str,
+    detections: str,
+    labelmap: str,
+    exclusions: Optional[str] = None,
+    *,
+    protocol: str = "pyslowfast",
+    strict_classes: bool = False,
+    keyframes: Optional[Iterable[Tuple[str, int]]] = None,
+) -> Tuple[FrameMapResult, Dict[int, str]]:
+    """Read the files and compute frame-mAP@0.5 over the label map's classes.
+
+    Args:
+        strict_classes: make a detection class id outside the label map an error (by default
+            such rows are ignored, as the official reader does).
+
+    Returns:
+        The result and the label map ``{id: name}``.
+    """
+    labels = read_label_map(labelmap)
+    excluded: Set[Tuple[str, int]] = read_exclusions(exclusions) if exclusions else set()
+    t0 = time.perf_counter()
+    gt = read_ava_csv(groundtruth, with_scores=False, class_whitelist=labels)
+    det = read_ava_csv(
+        detections, with_scores=True, class_whitelist=labels, known_class_ids=labels if strict_classes else None
+    )
+    t1 = time.perf_counter()
+    result = evaluate_frame_map(gt, det, list(labels), excluded=excluded, protocol=protocol, keyframes=keyframes)
+    logger.info(
+        "AVA evaluation: %d ground-truth and %d detection rows read in %.1fs, scored in %.1fs",
+        len(gt), len(det), t1 - t0, time.perf_counter() - t1,
+    )
+    return result, labels
+
+
+def result_to_json(result: FrameMapResult) -> Dict:
+    """``{"mAP": x, "per_class": {"<id>": ap}}`` in percent; a class without ground truth is null."""
+    def pct(v):
+        return None if v is None or math.isnan(v) else 100.0 * v
+
+    return {"mAP": pct(result.mean_ap), "per_class": {str(c): pct(ap) for c, ap in result.per_class_ap.items()}}
+
+
+def format_table(result: FrameMapResult, names: Dict[int, str]) -> str:
+    lines = [f"{'id':>4}  {'AP (%)':>8}  {'#gt':>7}  {'#det':>9}  name"]
+    for c, ap in result.per_class_ap.items():
+        shown = "     n/a" if math.isnan(ap) else f"{100 * ap:8.2f}"
+        lines.append(f"{c:>4}  {shown}  {result.num_groundtruth[c]:>7}  {result.num_detections[c]:>9}  {names.get(c, '')}")
+    lines.append(f"frame-mAP@0.5IOU: {100 * result.mean_ap:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m evad_d2.evaluation.ava",
+        description="AVA frame-mAP@0.5 by the official protocol (per-class AP and mAP, in percent).",
+    )
+    parser.add_argument("-g", "--groundtruth", required=True, help="ground-truth CSV (e.g. ava_val_v2.2.csv)")
+    parser.add_argument("-d", "--detections", required=True, help="detection CSV (video,ts,x1,y1,x2,y2,action,score)")
+    parser.add_argument("-l", "--labelmap", required=True, help="label map pbtxt of the evaluated classes")
+    parser.add_argument("-e", "--exclusions", default=None, help="excluded timestamps CSV")
+    parser.add_argument("--json", default=None, help="write {'mAP': x, 'per_class': {...}} here (percent)")
+    parser.add_argument("--plot", default=None, help="write a per-class AP bar chart (PNG) here")
+    parser.add_argument(
+        "--protocol", choices=PROTOCOLS, default="pyslowfast",
+        help="pyslowfast: all detections, file order within a frame (EVAD/PySlowFast); "
+        "activitynet: top-50 detections per frame, score order (ActivityNet get_ava_performance.py)",
+    )
+    parser.add_argument("--strict-classes", action="store_true", help="a detection class id outside the label map is an error")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result, names = evaluate_ava_files(
+            args.groundtruth, args.detections, args.labelmap, args.exclusions,
+            protocol=args.protocol, strict_classes=args.strict_classes,
+        )
+    except AvaFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(result, names))
+    if args.json:
+        with g_pathmgr.open(args.json, "w") as f:
+            json.dump(result_to_json(result), f, indent=2)
+    if args.plot:
+        from .plots import plot_per_class_ap
+
+        plot_per_class_ap(
+            {names.get(c, str(c)): 100 * ap for c, ap in result.per_class_ap.items() if not math.isnan(ap)},
+            args.plot, title=f"AVA frame-mAP@0.5 = {100 * result.mean_ap:.2f}",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

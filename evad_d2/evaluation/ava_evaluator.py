@@ -1,0 +1,217 @@
+"""detectron2 ``DatasetEvaluator`` for AVA-format datasets: frame-mAP@0.5 and person AP@0.5."""
+import json
+import logging
+import math
+import os
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+from iopath.common.file_io import g_pathmgr
+
+from evad_d2.data.ava_format import read_exclusions
+
+from .ava import (
+    PROTOCOLS,
+    parse_ava_csv_bytes,
+    evaluate_frame_map,
+    evaluate_person_ap,
+    read_ava_csv,
+    result_to_json,
+)
+from .plots import plot_per_class_ap
+
+__all__ = ["AVAEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+_REQUIRED_METADATA = ("action_ids", "eval_action_ids", "groundtruth_file")
+
+
+class AVAEvaluator(DatasetEvaluator):
+    """Scores model outputs with the official AVA protocol (see :mod:`evad_d2.evaluation.ava`).
+
+    Each model output (``{"instances": Instances((height, width))}`` with ``pred_boxes`` in pixels,
+    ``scores`` = person probability and ``pred_action_scores`` (N, C) in the column order of the
+    metadata's ``action_ids``) becomes one AVA row per (box, evaluated class) with the box
+    normalised by the input's ``width``/``height``. The rows are written, sorted by descending
+    score within each keyframe, to ``<output_dir>/ava_detections.csv``; the metrics are computed
+    from exactly that file, so ``python -m evad_d2.evaluation.ava`` on it gives the same numbers.
+    ``ava_metrics.json`` and ``ava_per_class_ap.png`` are written beside it.
+
+    The metadata must provide ``action_ids``, ``eval_action_ids`` and ``groundtruth_file``, and
+    may provide ``exclusions_file`` and ``action_classes`` (names, same order as ``action_ids``).
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: Optional[str] = None,
+        *,
+        distributed: bool = True,
+        only_processed_keyframes: bool = False,
+        protocol: str = "pyslowfast",
+    ):
+        """
+        Args:
+            dataset_name: a registered dataset with AVA metadata.
+            output_dir: where the CSV, JSON and PNG go (nothing is written when None).
+            distributed: gather predictions of all processes to the main one.
+            only_processed_keyframes: score only the ground truth of keyframes that were
+                processed (for partial runs); off by default, so missing keyframes cost recall.
+            protocol: ``"pyslowfast"`` (default) or ``"activitynet"``.
+        """
+        meta = MetadataCatalog.get(dataset_name)
+        missing = [k for k in _REQUIRED_METADATA if not hasattr(meta, k)]
+        if missing:
+            raise KeyError(f"dataset '{dataset_name}': metadata lacks {missing} needed by AVAEvaluator")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._only_processed = only_processed_keyframes
+        self._protocol = protocol
+        action_ids = [int(i) for i in meta.action_ids]
+        self._eval_ids = [int(i) for i in meta.eval_action_ids]
+        unknown = sorted(set(self._eval_ids) - set(action_ids))
+        if unknown:
+            raise KeyError(f"dataset '{dataset_name}': eval_action_ids {unknown} are not in action_ids")
+        self._eval_cols = np.array([action_ids.index(i) for i in self._eval_ids], dtype=np.int64)
+        names = list(getattr(meta, "action_classes", [str(i) for i in action_ids]))
+        self._names = dict(zip(action_ids, names))
+        self._gt_file = meta.groundtruth_file
+        self._exclusions_file = getattr(meta, "exclusions_file", None)
+        self.reset()
+
+    def reset(self):
+        self._frames: List[Tuple[str, int, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            inst = out["instances"].to("cpu")
+            h, w = float(inp["height"]), float(inp["width"])
+            boxes = inst.pred_boxes.tensor.numpy().astype(np.float64) / np.array([w, h, w, h])
+            boxes = np.clip(boxes, 0.0, 1.0)
+            person = inst.scores.numpy().astype(np.float64)
+            actions = inst.pred_action_scores.numpy().astype(np.float64)
+            if actions.ndim != 2 or actions.shape[0] != len(boxes):
+                raise ValueError(f"pred_action_scores has shape {actions.shape}, expected ({len(boxes)}, C)")
+            self._frames.append(
+                (str(inp["video_id"]), int(inp["timestamp"]), boxes, person, actions[:, self._eval_cols])
+            )
+
+    def _gather(self):
+        if not self._distributed:
+            return self._frames
+        comm.synchronize()
+        gathered = comm.gather(self._frames, dst=0)
+        if not comm.is_main_process():
+            return None
+        return [f for part in gathered for f in part]
+
+    def evaluate(self):
+        frames = self._gather()
+        if frames is None:
+            return {}
+        if not frames:
+            logger.warning("AVAEvaluator on '%s' received no predictions.", self._dataset_name)
+            return {}
+        seen, unique = set(), []
+        for f in frames:
+            if (f[0], f[1]) not in seen:
+                seen.add((f[0], f[1]))
+                unique.append(f)
+        if len(unique) < len(frames):
+            logger.warning("%d keyframes were predicted more than once; the first prediction is kept.",
+                           len(frames) - len(unique))
+        frames = unique
+
+        csv_bytes = self._detections_csv(frames)
+        if self._output_dir:
+            g_pathmgr.mkdirs(self._output_dir)
+            csv_path = os.path.join(self._output_dir, "ava_detections.csv")
+            with g_pathmgr.open(csv_path, "wb") as f:
+                f.write(csv_bytes)
+        else:
+            csv_path = "<ava detections in memory>"
+        detections = parse_ava_csv_bytes(csv_bytes, csv_path, True, None, None, None)
+        groundtruth = read_ava_csv(self._gt_file, with_scores=False)
+        excluded = read_exclusions(self._exclusions_file) if self._exclusions_file else set()
+        keyframes = seen if self._only_processed else None
+        result = evaluate_frame_map(
+            groundtruth, detections, self._eval_ids, excluded=excluded, protocol=self._protocol, keyframes=keyframes
+        )
+        person_ap = self._person_ap(groundtruth, frames, excluded, keyframes)
+
+        named = OrderedDict()
+        named["frame-mAP@0.5"] = 100.0 * result.mean_ap
+        named["person-AP@0.5"] = 100.0 * person_ap
+        for c, ap in result.per_class_ap.items():
+            if not math.isnan(ap):
+                named[f"AP-{self._names.get(c, c)}"] = 100.0 * ap
+        logger.info(
+            "AVA '%s': frame-mAP@0.5 = %.4f, person AP@0.5 = %.4f over %d keyframes",
+            self._dataset_name, named["frame-mAP@0.5"], named["person-AP@0.5"], len(frames),
+        )
+        if self._output_dir:
+            metrics = result_to_json(result)
+            metrics.update(
+                person_AP=None if math.isnan(person_ap) else 100.0 * person_ap,
+                class_names={str(c): self._names.get(c, str(c)) for c in self._eval_ids},
+                num_keyframes=len(frames),
+                protocol=self._protocol,
+                only_processed_keyframes=self._only_processed,
+            )
+            with g_pathmgr.open(os.path.join(self._output_dir, "ava_metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=2)
+            plot_per_class_ap(
+                {self._names.get(c, str(c)): 100.0 * ap for c, ap in result.per_class_ap.items()},
+                os.path.join(self._output_dir, "ava_per_class_ap.png"),
+                title=f"{self._dataset_name}: frame-mAP@0.5 = {named['frame-mAP@0.5']:.2f}",
+            )
+        return OrderedDict(ava=named)
+
+    def _detections_csv(self, frames) -> bytes:
+        """AVA rows ``video,ts,x1,y1,x2,y2,action,score``, by descending score within a keyframe."""
+        ids = np.array(self._eval_ids, dtype=np.int64)
+        chunks = []
+        for video, ts, boxes, _, scores in frames:
+            n, k = scores.shape
+            if n == 0:
+                continue
+            flat = scores.reshape(-1)
+            order = np.argsort(-flat, kind="stable")
+            box_idx, cls_idx = np.divmod(order, k)
+            prefix = f"{video},{ts:04d},"
+            b = boxes[box_idx]
+            chunks.append(
+                "".join(
+                    f"{prefix}{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{c},{s:.6f}\n"
+                    for (x1, y1, x2, y2), c, s in zip(b.tolist(), ids[cls_idx].tolist(), flat[order].tolist())
+                )
+            )
+        return "".join(chunks).encode("utf-8")
+
+    def _person_ap(self, groundtruth, frames, excluded, keyframes) -> float:
+        names = groundtruth.video_names
+        gt_frames = [(names[v], t) for v, t in zip(groundtruth.video.tolist(), groundtruth.timestamp.tolist())]
+        gt_boxes = groundtruth.boxes
+        if keyframes is not None:
+            keep = np.array([f in keyframes for f in gt_frames], dtype=bool)
+            gt_frames = [f for f, k in zip(gt_frames, keep) if k]
+            gt_boxes = gt_boxes[keep]
+        det_frames, det_boxes, det_scores = [], [], []
+        for video, ts, boxes, person, _ in frames:
+            det_frames.extend([(video, ts)] * len(boxes))
+            det_boxes.append(boxes)
+            det_scores.append(person)
+        return evaluate_person_ap(
+            gt_frames, gt_boxes, det_frames,
+            np.concatenate(det_boxes) if det_boxes else np.zeros((0, 4)),
+            np.concatenate(det_scores) if det_scores else np.zeros(0),
+            excluded=excluded,
+        )

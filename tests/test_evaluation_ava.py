@@ -1,0 +1,331 @@
+"""AVA frame-mAP (official protocol), its CSV reader and command line, person AP, AVAEvaluator."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.structures import Boxes, Instances
+
+from evad_d2.data.ava_format import AvaFormatError
+from evad_d2.evaluation.ava import (
+    evaluate_ava_files,
+    evaluate_person_ap,
+    main,
+    read_ava_csv,
+    voc_average_precision,
+)
+from evad_d2.evaluation.ava_evaluator import AVAEvaluator
+
+A = (0.1, 0.1, 0.4, 0.9)
+B = (0.5, 0.2, 0.9, 0.8)
+
+
+def _files(tmp_path, gt_rows, det_rows, classes=(1, 2, 3), exclusions=()):
+    lm = tmp_path / "map.pbtxt"
+    lm.write_text("".join(f'item {{\n  name: "act{c}"\n  id: {c}\n}}\n' for c in classes))
+    gt = tmp_path / "gt.csv"
+    gt.write_text("".join(f"{v},{t:04d},{b[0]},{b[1]},{b[2]},{b[3]},{c},{p}\n" for v, t, b, c, p in gt_rows))
+    det = tmp_path / "det.csv"
+    det.write_text("".join(f"{v},{t:04d},{b[0]},{b[1]},{b[2]},{b[3]},{c},{s}\n" for v, t, b, c, s in det_rows))
+    ex = tmp_path / "ex.csv"
+    ex.write_text("".join(f"{v},{t:04d}\n" for v, t in exclusions))
+    return str(gt), str(det), str(lm), str(ex)
+
+
+def _evaluate(tmp_path, gt_rows, det_rows, classes=(1, 2, 3), exclusions=(), protocol="pyslowfast"):
+    gt, det, lm, ex = _files(tmp_path, gt_rows, det_rows, classes, exclusions)
+    result, _ = evaluate_ava_files(gt, det, lm, ex, protocol=protocol)
+    return result
+
+
+GT3 = [("vidA", 902, A, 1, 0), ("vidA", 902, A, 2, 0), ("vidA", 903, B, 3, 1), ("vidB", 1000, B, 1, 0)]
+
+
+def test_perfect_detector_scores_100(tmp_path):
+    det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3]
+    r = _evaluate(tmp_path, GT3, det)
+    assert r.mean_ap == pytest.approx(1.0)
+    assert r.per_class_ap == {1: 1.0, 2: 1.0, 3: 1.0}
+
+
+def test_perfect_but_missing_one_class(tmp_path):
+    det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3 if c != 3]
+    r = _evaluate(tmp_path, GT3, det)
+    assert r.per_class_ap[3] == 0.0
+    assert r.mean_ap == pytest.approx(2 / 3)
+
+
+def test_duplicate_detection_is_false_positive(tmp_path):
+    gt = [("v", 902, A, 1, 0), ("v", 903, A, 1, 0)]
+    det = [("v", 902, A, 1, 0.9), ("v", 902, A, 1, 0.8), ("v", 903, A, 1, 0.7)]
+    # Ranked TP, FP, TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> 1/2 * 1 + 1/2 * 2/3.
+    r = _evaluate(tmp_path, gt, det, classes=(1,))
+    assert r.mean_ap == pytest.approx(5 / 6)
+
+
+def test_best_box_taken_means_false_positive(tmp_path):
+    g1, g2 = (0.0, 0.0, 0.4, 1.0), (0.2, 0.0, 0.6, 1.0)
+    d2 = (0.1, 0.0, 0.48, 1.0)  # IoU 0.625 with g1 (already taken), 0.56 with g2
+    gt = [("v", 902, g1, 1, 0), ("v", 902, g2, 1, 1)]
+    r = _evaluate(tmp_path, gt, [("v", 902, g1, 1, 0.9), ("v", 902, d2, 1, 0.8)], classes=(1,))
+    assert r.mean_ap == pytest.approx(0.5)  # TP, FP over 2 boxes: 1/2 * 1
+
+
+def test_duplicate_groundtruth_rows_are_two_instances(tmp_path):
+    gt = [("v", 902, A, 1, 0), ("v", 902, A, 1, 0)]
+    r = _evaluate(tmp_path, gt, [("v", 902, A, 1, 0.9), ("v", 902, A, 1, 0.8)], classes=(1,))
+    assert r.num_groundtruth[1] == 2
+    assert r.mean_ap == pytest.approx(0.5)  # the second detection also picks the first copy
+
+
+def test_excluded_timestamps_do_not_count(tmp_path):
+    gt = [("v", 902, A, 1, 0), ("v", 905, A, 1, 0)]
+    det = [("v", 902, A, 1, 0.9), ("v", 905, B, 1, 0.95)]
+    # Without exclusions: FP (0.95) then TP (0.9) over 2 boxes -> 1/2 * 1/2.
+    assert _evaluate(tmp_path, gt, det, classes=(1,)).mean_ap == pytest.approx(0.25)
+    r = _evaluate(tmp_path, gt, det, classes=(1,), exclusions=[("v", 905)])
+    assert r.mean_ap == pytest.approx(1.0)
+    assert r.num_groundtruth[1] == 1
+
+
+def test_detection_on_frame_without_groundtruth_is_false_positive(tmp_path):
+    gt = [("v", 902, A, 1, 0)]
+    r = _evaluate(tmp_path, gt, [("v", 999, A, 1, 0.95), ("v", 902, A, 1, 0.9)], classes=(1,))
+    assert r.mean_ap == pytest.approx(0.5)
+
+
+def test_class_without_groundtruth_left_out_of_mean(tmp_path):
+    gt = [("v", 902, A, 1, 0), ("v", 902, B, 2, 1)]
+    det = [("v", 902, A, 1, 0.9), ("v", 902, B, 2, 0.9), ("v", 902, B, 3, 0.99)]
+    r = _evaluate(tmp_path, gt, det, classes=(1, 2, 3))
+    assert math.isnan(r.per_class_ap[3])
+    assert r.mean_ap == pytest.approx(1.0)
+
+
+def test_rows_outside_label_map_are_ignored(tmp_path):
+    gt = [("v", 902, A, 1, 0), ("v", 902, A, 7, 0)]
+    det = [("v", 902, A, 1, 0.9), ("v", 902, B, 7, 0.99)]
+    r = _evaluate(tmp_path, gt, det, classes=(1,))
+    assert r.mean_ap == 1.0 and list(r.per_class_ap) == [1]
+
+
+def test_voc_ap_precision_recall_steps(tmp_path):
+    frames = [902, 903, 904]
+    gt = [("v", t, A, 1, 0) for t in frames]
+    det = [("v", 902, A, 1, 0.9), ("v", 902, B, 1, 0.8), ("v", 903, A, 1, 0.7), ("v", 903, B, 1, 0.6), ("v", 904, A, 1, 0.5)]
+    # precision 1, 1/2, 2/3, 1/2, 3/5 at recall 1/3, 1/3, 2/3, 2/3, 1; interpolated 1, 2/3, 3/5.
+    expected = (1 + 2 / 3 + 3 / 5) / 3
+    assert _evaluate(tmp_path, gt, det, classes=(1,)).mean_ap == pytest.approx(expected)
+    p = np.array([1, 1 / 2, 2 / 3, 1 / 2, 3 / 5])
+    r = np.array([1, 1, 2, 2, 3]) / 3
+    assert voc_average_precision(p, r) == pytest.approx(expected)
+    assert voc_average_precision(np.zeros(0), np.zeros(0)) == 0.0
+
+
+def test_protocols_differ_as_documented(tmp_path):
+    gt = [("v", 902, A, 1, 0)]
+    # In file order the lower-scored copy comes first: PySlowFast matches it first.
+    det = [("v", 902, A, 1, 0.3), ("v", 902, A, 1, 0.9)]
+    assert _evaluate(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == pytest.approx(0.5)
+    assert _evaluate(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == pytest.approx(1.0)
+    # ActivityNet keeps the 50 best rows of a frame: the true positive ranked 56th is dropped.
+    far = (0.6, 0.6, 0.7, 0.7)
+    det = [("v", 902, far, 1, 0.5 + i / 1000) for i in range(55)] + [("v", 902, A, 1, 0.1)]
+    assert _evaluate(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == pytest.approx(1 / 56)
+    assert _evaluate(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == 0.0
+
+
+def test_keyframes_subset(tmp_path):
+    gt = [("v", 902, A, 1, 0), ("v", 903, A, 1, 0)]
+    gt_p, det_p, lm, _ = _files(tmp_path, gt, [("v", 902, A, 1, 0.9)], classes=(1,))
+    full, _ = evaluate_ava_files(gt_p, det_p, lm)
+    part, _ = evaluate_ava_files(gt_p, det_p, lm, keyframes=[("v", 902)])
+    assert full.mean_ap == pytest.approx(0.5) and part.mean_ap == pytest.approx(1.0)
+
+
+def test_reader_parses_numbers_like_float(tmp_path):
+    rng = np.random.default_rng(0)
+    values = list(rng.random(300)) + [0.0, 1.0, 1e-5, 2.5e-7, 0.1 + 0.2, 0.123456789012345678]
+    texts = [repr(float(v)) for v in values] + ["%.4f" % v for v in values[:50]] + ["1", ".5", "5.", "1E-3", " 0.25"]
+    path = tmp_path / "d.csv"
+    path.write_text("".join(f"v,902,0.1,0.2,0.3,0.4,1,{t}\n" for t in texts))
+    got = read_ava_csv(str(path), with_scores=True)
+    assert got.scores.tolist() == [float(t) for t in texts]
+    assert got.boxes[0].tolist() == [0.1, 0.2, 0.3, 0.4]
+    assert got.video_names == ["v"] and got.timestamp[0] == 902
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("v,902,0.1,0.2,0.3,0.4,1", "expected 8"),
+        ("v,902,0.1,0.2,0.3,abc,1,0.5", "'abc' is not a number"),
+        ("v,902.5,0.1,0.2,0.3,0.4,1,0.5", "whole second"),
+        ("v,902,12,20,300,400,1,0.5", "outside the frame"),
+        ("v,902,0.1,0.2,0.3,0.4,x,0.5", "action id"),
+        ("v,902,0.1,0.2,0.3,0.4,1,nan", "not a finite number"),
+    ],
+)
+def test_malformed_detections_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "det.csv"
+    path.write_text("v,902,0.1,0.2,0.3,0.4,1,0.5\n\n" + line + "\n")
+    with pytest.raises(AvaFormatError, match=message) as e:
+        read_ava_csv(str(path), with_scores=True)
+    assert f"{path}:3" in str(e.value)
+
+
+def test_malformed_groundtruth_and_unknown_class(tmp_path):
+    path = tmp_path / "gt.csv"
+    path.write_text("v,902,0.1,0.2,0.3,0.4,1,0\nv,902,0.5,0.2,0.3,0.4,1,0\n")
+    with pytest.raises(AvaFormatError, match=r"gt.csv:2: .*x2 < x1"):
+        read_ava_csv(str(path), with_scores=False)
+    path.write_text("v,902,0.1,0.2,0.3,0.4,1,0\nv,902,0.1,0.2,0.3\n")
+    with pytest.raises(AvaFormatError, match=r"gt.csv:2: expected 7 or 8 .* got 5"):
+        read_ava_csv(str(path), with_scores=False)
+    path.write_text("v,902,0.1,0.2,0.3,0.4,1,0\nv,903,0.1,0.2,0.3,0.4,99,0\n")
+    with pytest.raises(AvaFormatError, match=r"gt.csv:2: unknown action id 99"):
+        read_ava_csv(str(path), with_scores=False, known_class_ids=[1, 2])
+
+
+def test_command_line(tmp_path, capsys):
+    det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3 if c != 3]
+    gt, det_p, lm, ex = _files(tmp_path, GT3, det)
+    out_json, out_png = tmp_path / "m.json", tmp_path / "ap.png"
+    rc = main(["--groundtruth", gt, "--detections", det_p, "--labelmap", lm, "--exclusions", ex,
+               "--json", str(out_json), "--plot", str(out_png)])
+    assert rc == 0
+    data = json.loads(out_json.read_text())
+    assert data["mAP"] == pytest.approx(200 / 3)
+    assert data["per_class"] == {"1": 100.0, "2": 100.0, "3": 0.0}
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "66.6667" in capsys.readouterr().out
+
+    # Pixel boxes are rejected with file:line.
+    with open(det_p, "a") as f:
+        f.write("vidA,0902,10,20,300,400,1,0.9\n")
+    assert main(["--groundtruth", gt, "--detections", det_p, "--labelmap", lm, "--json", str(out_json)]) == 2
+    assert f"{det_p}:4" in capsys.readouterr().err
+
+
+def test_command_line_module_entry(tmp_path):
+    gt, det_p, lm, _ = _files(tmp_path, GT3, [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3])
+    out_json = tmp_path / "m.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "evad_d2.evaluation.ava", "--groundtruth", gt, "--detections", det_p,
+         "--labelmap", lm, "--json", str(out_json)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out_json.read_text())["mAP"] == pytest.approx(100.0)
+
+
+def test_person_ap():
+    gt_frames = [("v", 1), ("v", 1), ("v", 1), ("v", 2)]
+    gt_boxes = np.array([A, A, B, A])  # A on frame 1 twice (two actions): one person
+    det_frames = [("v", 1), ("v", 1), ("v", 2), ("v", 3)]
+    det_boxes = np.array([A, B, A, A])
+    perfect = evaluate_person_ap(gt_frames, gt_boxes, det_frames[:3], det_boxes[:3], np.array([0.9, 0.8, 0.7]))
+    assert perfect == pytest.approx(1.0)
+    # A false positive (frame 3 has no people) ranked second: precision 1, 1/2, 2/3, 3/4.
+    ap = evaluate_person_ap(gt_frames, gt_boxes, det_frames, det_boxes, np.array([0.9, 0.5, 0.4, 0.8]))
+    assert ap == pytest.approx(1 / 3 * (1 + 3 / 4 + 3 / 4))
+    excl = evaluate_person_ap(gt_frames, gt_boxes, det_frames, det_boxes, np.array([0.9, 0.5, 0.4, 0.8]),
+                              excluded=[("v", 3)])
+    assert excl == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+H, W = 200, 400
+MODEL_IDS = [4, 1, 2, 3]  # model column order differs from the id order on purpose
+GT_EVAL = [("vidA", 902, A, 1, 0), ("vidA", 902, B, 2, 1), ("vidA", 902, B, 4, 1),
+           ("vidA", 903, A, 4, 0), ("vidB", 902, B, 1, 0), ("vidB", 902, B, 3, 0)]
+
+
+def _register(tmp_path, name):
+    gt, _, lm, ex = _files(tmp_path, GT_EVAL, [], classes=(1, 2, 4))
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(
+        action_ids=MODEL_IDS, action_classes=[f"act{i}" for i in MODEL_IDS], eval_action_ids=[1, 2, 4],
+        label_map_file=lm, groundtruth_file=gt, exclusions_file=ex, evaluator_type="ava", frame_rate=30,
+    )
+
+
+def _fake_outputs(frames):
+    """Model outputs that find every ground-truth person with the right actions."""
+    inputs, outputs = [], []
+    for video, ts in frames:
+        people = {}
+        for v, t, b, c, _ in GT_EVAL:
+            if (v, t) == (video, ts):
+                people.setdefault(b, set()).add(c)
+        boxes = torch.tensor([[b[0] * W, b[1] * H, b[2] * W, b[3] * H] for b in people], dtype=torch.float32)
+        actions = torch.tensor([[0.95 if i in acts else 0.02 for i in MODEL_IDS] for acts in people.values()])
+        inst = Instances((H, W), pred_boxes=Boxes(boxes), scores=torch.full((len(people),), 0.9),
+                         pred_action_scores=actions)
+        inputs.append({"video_id": video, "timestamp": ts, "height": H, "width": W})
+        outputs.append({"instances": inst})
+    return inputs, outputs
+
+
+def test_evaluator_end_to_end(tmp_path):
+    _register(tmp_path, "evad_test_ava_eval")
+    out_dir = tmp_path / "out"
+    ev = AVAEvaluator("evad_test_ava_eval", str(out_dir))
+    ev.reset()
+    inputs, outputs = _fake_outputs([("vidA", 902), ("vidA", 903), ("vidB", 902)])
+    ev.process(inputs[:2], outputs[:2])
+    ev.process(inputs[2:], outputs[2:])
+    res = ev.evaluate()["ava"]
+    assert res["frame-mAP@0.5"] == pytest.approx(100.0)
+    assert res["person-AP@0.5"] == pytest.approx(100.0)
+    assert set(k for k in res if k.startswith("AP-")) == {"AP-act1", "AP-act2", "AP-act4"}
+
+    rows = [line.split(",") for line in (out_dir / "ava_detections.csv").read_text().splitlines()]
+    assert len(rows) == 4 * 3  # 4 people x 3 evaluated classes; class 3 is not evaluated
+    assert {int(r[6]) for r in rows} == {1, 2, 4}
+    assert all(0.0 <= float(x) <= 1.0 for r in rows for x in r[2:6])
+    first_frame = [r for r in rows if r[0] == "vidA" and r[1] == "0902"]
+    assert [float(r[7]) for r in first_frame] == sorted((float(r[7]) for r in first_frame), reverse=True)
+    assert [float(x) for x in rows[0][2:6]] in ([0.1, 0.1, 0.4, 0.9], [0.5, 0.2, 0.9, 0.8])
+    metrics = json.loads((out_dir / "ava_metrics.json").read_text())
+    assert metrics["mAP"] == pytest.approx(100.0) and metrics["person_AP"] == pytest.approx(100.0)
+    assert (out_dir / "ava_per_class_ap.png").read_bytes()[:4] == b"\x89PNG"
+    # The written CSV gives the same number through the command line reader.
+    again, _ = evaluate_ava_files(MetadataCatalog.get("evad_test_ava_eval").groundtruth_file,
+                                  str(out_dir / "ava_detections.csv"), str(tmp_path / "map.pbtxt"))
+    assert again.mean_ap == pytest.approx(1.0)
+
+
+def test_evaluator_partial_run(tmp_path):
+    _register(tmp_path, "evad_test_ava_eval_part")
+    inputs, outputs = _fake_outputs([("vidA", 902)])
+    results = {}
+    for only in (False, True):
+        ev = AVAEvaluator("evad_test_ava_eval_part", None, only_processed_keyframes=only)
+        ev.reset()
+        ev.process(inputs, outputs)
+        results[only] = ev.evaluate()["ava"]
+    assert results[True]["frame-mAP@0.5"] == pytest.approx(100.0)
+    # Full protocol: act1 1/2 (vidB missed), act2 1, act4 1/2 (vidA 903 missed).
+    assert results[False]["frame-mAP@0.5"] == pytest.approx(100 * (0.5 + 1 + 0.5) / 3)
+    assert not os.path.exists(tmp_path / "ava_detections.csv")
+
+
+def test_evaluator_metadata_errors(tmp_path):
+    name = "evad_test_ava_eval_bad"
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(action_ids=[1, 2], eval_action_ids=[1, 3], groundtruth_file="x.csv")
+    with pytest.raises(KeyError, match=r"eval_action_ids \[3\]"):
+        AVAEvaluator(name)
+    MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(action_ids=[1, 2])
+    with pytest.raises(KeyError, match="groundtruth_file"):
+        AVAEvaluator(name)
