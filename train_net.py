@@ -47,7 +47,7 @@ class Trainer(DefaultTrainer):
         # also reads VideoMAE / official-EVAD weights and saves the RNG states (exact resume),
         # before the checkpointing hook takes a reference to it.
         self.checkpointer = EVADCheckpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, rng=RNGState(), **self.checkpointer.checkpointables
+            self.cfg, self.checkpointer.model, self.cfg.OUTPUT_DIR, rng=RNGState(), **self.checkpointer.checkpointables
         )
         return super().build_hooks()
 
@@ -110,7 +110,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        EVADCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        EVADCheckpointer(cfg, model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -1,0 +1,277 @@
+"""Official EVAD release checkpoints (MCG-NJU/EVAD, a PySlowFast fork) <-> this project's model.
+
+The official ``.pth`` is PySlowFast's ``{"epoch", "model_state", "optimizer_state", "cfg", ...}``
+with ``cfg`` the training config as YAML text. Its state-dict layout (one flat module):
+
+==============================================  =============================================
+official                                        evad_d2
+==============================================  =============================================
+``patch_embed.*``, ``blocks.{i}.*``, ``norm.*``  ``backbone.net.`` + same
+(``pos_embed`` when learned)                    ``backbone.net.pos_embed``
+``fpn_lateral{2..5}.*``, ``fpn_output{2..5}.*``  ``backbone.`` + same
+``init_proposal_{features,boxes}.weight``       ``localization_head.`` + same
+``det_head.s0_headseries.{i}.*``                ``localization_head.stages.{i}.*``
+``det_head.encoder_to_decoder.weight``          ``action_head.encoder_to_decoder.weight``
+``det_head.mask_token`` (1, 1, D)               ``action_head.mask_token`` (D,)
+``det_head.decoder.blocks.{i}.act_module.*``,   ``action_head.classifiers.{i}.*``
+``det_head.decoder.blocks.{i}.action_logits.*``
+``det_head.decoder.blocks.{i}.*`` (the rest)    ``action_head.blocks.{i}.*``
+``criterion.empty_weight`` (buffer)             not a weight: (1, no-object weight) of the loss
+==============================================  =============================================
+
+Position tables of the encoder and the decoder are fixed sin-cos tables (plain tensors, not in the
+state dict). Any other key is an error: a converted checkpoint must compute what the official one
+computes, so nothing may be dropped silently.
+"""
+
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import torch
+import yaml
+from torch import Tensor
+
+from .common import CheckpointFormatError, ConversionReport, strip_prefix
+
+__all__ = [
+    "is_official_evad_state_dict",
+    "official_to_evad_d2",
+    "evad_d2_to_official",
+    "official_config_overrides",
+    "REQUIRED_OVERRIDES",
+]
+
+_Rule = Tuple["re.Pattern[str]", str, Optional[Callable[[Tensor], Tensor]], str]
+
+
+def _rule(pattern: str, repl: str, fn: Optional[Callable[[Tensor], Tensor]] = None, why: str = "") -> _Rule:
+    return re.compile(pattern), repl, fn, why
+
+
+_VIT = (
+    r"patch_embed\.proj\.(?:weight|bias)"
+    r"|blocks\.\d+\.(?:norm[12]|attn\.(?:qkv|proj)|mlp\.fc[12])\.(?:weight|bias)"
+    r"|blocks\.\d+\.attn\.[qv]_bias|norm\.(?:weight|bias)|pos_embed"
+)
+_DEC_BLOCK = r"(?:norm[12]|attn\.(?:qkv|proj)|mlp\.fc[12])\.(?:weight|bias)|attn\.[qv]_bias"
+# evad_d2's action classifier has one hidden layer (official NUM_ACT = 1): act_module.0 and .1 only.
+_CLASSIFIER = r"act_module\.[01]\.(?:weight|bias)|action_logits\.(?:weight|bias)"
+_STAGE = (
+    r"self_attn\.(?:in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)"
+    r"|inst_interact\.(?:dynamic_layer|norm[123]|out_layer)\.(?:weight|bias)"
+    r"|(?:linear[12]|norm[123]|class_logits|bboxes_delta)\.(?:weight|bias)"
+    r"|(?:cls|reg)_module\.\d+\.(?:weight|bias)"
+)
+
+_MASK_WHY = "official mask token (1, 1, D) is stored as (D,)"
+
+# official -> evad_d2. Patterns are anchored and name every parameter the official modules have,
+# so a key of an unsupported variant (e.g. a learned decoder position table) stays unmapped.
+_TO_OURS: List[_Rule] = [
+    _rule(rf"^({_VIT})$", r"backbone.net.\1"),
+    _rule(r"^(fpn_(?:lateral|output)[2-5]\.(?:weight|bias))$", r"backbone.\1"),
+    _rule(r"^(init_proposal_(?:features|boxes)\.weight)$", r"localization_head.\1"),
+    _rule(rf"^det_head\.s0_headseries\.(\d+)\.({_STAGE})$", r"localization_head.stages.\1.\2"),
+    _rule(r"^det_head\.encoder_to_decoder\.weight$", "action_head.encoder_to_decoder.weight"),
+    _rule(r"^det_head\.mask_token$", "action_head.mask_token", lambda t: t.reshape(-1), _MASK_WHY),
+    _rule(rf"^det_head\.decoder\.blocks\.(\d+)\.({_CLASSIFIER})$", r"action_head.classifiers.\1.\2"),
+    _rule(rf"^det_head\.decoder\.blocks\.(\d+)\.({_DEC_BLOCK})$", r"action_head.blocks.\1.\2"),
+]
+
+# evad_d2 -> official, the inverse of the above.
+_TO_OFFICIAL: List[_Rule] = [
+    _rule(rf"^backbone\.net\.({_VIT})$", r"\1"),
+    _rule(r"^backbone\.(fpn_(?:lateral|output)[2-5]\.(?:weight|bias))$", r"\1"),
+    _rule(r"^localization_head\.(init_proposal_(?:features|boxes)\.weight)$", r"\1"),
+    _rule(rf"^localization_head\.stages\.(\d+)\.({_STAGE})$", r"det_head.s0_headseries.\1.\2"),
+    _rule(r"^action_head\.encoder_to_decoder\.weight$", "det_head.encoder_to_decoder.weight"),
+    _rule(r"^action_head\.mask_token$", "det_head.mask_token", lambda t: t.reshape(1, 1, -1), _MASK_WHY),
+    _rule(rf"^action_head\.classifiers\.(\d+)\.({_CLASSIFIER})$", r"det_head.decoder.blocks.\1.\2"),
+    _rule(rf"^action_head\.blocks\.(\d+)\.({_DEC_BLOCK})$", r"det_head.decoder.blocks.\1.\2"),
+]
+
+_EMPTY_WEIGHT = "criterion.empty_weight"
+_EMPTY_WEIGHT_WHY = "loss buffer (1, no-object weight), rebuilt from MODEL.EVAD.LOSS.NO_OBJECT_WEIGHT"
+
+# Switches without which a converted model does not compute what the official one computes.
+REQUIRED_OVERRIDES: List[Tuple[str, Any]] = [
+    # The official decoder's token placement (see evad_d2.modeling.heads.action.official_token_positions).
+    ("MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER", True),
+    # The official inference outputs all proposals of a clip where none passes the threshold.
+    ("MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True),
+]
+
+
+def is_official_evad_state_dict(state_dict: Mapping[str, Tensor]) -> bool:
+    """True for the official layout: ``det_head.*`` next to top-level ``init_proposal_boxes``."""
+    sd = strip_prefix(state_dict, "module.")
+    return "init_proposal_boxes.weight" in sd and any(k.startswith("det_head.") for k in sd)
+
+
+def _apply(
+    state_dict: Mapping[str, Tensor], rules: List[_Rule], report: ConversionReport
+) -> Tuple[Dict[str, Tensor], List[str]]:
+    out: Dict[str, Tensor] = {}
+    unmapped: List[str] = []
+    for key, value in state_dict.items():
+        for pattern, repl, fn, why in rules:
+            if pattern.match(key):
+                new_key = pattern.sub(repl, key)
+                new_value = fn(value) if fn is not None else value
+                if fn is not None:
+                    report.transformed.append((new_key, tuple(value.shape), tuple(new_value.shape), why))
+                if new_key in out:
+                    raise CheckpointFormatError(f"two checkpoint keys map to {new_key} (second: {key})")
+                out[new_key] = new_value
+                report.mapped.append((key, new_key))
+                break
+        else:
+            unmapped.append(key)
+    return out, unmapped
+
+
+def official_to_evad_d2(
+    state_dict: Mapping[str, Tensor], source: str = "official EVAD checkpoint"
+) -> Tuple[Dict[str, Tensor], ConversionReport]:
+    """Convert an official EVAD state dict to this project's names and shapes.
+
+    Raises:
+        CheckpointFormatError: listing every key that has no counterpart here.
+    """
+    sd = strip_prefix(state_dict, "module.")
+    report = ConversionReport(f"official EVAD checkpoint {source}")
+    for key in [k for k in sd if k == _EMPTY_WEIGHT]:
+        weight = sd.pop(key)
+        report.ignored[key] = _EMPTY_WEIGHT_WHY
+        if weight.numel() == 2 and not weight.is_meta:
+            report.notes.append(f"official no-object loss weight: {weight[-1].item():g}")
+    out, unmapped = _apply(sd, _TO_OURS, report)
+    if unmapped:
+        raise CheckpointFormatError(
+            f"{source}: {len(unmapped)} official keys have no counterpart in evad_d2 (an unsupported variant "
+            f"of the official model?): {unmapped[:20]}{' ...' if len(unmapped) > 20 else ''}"
+        )
+    return out, report
+
+
+def evad_d2_to_official(state_dict: Mapping[str, Tensor], no_object_weight: Optional[float] = 0.1) -> Dict[str, Tensor]:
+    """The inverse of :func:`official_to_evad_d2` (for checks and for exporting).
+
+    Args:
+        state_dict: this project's EVAD state dict (decoder action head).
+        no_object_weight: value for the official ``criterion.empty_weight`` buffer; None omits it.
+
+    Raises:
+        CheckpointFormatError: for keys the official model has no place for.
+    """
+    report = ConversionReport("evad_d2 checkpoint")
+    out, unmapped = _apply(state_dict, _TO_OFFICIAL, report)
+    if unmapped:
+        raise CheckpointFormatError(
+            f"{len(unmapped)} keys have no counterpart in the official EVAD model: {unmapped[:20]}"
+        )
+    if no_object_weight is not None:
+        out[_EMPTY_WEIGHT] = torch.tensor([1.0, float(no_object_weight)])
+    return out
+
+
+def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("("):
+        value = yaml.safe_load("[" + value.strip("()") + "]")
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], List[str]]:
+    """evad_d2 config overrides equivalent to an official checkpoint's stored training config.
+
+    Args:
+        cfg_text: the ``cfg`` entry of the official checkpoint (PySlowFast YAML dump).
+
+    Returns:
+        (overrides as (KEY, value) pairs, in the order to apply them, including
+        :data:`REQUIRED_OVERRIDES`; warnings about official settings that have no equivalent).
+    """
+    try:
+        cfg = yaml.safe_load(cfg_text)
+    except yaml.YAMLError as e:
+        raise CheckpointFormatError(f"the official checkpoint's cfg is not readable YAML: {e}") from e
+    if not isinstance(cfg, Mapping):
+        raise CheckpointFormatError("the official checkpoint's cfg is not a YAML mapping")
+
+    # (official key, evad_d2 key, conversion)
+    table = [
+        ("ViT.EMBED_DIM", "MODEL.EVAD.EMBED_DIM", int),
+        ("ViT.DEPTH", "MODEL.EVAD.DEPTH", int),
+        ("ViT.NUM_HEADS", "MODEL.EVAD.NUM_HEADS", int),
+        ("ViT.MLP_RATIO", "MODEL.EVAD.MLP_RATIO", float),
+        ("ViT.QKV_BIAS", "MODEL.EVAD.QKV_BIAS", bool),
+        ("ViT.PATCH_SIZE", "MODEL.EVAD.PATCH_SIZE", int),
+        ("ViT.TUBELET_SIZE", "MODEL.EVAD.TUBELET_SIZE", int),
+        ("ViT.PRETRAIN_IMG_SIZE", "MODEL.EVAD.PRETRAIN_IMG_SIZE", int),
+        ("ViT.USE_LEARNABLE_POS_EMB", "MODEL.EVAD.LEARNABLE_POS_EMBED", bool),
+        ("ViT.DROP_PATH_RATE", "MODEL.EVAD.DROP_PATH_RATE", float),
+        ("ViT.FPN_INDICES", "MODEL.EVAD.FEATURE_LAYERS", lambda v: [int(i) for i in v]),
+        ("MODEL.KTP.KEEP_RATES", "MODEL.EVAD.KEEP_RATES", lambda v: [float(r) for r in v]),
+        ("MODEL.KTP.ENHANCED_WEIGHT", "MODEL.EVAD.KEYFRAME_WEIGHT", float),
+        ("MODEL.NUM_CLASSES", "MODEL.EVAD.NUM_ACTION_CLASSES", int),
+        ("MODEL.SparseRCNN.NUM_PROPOSALS", "MODEL.EVAD.LOC.NUM_PROPOSALS", int),
+        ("MODEL.SparseRCNN.HIDDEN_DIM", "MODEL.EVAD.LOC.HIDDEN_DIM", int),
+        ("MODEL.SparseRCNN.NUM_HEADS", "MODEL.EVAD.LOC.NUM_STAGES", int),
+        ("MODEL.SparseRCNN.NHEADS", "MODEL.EVAD.LOC.NUM_HEADS", int),
+        ("MODEL.SparseRCNN.DIM_FEEDFORWARD", "MODEL.EVAD.LOC.DIM_FEEDFORWARD", int),
+        ("MODEL.SparseRCNN.DIM_DYNAMIC", "MODEL.EVAD.LOC.DIM_DYNAMIC", int),
+        ("MODEL.SparseRCNN.NUM_DYNAMIC", "MODEL.EVAD.LOC.NUM_DYNAMIC", int),
+        ("MODEL.SparseRCNN.PERSON_THRESHOLD", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", float),
+        ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "MODEL.EVAD.LOC.POOLER_RESOLUTION", int),
+        ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "MODEL.EVAD.LOC.POOLER_SAMPLING_RATIO", int),
+        ("MODEL.CRD.EMBED_DIM", "MODEL.EVAD.DECODER.DIM", int),
+        ("MODEL.CRD.DEPTH", "MODEL.EVAD.DECODER.DEPTH", int),
+        ("MODEL.CRD.NUM_HEADS", "MODEL.EVAD.DECODER.NUM_HEADS", int),
+        ("MODEL.CRD.MLP_RATIO", "MODEL.EVAD.DECODER.MLP_RATIO", float),
+        ("MODEL.CRD.DROP_PATH_RATE", "MODEL.EVAD.DECODER.DROP_PATH_RATE", float),
+        ("MODEL.CRD.ROI_EXTENSION", "MODEL.EVAD.DECODER.ROI_EXTEND", lambda v: [float(r) for r in _as_tuple(v)]),
+        ("MODEL.SparseRCNN.ACT_FC_DIM", "MODEL.EVAD.DECODER.CLS_HIDDEN_DIM", int),
+        ("DETECTION.ROI_XFORM_RESOLUTION", "MODEL.EVAD.DECODER.POOLER_RESOLUTION", int),
+        ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "MODEL.EVAD.DECODER.POOLER_SAMPLING_RATIO", int),
+        ("DATA.NUM_FRAMES", "INPUT.NUM_FRAMES", int),
+        ("DATA.SAMPLING_RATE", "INPUT.SAMPLING_RATE", int),
+        ("AVA.MIN_SIZE_TEST", "INPUT.MIN_SIZE_TEST", int),
+        ("AVA.MAX_SIZE_TEST", "INPUT.MAX_SIZE_TEST", int),
+        ("DATA.MEAN", "MODEL.PIXEL_MEAN", lambda v: [round(float(m) * 255.0, 6) for m in v]),
+        ("DATA.STD", "MODEL.PIXEL_STD", lambda v: [round(float(s) * 255.0, 6) for s in v]),
+    ]
+    overrides: List[Tuple[str, Any]] = []
+    for official, ours, conv in table:
+        value = _get(cfg, official)
+        if value is not None:
+            overrides.append((ours, conv(value)))
+    overrides.extend(REQUIRED_OVERRIDES)
+
+    warnings = []
+    unsupported = [
+        ("MODEL.SparseRCNN.NUM_CLS", 1),
+        ("MODEL.SparseRCNN.NUM_REG", 3),
+        ("MODEL.SparseRCNN.NUM_ACT", 1),
+        ("MODEL.SparseRCNN.JITTER_BOX", False),
+        ("MODEL.SparseRCNN.SOFTMAX_POSE", False),
+        ("MODEL.SparseRCNN.USE_FOCAL", False),
+        ("MODEL.SparseRCNN.NUM_EVAL_ACT_CLASSES", 0),
+        ("MODEL.CRD.USE_LEARNABLE_POS_EMB", False),
+        ("ViT.INIT_VALUES", 0.0),
+    ]
+    for key, supported in unsupported:
+        value = _get(cfg, key)
+        if value is not None and value != supported:
+            warnings.append(
+                f"official {key} = {value!r} has no evad_d2 equivalent (only {supported!r}); outputs will differ"
+            )
+    return overrides, warnings
