@@ -87,13 +87,22 @@ class EVAD(nn.Module):
 
     def preprocess_clips(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalise and pad the clips to the backbone's size divisibility (zeros after normalising)."""
+        if not batched_inputs:
+            raise ValueError("EVAD got an empty batch (no input dicts)")
         clips = []
         for i, x in enumerate(batched_inputs):
             clip = x.get("clip")
             if clip is None:
                 raise KeyError(f"input {i} has no 'clip' entry (a (3, T, H, W) tensor)")
-            if clip.dim() != 4 or clip.shape[0] != self.pixel_mean.shape[0]:
-                raise ValueError(f"input {i}: 'clip' must be ({self.pixel_mean.shape[0]}, T, H, W), got {tuple(clip.shape)}")
+            if not isinstance(clip, torch.Tensor) or clip.dim() != 4 or clip.shape[0] != self.pixel_mean.shape[0]:
+                shape = tuple(clip.shape) if isinstance(clip, torch.Tensor) else type(clip).__name__
+                raise ValueError(f"input {i}: 'clip' must be a ({self.pixel_mean.shape[0]}, T, H, W) tensor, got {shape}")
+            # Only H and W are padded; the frames of all clips are processed as one (B, C, T, ...) tensor.
+            if clip.shape[1] != batched_inputs[0]["clip"].shape[1]:
+                raise ValueError(
+                    f"input {i}: clip has {clip.shape[1]} frames but input 0 has "
+                    f"{batched_inputs[0]['clip'].shape[1]}; all clips of a batch need the same T"
+                )
             clips.append((clip.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std)
         return ImageList.from_tensors(clips, self.backbone.size_divisibility)
 
@@ -110,6 +119,8 @@ class EVAD(nn.Module):
             training: dict of losses; inference: list of {"instances": Instances}.
         """
         images = self.preprocess_clips(batched_inputs)
+        # Targets first: a malformed input fails before the (expensive) network runs.
+        targets = self.prepare_targets(batched_inputs, images) if self.training else None
         net_out = self.backbone.net(images.tensor)
         features = self.backbone.forward_features(net_out)
         # int(): under tracing the sizes are 0-d tensors; they are constants of the traced graph.
@@ -121,7 +132,8 @@ class EVAD(nn.Module):
         action_logits = self.action_head(net_out["tokens"], net_out["token_index"], grid, boxes, image_sizes)
 
         if self.training:
-            return self.criterion(loc_outputs, action_logits, self.prepare_targets(batched_inputs, images))
+            self._check_action_targets(targets, action_logits[-1].shape[-1])
+            return self.criterion(loc_outputs, action_logits, targets)
         results = self.inference(loc_outputs[-1], action_logits[-1], sizes)
         return self.postprocess(results, batched_inputs, sizes)
 
@@ -135,6 +147,15 @@ class EVAD(nn.Module):
                 raise KeyError(f"training input {i}: instances need 'gt_actions' (multi-hot action labels)")
             targets.append({"boxes": inst.gt_boxes.tensor, "actions": inst.gt_actions.float(), "image_size": size})
         return targets
+
+    @staticmethod
+    def _check_action_targets(targets: List[Dict], num_classes: int) -> None:
+        for i, t in enumerate(targets):
+            if t["actions"].dim() != 2 or t["actions"].shape[1] != num_classes:
+                raise ValueError(
+                    f"training input {i}: instances.gt_actions has shape {tuple(t['actions'].shape)}, expected "
+                    f"(N, {num_classes}) (MODEL.EVAD.NUM_ACTION_CLASSES = {num_classes})"
+                )
 
     def inference(self, loc_output: Dict[str, Tensor], action_logits: Tensor, image_sizes) -> List[Instances]:
         """Keep proposals whose person probability exceeds the threshold.
@@ -170,5 +191,11 @@ class EVAD(nn.Module):
         return processed
 
     def set_keep_rates(self, keep_rates: Optional[Sequence[float]]) -> None:
-        """Change the encoder's per-block keep rates at inference (no retraining; paper Fig. 5)."""
+        """Change the encoder's per-block keep rates at inference (no retraining; paper Fig. 5).
+
+        Args:
+            keep_rates: one rate in (0, 1] per encoder block; None disables pruning (all 1.0).
+        """
+        if keep_rates is None:
+            keep_rates = [1.0] * len(self.backbone.net.blocks)
         self.backbone.net.set_keep_rates(keep_rates)
