@@ -14,14 +14,13 @@ import os
 from collections import OrderedDict
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import DatasetEvaluators, verify_results
 from detectron2.utils import comm
 
-from evad_d2 import add_evad_config
+from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import EVADCheckpointer
 from evad_d2.data.clip_mapper import ClipDatasetMapper
 from evad_d2.engine import RNGState, ResumableTrainingSampler, build_optimizer, resolve_epoch_schedule
@@ -95,10 +94,7 @@ def count_training_samples(cfg) -> int:
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_evad_cfg(args.config_file, args.opts, freeze=False)
     if not args.eval_only:
         resolve_epoch_schedule(cfg, count_training_samples(cfg))
     cfg.freeze()

@@ -4,6 +4,9 @@ Every key carries a comment; detectron2's own keys that EVAD reuses (MODEL.PIXEL
 MODEL.FPN.OUT_CHANNELS, INPUT.MIN_SIZE_TEST, SOLVER.*) are set here only where EVAD's default differs.
 """
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_evad_config", "get_evad_cfg"]
 
 
 def add_evad_config(cfg):
@@ -164,4 +167,16 @@ def add_evad_config(cfg):
     # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also accepts "full_model": clip the norm of all gradients together.
     # Autocast dtype when SOLVER.AMP.ENABLED (CUDA): "float16" (with a grad scaler) or "bfloat16".
     _C.SOLVER.AMP.PRECISION = "float16"
+    return cfg
+
+
+def get_evad_cfg(config_file=None, opts=(), freeze: bool = True):
+    """detectron2's defaults plus EVAD's keys, merged from a YAML file and ``KEY VALUE`` overrides."""
+    cfg = add_evad_config(get_cfg())
+    if config_file:
+        cfg.merge_from_file(config_file)
+    if opts:
+        cfg.merge_from_list(list(opts))
+    if freeze:
+        cfg.freeze()
     return cfg

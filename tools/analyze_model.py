@@ -18,14 +18,14 @@ import sys
 from typing import Dict, List
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import parameter_count_table
 from tabulate import tabulate
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evad_d2 import add_evad_config  # noqa: E402
+from evad_d2 import get_evad_cfg  # noqa: E402
+from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
 from evad_d2.utils.flops import flop_count_analysis, method_flops  # noqa: E402
 
 logger = logging.getLogger("evad_d2.analyze_model")
@@ -43,16 +43,6 @@ def get_parser():
     p.add_argument("--json", default=None)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p
-
-
-def setup_cfg(args):
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
 
 
 def part_modules(model) -> Dict[str, List[str]]:
@@ -86,19 +76,16 @@ def count_gflops(model, clip_size) -> Dict[str, float]:
     gflops = {"total": total / 1e9}
     for part, prefixes in part_modules(model).items():
         gflops[part] = sum(by_module.get(q, 0) for q in prefixes) / 1e9
-    # The neck's convs live directly on the backbone wrapper: what the wrapper counts minus the ViT.
-    gflops["neck"] = (by_module.get("backbone", 0) - by_module.get("backbone.net", 0)) / 1e9
+    # The meta-architecture calls the neck's forward_features directly (not as a module), so its
+    # resizing is counted at the model's top level: the neck is everything outside the other parts.
+    gflops["neck"] = gflops["total"] - sum(v for k, v in gflops.items() if k not in ("total", "neck"))
     return gflops
-
-
-def scaled_keep_rates(base, rho):
-    return [rho if r < 1.0 else 1.0 for r in base]
 
 
 def main(argv=None) -> dict:
     args = get_parser().parse_args(argv)
     setup_logger(name="evad_d2")
-    cfg = setup_cfg(args)
+    cfg = get_evad_cfg(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg).eval()
     clip_size = args.input_size or (cfg.INPUT.NUM_FRAMES, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
     result = {"config": args.config_file, "input_size": list(clip_size)}
@@ -114,8 +101,6 @@ def main(argv=None) -> dict:
         result["gflops"] = count_gflops(model, clip_size)
         rows = [["config", result["gflops"]["total"]] + [result["gflops"][k] for k in part_modules(model)]]
         if args.keep_rates:
-            if not any(r < 1.0 for r in base):
-                raise ValueError("--keep-rates needs a config with pruning blocks (some MODEL.EVAD.KEEP_RATES < 1)")
             result["gflops_by_keep_rate"] = {}
             for rho in args.keep_rates:
                 model.set_keep_rates(scaled_keep_rates(base, rho))
@@ -124,7 +109,7 @@ def main(argv=None) -> dict:
                 rows.append([f"rho={rho}", g["total"]] + [g[k] for k in part_modules(model)])
             model.set_keep_rates(base)
         headers = ["setting", "total"] + list(part_modules(model))
-        print(tabulate(rows, headers=headers, floatfmt=".1f"))
+        print(tabulate(rows, headers=headers, floatfmt=".4g"))
         paper = {
             rho: ref
             for rho, ref in PAPER_GFLOPS_VIT_B_224.items()

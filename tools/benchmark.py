@@ -23,13 +23,13 @@ import time
 from typing import Callable, Dict, List
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evad_d2 import add_evad_config  # noqa: E402
+from evad_d2 import get_evad_cfg  # noqa: E402
+from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
 from evad_d2.utils.flops import flop_count_analysis, method_flops  # noqa: E402
 
 logger = logging.getLogger("evad_d2.benchmark")
@@ -51,23 +51,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here (a list, one object per keep rate)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p
-
-
-def setup_cfg(args):
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    return cfg
-
-
-def scaled_keep_rates(base: List[float], rho: float) -> List[float]:
-    """The config's pruning blocks get ``rho``; the others keep every token."""
-    pruning = [i for i, r in enumerate(base) if r < 1.0]
-    if not pruning:
-        raise ValueError("the config prunes nowhere (all MODEL.EVAD.KEEP_RATES are 1); give it pruning layers")
-    return [rho if i in pruning else 1.0 for i in range(len(base))]
 
 
 def timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
@@ -163,7 +146,7 @@ def main(argv=None) -> List[dict]:
     setup_logger(name="evad_d2")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = setup_cfg(args)
+    cfg = get_evad_cfg(args.config_file, args.opts)
     results = benchmark_backbone(cfg, args)
     machine = machine_description(args.device)
     for row in results:

@@ -94,6 +94,15 @@ class PruningAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, n, c)
         return self.proj(out), importance
 
+    def attention_probs(self, x: Tensor) -> Tensor:
+        """(B, heads, N, N) softmax(QK^T / sqrt(d)) of the tokens ``x`` (B, N, C), rows are queries.
+
+        Not used by ``forward``; for inspecting a layer (e.g. from a forward hook that receives
+        the same ``x``), as the decoder-attention visualisation does.
+        """
+        q, k, _ = self._qkv(x)
+        return torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.head_dim**-0.5, dim=-1)
+
     def _resolve_impl(self, q: Tensor) -> str:
         if self.importance_impl != "auto":
             return self.importance_impl

@@ -18,7 +18,7 @@ from .attention import PruningAttention
 from .pos_embed import resize_pos_table, sinusoid_table
 from .pruning import keyframe_first_order, num_kept_tokens, select_tokens
 
-__all__ = ["PruningBlock", "PruningVideoViT", "validate_keep_rates"]
+__all__ = ["PruningBlock", "PruningVideoViT", "scaled_keep_rates", "validate_keep_rates"]
 
 
 def validate_keep_rates(keep_rates: Sequence[float], depth: int, key: str = "MODEL.EVAD.KEEP_RATES") -> List[float]:
@@ -30,6 +30,16 @@ def validate_keep_rates(keep_rates: Sequence[float], depth: int, key: str = "MOD
         if not 0.0 < r <= 1.0:
             raise ValueError(f"{key}[{i}] = {r} is outside (0, 1]")
     return keep_rates
+
+
+def scaled_keep_rates(base: Sequence[float], rho: float) -> List[float]:
+    """Give every pruning block of ``base`` (keep rate < 1) the keep rate ``rho``; others keep 1.
+
+    Used to sweep keep rates over a config's pruning layers (paper Table 2, Fig. 5).
+    """
+    if not any(r < 1.0 for r in base):
+        raise ValueError("the config prunes nowhere (all MODEL.EVAD.KEEP_RATES are 1); give it pruning layers")
+    return [rho if r < 1.0 else 1.0 for r in base]
 
 
 class PruningBlock(nn.Module):
