@@ -15,6 +15,7 @@ __all__ = [
     "keyframe_first_order",
     "importance_from_attention",
     "importance_from_logsumexp",
+    "importance_by_flash_swap",
     "importance_by_recompute",
     "select_tokens",
     "restore_token_map",
@@ -108,6 +109,24 @@ def importance_from_logsumexp(
         probs = torch.exp(logits - lse[:, :, start:stop, None])
         total += torch.einsum("bhij,i->bj", probs, w[start:stop])
     return total / (n * h)
+
+
+def importance_by_flash_swap(q: Tensor, k: Tensor, lse: Tensor, num_keyframe: int, keyframe_weight: float = 1.0) -> Tensor:
+    """Eq. 3 as one fused CPU flash-attention call with the roles of queries and keys swapped.
+
+    ``sum_i w_i exp(s_ij - lse_i) = exp(logsumexp_i(s_ji^T + log w_i - lse_i))``: the log-sum-exp
+    that flash attention returns for *queries* ``k_j`` (non-keyframe keys) over *keys* ``q_i`` with
+    the additive bias ``log w_i - lse_i``. Nothing of size N x N is materialised and the
+    reduction runs inside the fused kernel. Same value as :func:`importance_from_logsumexp`.
+    (Requires ``torch.ops.aten._scaled_dot_product_flash_attention_for_cpu``.)
+    """
+    b, h, n, d = q.shape
+    w = _query_weights(n, num_keyframe, keyframe_weight, lse)
+    bias = (w.log() - lse).unsqueeze(2).expand(b, h, n - num_keyframe, n)
+    k_nk = k[:, :, num_keyframe:].contiguous()
+    # The value is never used (only the log-sum-exp is); q has the head size the kernel requires.
+    _, lse_t = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(k_nk, q, q, attn_mask=bias.to(q.dtype), scale=d**-0.5)[:2]
+    return lse_t.exp().sum(1) / (n * h)
 
 
 def importance_by_recompute(q: Tensor, k: Tensor, num_keyframe: int, keyframe_weight: float = 1.0, chunk: int = 512) -> Tensor:
