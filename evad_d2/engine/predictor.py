@@ -1,0 +1,452 @@
+"""Inference on clips and whole videos with a trained EVAD model (like detectron2's DefaultPredictor).
+
+The predictor uses the model's own actor boxes (no separate person detector). Videos are read as
+a stream: :class:`KeyframeClipSampler` keeps only the frames that the next clips still need, so
+memory does not grow with the video's length.
+
+Time, not frame numbers, decides which frames form a clip: frame ``i`` of a clip is the decoded
+frame nearest to ``t_key + (i - keyframe_index) * SAMPLING_RATE / frame_rate`` seconds, where
+``frame_rate`` is the rate of the timeline the model was trained on (30 for AVA). A video of any
+frame rate, variable ones included, thus gives the model the temporal spacing it was trained on.
+Frame times come from the decoded frames' presentation timestamps.
+"""
+
+import bisect
+import logging
+import math
+import os
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+
+from ..data.transforms import apply_transform_to_clip, sample_clip_transform
+from ..data.video_io import VideoReadError
+
+try:  # the project's checkpointer understands VideoMAE and official EVAD weights too
+    from ..checkpoint import EVADCheckpointer as _Checkpointer
+except ImportError:  # pragma: no cover - older trees without evad_d2.checkpoint
+    from detectron2.checkpoint import DetectionCheckpointer as _Checkpointer
+
+__all__ = [
+    "EVADPredictor",
+    "KeyframeClipSampler",
+    "VideoFrame",
+    "VideoStreamInfo",
+    "open_video_stream",
+    "video_stream_info",
+    "iter_video_frames",
+    "read_clip_at",
+]
+
+logger = logging.getLogger(__name__)
+
+# Frame rate of the timeline models are trained on when the dataset metadata does not say (AVA).
+DEFAULT_MODEL_FRAME_RATE = 30.0
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame: 0-based decode-order ``index``, ``time`` in seconds from the first
+    frame, ``image`` uint8 (H, W, 3) RGB."""
+
+    index: int
+    time: float
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class VideoStreamInfo:
+    """What the container header says (``num_frames`` is an estimate, 0 when unknown)."""
+
+    path: str
+    width: int
+    height: int
+    fps: Fraction
+    num_frames: int
+
+
+def open_video_stream(path: str):
+    """Open ``path`` with PyAV and return ``(container, stream, info)``.
+
+    Raises:
+        VideoReadError: naming ``path`` when it is missing, not a video, or has no usable stream.
+    """
+    import av  # imported here so that importing the predictor stays cheap
+
+    if not os.path.isfile(path):
+        raise VideoReadError(path, "input video not found")
+    try:
+        container = av.open(path)
+    except Exception as e:  # PyAV raises a family of av.error.* for non-video or corrupt input
+        raise VideoReadError(path, f"cannot open as a video (unreadable, corrupt or not a video file): {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(path, "the file has no video stream")
+    stream = container.streams.video[0]
+    width, height = stream.codec_context.width, stream.codec_context.height
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not width or not height:
+        container.close()
+        raise VideoReadError(path, f"the video stream has no frame size ({width}x{height})")
+    fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(DEFAULT_MODEL_FRAME_RATE)
+    n = stream.frames or 0
+    if not n and stream.duration is not None and stream.time_base is not None:
+        n = int(round(float(stream.duration * stream.time_base * fps)))
+    stream.thread_type = "AUTO"
+    return container, stream, VideoStreamInfo(path, int(width), int(height), fps, int(n))
+
+
+def video_stream_info(path: str) -> VideoStreamInfo:
+    """Header information of ``path`` (see :func:`open_video_stream`); decodes nothing."""
+    container, _, info = open_video_stream(path)
+    container.close()
+    return info
+
+
+def iter_video_frames(path: str) -> Iterator[VideoFrame]:
+    """Decode ``path`` frame by frame (nothing but the current frame is kept).
+
+    Times are presentation timestamps relative to the first decoded frame; a frame without a
+    timestamp is placed one nominal frame interval after the previous one.
+
+    Raises:
+        VideoReadError: naming the file, on open or decoding errors or when no frame decodes.
+    """
+    import av
+
+    container, stream, info = open_video_stream(path)
+    index, t0, prev = 0, None, None
+    try:
+        with container:
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.time_base is None:
+                    t = (prev + 1.0 / float(info.fps)) if prev is not None else 0.0
+                else:
+                    t_abs = float(frame.pts * frame.time_base)
+                    if t0 is None:
+                        t0 = t_abs
+                    t = t_abs - t0
+                if prev is not None and t <= prev:
+                    # Non-increasing timestamps (broken muxing): keep decode order, nudge forward.
+                    t = prev + 1e-6
+                prev = t
+                yield VideoFrame(index, t, frame.to_ndarray(format="rgb24"))
+                index += 1
+    except (av.error.FFmpegError, ValueError) as e:
+        raise VideoReadError(path, f"decoding failed after {index} frames: {e}") from None
+    if index == 0:
+        raise VideoReadError(path, "no frame decodes (empty, truncated or corrupt video)")
+
+
+@dataclass
+class _PendingClip:
+    keyframe: VideoFrame
+    sample_times: List[float]
+
+
+class KeyframeClipSampler:
+    """Streaming clip assembly: push decoded frames, get each keyframe's clip when it is complete.
+
+    Keyframes are the first frames at or after ``start + k * interval - tolerance`` seconds
+    (one keyframe per frame even when a gap spans several intervals). The clip of a keyframe at time ``t`` has ``num_frames`` frames, frame ``i``
+    being the buffered frame nearest to ``t + (i - keyframe_index) * step`` seconds; times before
+    the first or after the last frame of the video take that frame (edge padding, as in training).
+
+    Only frames that a pending or future clip may still select are kept: frame ``f`` is dropped
+    once a later frame lies at or before the earliest sample time still to come, because that
+    later frame is then at least as near to every such time. :attr:`max_buffered` records the
+    largest number of frames held at once.
+
+    Args:
+        num_frames: T.
+        keyframe_index: position of the keyframe in the clip.
+        step: seconds between consecutive clip frames (SAMPLING_RATE / model frame rate).
+        interval: seconds between keyframes (``math.inf`` for a single keyframe).
+        start: time of the first keyframe.
+        tolerance: a frame this many seconds early still counts as at the keyframe time.
+    """
+
+    def __init__(
+        self,
+        num_frames: int,
+        keyframe_index: int,
+        step: float,
+        interval: float,
+        *,
+        start: float = 0.0,
+        tolerance: float = 0.0,
+    ):
+        if not 0 <= keyframe_index < num_frames:
+            raise ValueError(f"keyframe_index {keyframe_index} outside a clip of {num_frames} frames")
+        if not step > 0 or not interval > 0:
+            raise ValueError(f"step ({step}) and interval ({interval}) must be positive")
+        self.num_frames = num_frames
+        self.keyframe_index = keyframe_index
+        self.step = float(step)
+        self.interval = float(interval)
+        self.tolerance = float(tolerance)
+        self._next_target = float(start)
+        self._buffer: deque = deque()
+        self._pending: List[_PendingClip] = []
+        self.max_buffered = 0
+        self.num_pushed = 0
+
+    @property
+    def buffered(self) -> List[VideoFrame]:
+        """The frames currently held (oldest first)."""
+        return list(self._buffer)
+
+    def push(self, frame: VideoFrame) -> List[Tuple[VideoFrame, List[VideoFrame]]]:
+        """Add the next decoded frame (times must increase).
+
+        Returns:
+            ``(keyframe, clip frames)`` of every clip this frame completed, in keyframe order.
+        """
+        if self._buffer and frame.time <= self._buffer[-1].time:
+            raise ValueError(f"frame times must increase: {frame.time} after {self._buffer[-1].time}")
+        self._buffer.append(frame)
+        self.num_pushed += 1
+        self.max_buffered = max(self.max_buffered, len(self._buffer))
+        if frame.time >= self._next_target - self.tolerance:
+            offsets = [(i - self.keyframe_index) * self.step for i in range(self.num_frames)]
+            self._pending.append(_PendingClip(frame, [frame.time + o for o in offsets]))
+            # A gap longer than the interval yields one keyframe, not several copies of it.
+            while self._next_target - self.tolerance <= frame.time:
+                self._next_target += self.interval
+        done = []
+        while self._pending and frame.time >= self._pending[0].sample_times[-1]:
+            done.append(self._assemble(self._pending.pop(0)))
+        self._evict()
+        return done
+
+    def finish(self) -> List[Tuple[VideoFrame, List[VideoFrame]]]:
+        """End of the stream: the remaining clips, padded with the last frame."""
+        done = [self._assemble(p) for p in self._pending]
+        self._pending = []
+        self._buffer.clear()
+        return done
+
+    def _assemble(self, pending: _PendingClip) -> Tuple[VideoFrame, List[VideoFrame]]:
+        times = [f.time for f in self._buffer]
+        frames = []
+        for s in pending.sample_times:
+            i = bisect.bisect_left(times, s)
+            if i == len(times) or (i > 0 and s - times[i - 1] <= times[i] - s):
+                i -= 1
+            frames.append(self._buffer[i])
+        return pending.keyframe, frames
+
+    def _evict(self) -> None:
+        earliest = self._next_target - self.tolerance - self.keyframe_index * self.step
+        if self._pending:
+            earliest = min(earliest, self._pending[0].sample_times[0])
+        while len(self._buffer) >= 2 and self._buffer[1].time <= earliest:
+            self._buffer.popleft()
+
+
+def read_clip_at(
+    path: str, time: float, num_frames: int, keyframe_index: int, step: float
+) -> Tuple[VideoFrame, List[VideoFrame]]:
+    """Decode the clip of the keyframe nearest (at or after) ``time`` seconds from a video file.
+
+    Returns:
+        ``(keyframe, frames)`` as :meth:`KeyframeClipSampler.push` gives them.
+
+    Raises:
+        VideoReadError: unreadable file, or ``time`` after the end of the video.
+    """
+    sampler = KeyframeClipSampler(num_frames, keyframe_index, step, math.inf, start=time, tolerance=1e-6)
+    last = None
+    for frame in iter_video_frames(path):
+        last = frame
+        done = sampler.push(frame)
+        if done:
+            return done[0]
+    done = sampler.finish()
+    if not done:
+        raise VideoReadError(path, f"time {time:.3f} s is after the end of the video ({last.time:.3f} s)")
+    return done[0]
+
+
+def _dataset_classes(cfg, num_classes: int) -> Tuple[Optional[List[int]], Optional[List[str]], Optional[float]]:
+    """(action_ids, action_classes, frame_rate) from the first test dataset's metadata, if usable."""
+    for name in cfg.DATASETS.TEST:
+        meta = MetadataCatalog.get(name)
+        try:
+            ids, names = list(meta.action_ids), list(meta.action_classes)
+        except (AttributeError, OSError, ValueError) as e:  # e.g. the label map is not on this machine
+            logger.info(f"No class names from dataset '{name}' ({e}); using generic names")
+            continue
+        if len(ids) != num_classes:
+            logger.warning(f"dataset '{name}' has {len(ids)} classes but the model {num_classes}; using generic names")
+            continue
+        return ids, names, meta.get("frame_rate", None)
+    return None, None, None
+
+
+class EVADPredictor:
+    """Build an EVAD model from a config, load ``MODEL.WEIGHTS`` and run it on clips or videos.
+
+    Like detectron2's ``DefaultPredictor``: eval mode, test-time resizing (``INPUT.MIN_SIZE_TEST``,
+    ``INPUT.MAX_SIZE_TEST``) done here, boxes returned in the input frame's pixels.
+
+    Class names and label-map ids come from ``class_names``/``action_ids`` if given, else from
+    the metadata of ``cfg.DATASETS.TEST[0]``, else generic ``action_<id>`` with ids 1..C.
+
+    Attributes:
+        model: the EVAD model (eval mode).
+        action_ids, class_names: per model output column.
+        num_frames, sampling_rate, keyframe_index: the clip layout.
+        frame_rate: rate of the timeline the model was trained on (clip spacing in seconds is
+            ``sampling_rate / frame_rate``).
+        top_k: actions reported per actor.
+    """
+
+    def __init__(
+        self,
+        cfg,
+        *,
+        top_k: int = 3,
+        class_names: Optional[Sequence[str]] = None,
+        action_ids: Optional[Sequence[int]] = None,
+        frame_rate: Optional[float] = None,
+    ):
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if self.cfg.MODEL.WEIGHTS:
+            _Checkpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: the predictor runs a randomly initialised model")
+        self.augmentations = utils.build_augmentation(self.cfg, is_train=False)
+        self.num_frames = self.cfg.INPUT.NUM_FRAMES
+        self.sampling_rate = self.cfg.INPUT.SAMPLING_RATE
+        kf = self.cfg.INPUT.KEYFRAME_INDEX
+        self.keyframe_index = self.num_frames // 2 if kf < 0 else kf
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.top_k = top_k
+
+        num_classes = self.cfg.MODEL.EVAD.NUM_ACTION_CLASSES
+        meta_ids, meta_names, meta_rate = _dataset_classes(self.cfg, num_classes)
+        ids = list(action_ids) if action_ids is not None else meta_ids or list(range(1, num_classes + 1))
+        if class_names is not None:
+            names = list(class_names)
+        elif meta_names is not None and action_ids is None:
+            names = meta_names
+        else:
+            names = [f"action_{i}" for i in ids]
+        if len(ids) != num_classes or len(names) != num_classes:
+            raise ValueError(
+                f"the model has {num_classes} action classes (MODEL.EVAD.NUM_ACTION_CLASSES) but got "
+                f"{len(ids)} action ids and {len(names)} class names"
+            )
+        self.action_ids, self.class_names = ids, names
+        self.frame_rate = float(frame_rate or meta_rate or DEFAULT_MODEL_FRAME_RATE)
+
+    # ------------------------------------------------------------------ clips
+    def preprocess(self, clip: Union[np.ndarray, torch.Tensor]) -> Dict:
+        """Model input for one clip.
+
+        Args:
+            clip: uint8 array (T, H, W, 3) RGB, or tensor (3, T, H, W) RGB in [0, 255].
+
+        Returns:
+            ``{"clip": (3, T, H', W') float tensor resized for testing, "height": H, "width": W}``.
+        """
+        if isinstance(clip, np.ndarray):
+            if clip.ndim != 4 or clip.shape[-1] != 3:
+                raise ValueError(f"a clip array must be (T, H, W, 3) RGB, got shape {clip.shape}")
+            tensor = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).float()
+        elif isinstance(clip, torch.Tensor):
+            if clip.dim() != 4 or clip.shape[0] != 3:
+                raise ValueError(f"a clip tensor must be (3, T, H, W) RGB, got shape {tuple(clip.shape)}")
+            tensor = clip.float()
+        else:
+            raise TypeError(f"clip must be a numpy array or a torch tensor, got {type(clip).__name__}")
+        t, h, w = tensor.shape[1:]
+        if t != self.num_frames:
+            raise ValueError(f"the model takes clips of {self.num_frames} frames (INPUT.NUM_FRAMES), got {t}")
+        tfm = sample_clip_transform(self.augmentations, h, w)
+        return {"clip": apply_transform_to_clip(tfm, tensor), "height": h, "width": w}
+
+    def predict_instances(self, clip: Union[np.ndarray, torch.Tensor]) -> Instances:
+        """The model's raw output for one clip: Instances in the input frame's size, on the CPU."""
+        inputs = self.preprocess(clip)
+        with torch.inference_mode():
+            return self.model([inputs])[0]["instances"].to("cpu")
+
+    def __call__(self, clip: Union[np.ndarray, torch.Tensor]) -> List[Dict]:
+        """Actors of the clip's keyframe, by decreasing person score.
+
+        Returns:
+            list of ``{"box": [x1, y1, x2, y2] (input frame pixels), "person_score": float,
+            "actions": [(name, score)] top-k by score, "action_ids": the top-k label-map ids,
+            "action_scores": all classes' scores in model column order}``.
+        """
+        return self.instances_to_actors(self.predict_instances(clip))
+
+    def instances_to_actors(self, instances: Instances) -> List[Dict]:
+        scores = instances.scores.tolist()
+        boxes = instances.pred_boxes.tensor.tolist()
+        actions = instances.pred_action_scores.float().numpy()
+        k = min(self.top_k, actions.shape[1]) if len(actions) else 0
+        actors = []
+        for i in sorted(range(len(scores)), key=lambda j: -scores[j]):
+            top = np.argsort(-actions[i], kind="stable")[:k]
+            actors.append(
+                {
+                    "box": [float(v) for v in boxes[i]],
+                    "person_score": float(scores[i]),
+                    "actions": [(self.class_names[c], float(actions[i, c])) for c in top],
+                    "action_ids": [int(self.action_ids[c]) for c in top],
+                    "action_scores": [float(v) for v in actions[i]],
+                }
+            )
+        return actors
+
+    # ------------------------------------------------------------------ videos
+    def clip_sampler(
+        self, fps: float, keyframe_stride: Optional[int] = None, start: float = 0.0
+    ) -> KeyframeClipSampler:
+        """A sampler for a video of nominal rate ``fps``; a keyframe every ``keyframe_stride``
+        frames (``keyframe_stride / fps`` seconds), by default every second as in AVA."""
+        if keyframe_stride is not None and keyframe_stride < 1:
+            raise ValueError(f"keyframe stride must be >= 1 frame, got {keyframe_stride}")
+        interval = 1.0 if keyframe_stride is None else keyframe_stride / float(fps)
+        return KeyframeClipSampler(
+            self.num_frames,
+            self.keyframe_index,
+            self.sampling_rate / self.frame_rate,
+            interval,
+            start=start,
+            tolerance=0.5 / float(fps),
+        )
+
+    def predict_video(self, path: str, keyframe_stride: Optional[int] = None) -> Iterator[Dict]:
+        """Slide over a video file and yield one result per keyframe, as soon as its clip is decoded.
+
+        Yields:
+            ``{"frame_index": int, "time": float seconds, "actors": list as from __call__}``.
+
+        Raises:
+            VideoReadError: naming the file, when it cannot be read.
+        """
+        sampler = self.clip_sampler(float(video_stream_info(path).fps), keyframe_stride)
+        for frame in iter_video_frames(path):
+            for keyframe, frames in sampler.push(frame):
+                yield self._keyframe_result(keyframe, frames)
+        for keyframe, frames in sampler.finish():
+            yield self._keyframe_result(keyframe, frames)
+
+    def _keyframe_result(self, keyframe: VideoFrame, frames: List[VideoFrame]) -> Dict:
+        clip = np.stack([f.image for f in frames])
+        return {"frame_index": keyframe.index, "time": keyframe.time, "actors": self(clip)}

@@ -1,0 +1,474 @@
+"""EVADPredictor on clips and videos, streaming clip assembly, and tools/demo.py end to end."""
+
+import copy
+import csv
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.structures import Boxes, Instances
+
+from evad_d2 import add_evad_config
+from evad_d2.data.ava_format import iter_ava_rows, read_label_map
+from evad_d2.data.video_io import VideoReadError, clip_frame_indices, read_video_frames
+from evad_d2.engine.predictor import EVADPredictor, KeyframeClipSampler, VideoFrame, iter_video_frames
+from evad_d2.evaluation.ava import main as ava_eval_main
+from evad_d2.utils.video_visualizer import color_for_id
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
+GREY = 128
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: extra threads cost more in start-up and contention than they save.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(*opts):
+    cfg = get_cfg()
+    add_evad_config(cfg)
+    cfg.merge_from_file(TINY)
+    # Random weights: let every proposal through so there is something to check.
+    cfg.merge_from_list(["MODEL.EVAD.LOC.SCORE_THRESH_TEST", 0.0, *opts])
+    return cfg
+
+
+def write_video(path, frames, times=None, rate=30, pix_fmt="yuv420p"):
+    """Encode frames (near-lossless); ``times`` in seconds gives a variable frame rate."""
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = pix_fmt
+        s.options = {"crf": "8", "bf": "0"}
+        if times is not None:
+            s.time_base = s.codec_context.time_base = tb
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if times is not None:
+                f.pts, f.time_base = round(times[i] * 1000), tb
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def decode(path):
+    with av.open(str(path)) as c:
+        return [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("evad_demo", os.path.join(REPO, "tools", "demo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_demo()
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return EVADPredictor(tiny_cfg())
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """One 5 s 160x120 video of the AVA-like generator (timestamps 902..903 annotated)."""
+    out = tmp_path_factory.mktemp("ava_like")
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "datasets", "generate_ava_like.py"),
+            "--out",
+            str(out),
+            "--seed",
+            "5",
+            "--num-train-videos",
+            "0",
+            "--num-val-videos",
+            "1",
+            "--duration",
+            "5",
+            "--quiet",
+        ],
+        check=True,
+    )
+    return out, out / "videos" / "val_005_0000.mp4"
+
+
+# ---------------------------------------------------------------- predictor on clips
+def test_predictor_on_a_clip_matches_the_model_on_the_resized_clip(predictor):
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (8, 48, 64, 3), dtype=np.uint8)
+    actors = predictor(clip)
+    assert 1 <= len(actors) <= 8  # threshold 0: every proposal with a non-empty box
+    scores = [a["person_score"] for a in actors]
+    assert scores == sorted(scores, reverse=True)
+    # Reference: resize by hand to the test short side (64 -> 64 x 85), ask for 48 x 64 boxes.
+    x = torch.from_numpy(clip).permute(3, 0, 1, 2).float()
+    x = torch.nn.functional.interpolate(
+        x.transpose(0, 1), size=(64, 85), mode="bilinear", align_corners=False
+    ).transpose(0, 1)
+    with torch.no_grad():
+        ref = predictor.model([{"clip": x, "height": 48, "width": 64}])[0]["instances"]
+    assert len(ref) == len(actors)
+    order = torch.argsort(ref.scores, descending=True)
+    np.testing.assert_allclose([a["box"] for a in actors], ref.pred_boxes.tensor[order].numpy(), atol=1e-3)
+    np.testing.assert_allclose(scores, ref.scores[order].numpy(), atol=1e-6)
+    for a, i in zip(actors, order.tolist()):
+        full = ref.pred_action_scores[i].numpy()
+        np.testing.assert_allclose(a["action_scores"], full, atol=1e-6)
+        top = np.argsort(-full)[:3]
+        assert [name for name, _ in a["actions"]] == [f"action_{c + 1}" for c in top]
+        assert a["action_ids"] == [int(c) + 1 for c in top]
+        np.testing.assert_allclose([s for _, s in a["actions"]], full[top], atol=1e-6)
+        x1, y1, x2, y2 = a["box"]
+        assert 0 <= x1 <= x2 <= 64 and 0 <= y1 <= y2 <= 48
+    # A (3, T, H, W) tensor gives the same answer.
+    same = predictor(torch.from_numpy(clip).permute(3, 0, 1, 2).float())
+    np.testing.assert_allclose([a["box"] for a in same], [a["box"] for a in actors], atol=1e-4)
+
+
+def test_predictor_loads_model_weights(predictor, tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save({"model": predictor.model.state_dict()}, path)
+    torch.manual_seed(123)  # a different initialisation, overwritten by the checkpoint
+    loaded = EVADPredictor(tiny_cfg("MODEL.WEIGHTS", str(path)))
+    for k, v in predictor.model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    assert not loaded.model.training
+
+
+def test_predictor_rejects_bad_clips(predictor):
+    with pytest.raises(ValueError, match="INPUT.NUM_FRAMES"):
+        predictor(np.zeros((5, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        predictor(np.zeros((8, 3, 32, 32), np.uint8))
+    with pytest.raises(ValueError, match="2 class names"):
+        EVADPredictor(tiny_cfg(), class_names=["a", "b"])
+
+
+# ---------------------------------------------------------------- streaming clip assembly
+def _stream(sampler, frames):
+    out = []
+    for f in frames:
+        out += sampler.push(f)
+    return out + sampler.finish()
+
+
+def _frames(times):
+    return [VideoFrame(i, t, np.zeros((1, 1, 3), np.uint8)) for i, t in enumerate(times)]
+
+
+@pytest.mark.parametrize("fps, model_fps", [(30, 30), (60, 30), (25, 30)])
+def test_sampler_constant_rate_equals_the_dataset_frame_indexing(fps, model_fps):
+    """At equal rates the clips are the mapper's clip_frame_indices (edge frames repeated)."""
+    n, T, tau, ki = 97, 8, 2, 4
+    frames = _frames([i / fps for i in range(n)])
+    sampler = KeyframeClipSampler(T, ki, tau / model_fps, 1.0, tolerance=0.5 / fps)
+    clips = _stream(sampler, frames)
+    assert [k.index for k, _ in clips] == [round(s * fps) for s in range(math.ceil(n / fps))]
+    for key, got in clips:
+        if fps == model_fps:
+            expected = clip_frame_indices(key.index, T, tau, ki, n)
+        else:  # brute force: the frame nearest each sample time, clamped to the video
+            expected = [
+                min(range(n), key=lambda j: (abs(j / fps - (key.time + (i - ki) * tau / model_fps)), j))
+                for i in range(T)
+            ]
+        assert [f.index for f in got] == expected
+    assert sampler.max_buffered <= (T - 1) * tau * fps / model_fps + 2
+
+
+def test_sampler_variable_rate_brute_force():
+    rng = np.random.default_rng(1)
+    times = np.cumsum(rng.uniform(0.005, 0.2, 300))
+    times -= times[0]
+    frames = _frames(times.tolist())
+    T, ki, step, interval, tol = 6, 3, 0.1, 0.7, 0.01
+    clips = _stream(KeyframeClipSampler(T, ki, step, interval, tolerance=tol), frames)
+    # Reference: keyframe k is the first frame at or after k * interval - tol (each frame once).
+    keys, k = [], 0
+    for f in frames:
+        if f.time >= k * interval - tol:
+            keys.append(f.index)
+            while k * interval - tol <= f.time:
+                k += 1
+    assert [key.index for key, _ in clips] == keys
+    for key, got in clips:
+        for i, f in enumerate(got):
+            s = key.time + (i - ki) * step
+            best = min(frames, key=lambda g: (abs(g.time - s), g.time))
+            assert f.index == best.index
+
+
+def test_sampler_memory_does_not_grow_with_length():
+    def peak(n):
+        s = KeyframeClipSampler(8, 4, 2 / 30, 1.0, tolerance=0.5 / 30)
+        _stream(s, _frames([i / 30 for i in range(n)]))
+        return s.max_buffered
+
+    assert peak(300) == peak(3000) <= 7 * 2 + 2
+
+
+def test_streamed_clips_equal_random_access_reads(generated):
+    """Decoding as a stream gives exactly the frames the dataset reader picks for a keyframe."""
+    _, video = generated
+    sampler = KeyframeClipSampler(8, 4, 2 / 30, 1.0, tolerance=0.5 / 30)
+    clips = _stream(sampler, iter_video_frames(str(video)))
+    assert [k.index for k, _ in clips] == [0, 30, 60, 90, 120]
+    for key, frames in clips[1:3]:
+        ref = read_video_frames(str(video), clip_frame_indices(key.index, 8, 2, 4, 150))
+        np.testing.assert_array_equal(np.stack([f.image for f in frames]), ref)
+
+
+def test_predict_video(predictor, generated):
+    _, video = generated
+    results = list(predictor.predict_video(str(video), keyframe_stride=60))
+    assert [r["frame_index"] for r in results] == [0, 60, 120]
+    np.testing.assert_allclose([r["time"] for r in results], [0.0, 2.0, 4.0], atol=1e-6)
+    ref = predictor(read_video_frames(str(video), clip_frame_indices(60, 8, 2, 4, 150)))
+    np.testing.assert_allclose([a["box"] for a in results[1]["actors"]], [a["box"] for a in ref], atol=1e-4)
+    with pytest.raises(VideoReadError, match="nothing.mp4"):
+        next(predictor.predict_video(str(video.parent / "nothing.mp4")))
+
+
+# ---------------------------------------------------------------- demo
+def test_demo_cli_outputs(demo, generated, tmp_path):
+    root, video = generated
+    labelmap = root / "annotations" / "ava_action_list_v2.2.pbtxt"
+    out, js, cs = tmp_path / "out.mp4", tmp_path / "out.json", tmp_path / "out.csv"
+    torch.manual_seed(0)
+    rc = demo.main(
+        [
+            "--config-file",
+            TINY,
+            "--input",
+            str(video),
+            "--output",
+            str(out),
+            "--json",
+            str(js),
+            "--csv",
+            str(cs),
+            "--labelmap",
+            str(labelmap),
+            "--track",
+            "--score-thresh",
+            "0.0",
+            "--time-offset",
+            "900",
+            "--no-progress",
+            "--top-k",
+            "2",
+        ]
+    )
+    assert rc == 0
+    decoded = decode(out)
+    assert len(decoded) == 150 and decoded[0][1].shape == (120, 160, 3)
+    np.testing.assert_allclose([t for t, _ in decoded], np.arange(150) / 30, atol=1e-3)
+
+    record = json.loads(js.read_text())
+    assert record["video_id"] == "val_005_0000" and record["num_frames"] == 150
+    assert (record["width"], record["height"], record["fps"]) == (160, 120, 30.0)
+    names = read_label_map(str(labelmap))
+    assert record["classes"] == [{"id": i, "name": n} for i, n in names.items()]
+    keys = record["keyframes"]
+    assert [k["frame_index"] for k in keys] == [0, 30, 60, 90, 120]
+    assert [k["timestamp"] for k in keys] == [900, 901, 902, 903, 904]
+    for k in keys:
+        assert abs(k["time"] - k["frame_index"] / 30) < 1e-6 and 1 <= len(k["actors"]) <= 8
+        for a in k["actors"]:
+            assert set(a) == {"box", "person_score", "actions", "track_id"}
+            assert (
+                len(a["box"]) == 4 and 0 <= a["box"][0] <= a["box"][2] <= 160 and 0 <= a["box"][1] <= a["box"][3] <= 120
+            )
+            assert 0 < a["person_score"] <= 1 and isinstance(a["track_id"], int)
+            assert len(a["actions"]) == 2 and all(names[x["id"]] == x["name"] for x in a["actions"])
+            assert a["actions"][0]["score"] >= a["actions"][1]["score"]
+
+    rows = list(iter_ava_rows(str(cs), label_map=names))
+    boxes_per_ts = {}
+    for r in rows:
+        assert r.video_id == "val_005_0000" and 0 <= r.extra <= 1
+        boxes_per_ts.setdefault(r.timestamp, set()).add(r.box)
+    assert sorted(boxes_per_ts) == [900, 901, 902, 903, 904]
+    for k in keys:
+        got = sorted(boxes_per_ts[k["timestamp"]])
+        want = sorted({tuple(round(v / s, 4) for v, s in zip(a["box"], (160, 120, 160, 120))) for a in k["actors"]})
+        np.testing.assert_allclose(got, want, atol=2e-4)
+    assert len(rows) == sum(len(k["actors"]) for k in keys) * len(names)
+    # The evaluation command reads it (against the generator's ground truth at 902, 903).
+    res = tmp_path / "eval.json"
+    assert (
+        ava_eval_main(
+            [
+                "--groundtruth",
+                str(root / "annotations" / "ava_val_v2.2.csv"),
+                "--detections",
+                str(cs),
+                "--labelmap",
+                str(labelmap),
+                "--json",
+                str(res),
+            ]
+        )
+        == 0
+    )
+    assert 0.0 <= json.loads(res.read_text())["mAP"] <= 100.0
+
+
+class _MovingActors(torch.nn.Module):
+    """Stands in for EVAD: two actors; the first moves 8 px right at every keyframe (call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, batched_inputs):
+        x = batched_inputs[0]
+        h, w = x["height"], x["width"]
+        inst = Instances((h, w))
+        k = self.calls
+        self.calls += 1
+        inst.pred_boxes = Boxes(torch.tensor([[10.0 + 8 * k, 50, 50 + 8 * k, 110], [100, 20, 150, 100]]))
+        inst.scores = torch.tensor([0.9, 0.8])
+        inst.pred_action_scores = torch.tensor([[0.1, 0.9, 0.2, 0.3, 0.4, 0.5], [0.6, 0.1, 0.1, 0.1, 0.1, 0.1]])
+        return [{"instances": inst}]
+
+
+def _fake_predictor(predictor):
+    fake = copy.copy(predictor)
+    fake.model = _MovingActors()
+    fake.top_k = 1
+    return fake
+
+
+def test_demo_draws_boxes_where_the_json_says(demo, predictor, tmp_path):
+    video = tmp_path / "grey.mp4"
+    write_video(video, [np.full((120, 160, 3), GREY, np.uint8)] * 60)
+    out, js = tmp_path / "out.mp4", tmp_path / "out.json"
+    demo.run_demo(
+        _fake_predictor(predictor),
+        str(video),
+        str(out),
+        json_path=str(js),
+        keyframe_stride=15,
+        track=True,
+        line_width=3,
+        crf=12,
+        show_progress=False,
+    )
+    keys = json.loads(js.read_text())["keyframes"]
+    assert [k["frame_index"] for k in keys] == [0, 15, 30, 45]
+    for k, key in enumerate(keys):
+        assert key["actors"][0]["box"] == [10.0 + 8 * k, 50.0, 50.0 + 8 * k, 110.0]
+        assert [a["track_id"] for a in key["actors"]] == [0, 1]
+    frames = decode(out)
+    assert len(frames) == 60
+    for i, (_, img) in enumerate(frames):
+        key = min(keys, key=lambda kk: (abs(kk["frame_index"] - i), kk["frame_index"]))  # nearest keyframe
+        for a in key["actors"]:
+            color = np.array(color_for_id(a["track_id"]), float)
+            x1, y1, x2, y2 = (round(v) for v in a["box"])
+            ys = slice(y1 + (y2 - y1) // 2, y2 - 3)  # lower half: clear of labels
+            edges = [img[ys, x1 + 1], img[ys, x2 - 1], img[y2 - 1, x1 + 5 : x2 - 4]]
+            for e in edges:
+                assert np.abs(e.astype(float).mean(0) - color).max() < 40, (i, a["box"], e.mean(0))
+            for outside in (img[ys, x1 - 4], img[ys, x2 + 4] if x2 + 4 < 160 else img[ys, x1 - 4]):
+                assert np.abs(outside.astype(float) - GREY).max() < 20
+            # Inside the box, away from the outline and labels, the frame is untouched.
+            assert np.abs(img[y2 - 12, x1 + 8 : x2 - 8].astype(float) - GREY).max() < 20
+
+
+def test_demo_memory_stays_bounded_on_a_long_video(demo, predictor, tmp_path):
+    stats = {}
+    for n in (240, 900):
+        video = tmp_path / f"long{n}.mp4"
+        frames = [np.full((48, 64, 3), (i * 7) % 256, np.uint8) for i in range(n)]
+        write_video(video, frames)
+        stats[n] = demo.run_demo(
+            _fake_predictor(predictor), str(video), str(tmp_path / f"o{n}.mp4"), show_progress=False
+        )
+        assert stats[n]["num_frames"] == n and stats[n]["num_keyframes"] == n // 30
+    # Clip window: (T - 1) * tau + 1 frames (+1 just before eviction); with the frames waiting
+    # for their keyframe: at most one stride more. Neither depends on the video's length.
+    assert stats[240]["max_window_frames"] == stats[900]["max_window_frames"] <= 7 * 2 + 2
+    assert stats[240]["max_frames_held"] == stats[900]["max_frames_held"] <= 30 + 8 * 2
+    assert len(decode(tmp_path / "o900.mp4")) == 900
+
+
+def test_demo_variable_frame_rate_and_odd_size(demo, predictor, tmp_path):
+    rng = np.random.default_rng(2)
+    times = np.round(np.cumsum(np.r_[0, rng.uniform(0.01, 0.12, 59)]), 3)
+    frames = [np.full((47, 63, 3), (i * 4) % 256, np.uint8) for i in range(60)]
+    video = tmp_path / "vfr.mp4"
+    write_video(video, frames, times=times, pix_fmt="yuv444p")
+    out, js = tmp_path / "vfr_out.mp4", tmp_path / "vfr.json"
+    stats = demo.run_demo(_fake_predictor(predictor), str(video), str(out), json_path=str(js), show_progress=False)
+    decoded = decode(out)
+    assert len(decoded) == 60 and decoded[0][1].shape == (48, 64, 3)  # padded to even
+    np.testing.assert_allclose([t for t, _ in decoded], times, atol=2e-3)  # timing kept
+    keys = json.loads(js.read_text())["keyframes"]
+    # One keyframe per second: the first frame at or after each whole second (0.5/fps early allowed).
+    fps = float(av.open(str(video)).streams.video[0].average_rate)
+    expected = []
+    for s in range(int(times[-1]) + 1):
+        i = int(np.flatnonzero(times >= s - 0.5 / fps)[0])
+        if not expected or i != expected[-1]:
+            expected.append(i)
+    assert [k["frame_index"] for k in keys] == expected and stats["num_keyframes"] == len(expected)
+    np.testing.assert_allclose([k["time"] for k in keys], times[expected], atol=1e-6)
+
+
+def test_demo_rejects_unreadable_input(demo, tmp_path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(os.urandom(2048))
+    args = ["--config-file", TINY, "--output", str(tmp_path / "o.mp4")]
+    assert demo.main(args + ["--input", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "cannot open" in err
+    assert demo.main(args + ["--input", str(tmp_path / "missing.mp4")]) == 2
+    assert "missing.mp4: input video not found" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_csv_writer_keeps_one_keyframe_per_second(demo, tmp_path):
+    path = tmp_path / "d.csv"
+    w = demo.AvaCsvWriter(str(path), "v", 100, 50, [3, 7], time_offset=0)
+    actor = {"box": [10, 5, 60, 45], "action_scores": [0.25, 0.75]}
+    for t in (0.0, 0.4, 0.6, 0.9, 1.2, 1.45, 2.5):
+        w.add(t, [dict(actor, box=[10 + t, 5, 60, 45])])
+    w.add(4.0, [{"box": [10, 5, 10.001, 45], "action_scores": [0.1, 0.2]}])  # empty after rounding
+    w.close()
+    rows = list(csv.reader(open(path)))
+    # 0.0 (second 0), 0.9 (second 1, nearer than 0.6 and 1.2), 2.5 (second 3, halves round up).
+    assert [(r[1], r[2], r[6], r[7]) for r in rows] == [
+        ("0", "0.1000", "3", "0.250000"),
+        ("0", "0.1000", "7", "0.750000"),
+        ("1", "0.1090", "3", "0.250000"),
+        ("1", "0.1090", "7", "0.750000"),
+        ("3", "0.1250", "3", "0.250000"),
+        ("3", "0.1250", "7", "0.750000"),
+    ]
+    assert w.num_skipped_boxes == 1
+    assert [r.box for r in iter_ava_rows(str(path))][0] == (0.1, 0.1, 0.6, 0.9)
