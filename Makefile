@@ -15,7 +15,7 @@ quickstart: setup
 	$(PY) tools/quickstart.py
 
 benchmark: setup
-	$(PY) tools/benchmark.py --config-file configs/AVA/EVAD_ViT-B_rho0.7_224.yaml --part backbone --keep-rates 1.0 0.9 0.8 0.7 0.6 --input-size 16 224 224
+	$(PY) tools/benchmark.py --config-file configs/AVA/v2.2/EVAD_ViT-B_K400_rho0.7_224.yaml --part backbone --keep-rates 1.0 0.9 0.8 0.7 0.6 --input-size 16 224 224
 
 clean:
 	rm -rf $(VENV) wheels build *.egg-info

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train and evaluate EVAD with detectron2's trainer.
 
-    python train_net.py --config-file configs/AVA/EVAD_ViT-B_rho0.7_224.yaml --num-gpus 8
+    python train_net.py --config-file configs/AVA/v2.2/EVAD_ViT-B_K400_rho0.7_224.yaml --num-gpus 8
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file ... --resume            # continue where a run stopped
 

@@ -24,7 +24,7 @@ from evad_d2.checkpoint import (
 from evad_d2.config import add_evad_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VIT_B_CONFIG = os.path.join(REPO, "configs", "AVA", "EVAD_ViT-B_rho0.7_224.yaml")
+VIT_B_CONFIG = os.path.join(REPO, "configs", "AVA", "v2.2", "EVAD_ViT-B_K400_rho0.7_224.yaml")
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 VIT_B = dict(dim=768, depth=12, fpn=256, proposals=100, hidden=256, stages=6, ffn=2048, dyn=64, pool=7,

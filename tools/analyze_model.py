@@ -2,7 +2,7 @@
 """Parameters and GFLOPs of an EVAD model, in total and per part (detectron2's analyze_model).
 
 Example:
-    python tools/analyze_model.py --config-file configs/AVA/EVAD_ViT-B_rho0.7_224.yaml \\
+    python tools/analyze_model.py --config-file configs/AVA/v2.2/EVAD_ViT-B_K400_rho0.7_224.yaml \\
         --tasks parameter flop --input-size 16 224 224 --json out.json
 
 Parts: ``backbone`` (the pruning ViT), ``neck`` (simple FPN), ``localization_head`` (proposals

@@ -2,7 +2,7 @@
 """Speed and cost of EVAD by keep rate, measured in one run (the machines are noisy).
 
 Example:
-    python tools/benchmark.py --config-file configs/AVA/EVAD_ViT-B_rho0.7_224.yaml \\
+    python tools/benchmark.py --config-file configs/AVA/v2.2/EVAD_ViT-B_K400_rho0.7_224.yaml \\
         --part backbone --keep-rates 1.0 0.9 0.8 0.7 0.6 --input-size 16 224 224 --json out.json
 
 For every keep rate rho, the pruning blocks of the config (those with keep rate < 1) get rho and

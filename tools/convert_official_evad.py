@@ -3,7 +3,7 @@
 
 Example:
     python tools/convert_official_evad.py EVAD_ViT_B_KTP.pth output/evad_vitb_rho0.7_official.pth \\
-        --config-file configs/AVA/EVAD_ViT-B_rho0.7_224.yaml
+        --config-file configs/AVA/v2.2/EVAD_ViT-B_K400_rho0.7_224.yaml
 
 Every official tensor is mapped (or the conversion fails, naming the keys); the report lists what
 was transformed (the mask token's shape) or left out (the loss's no-object weight buffer). The

@@ -151,6 +151,7 @@ class ContextRefinementHead(nn.Module):
         """
         super().__init__()
         self.dim = dim
+        self.num_classes = num_classes
         self.roi_extend = tuple(float(r) for r in roi_extend)
         self.pooler_resolution = pooler_resolution
         self.sampling_ratio = sampling_ratio
@@ -269,6 +270,7 @@ class LinearActionHead(nn.Module):
             patch_stride: pixels per token.
         """
         super().__init__()
+        self.num_classes = num_classes
         self.roi_extend = tuple(float(r) for r in roi_extend)
         self.pooler_resolution = pooler_resolution
         self.sampling_ratio = sampling_ratio
