@@ -154,3 +154,18 @@ def test_stage_matches_sequence_first_reference():
     ref_logits, ref_pred = reference_stage(stage, roi, pro, boxes)
     torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(pred, ref_pred, atol=1e-4, rtol=1e-5)
+
+
+def test_initial_proposal_boxes_image_and_grid():
+    from evad_d2.modeling.heads.localization import initial_proposal_boxes
+
+    assert torch.equal(initial_proposal_boxes(3, "image"), torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 3))
+    grid = initial_proposal_boxes(16, "grid")  # 4 x 4 cells of 0.25 x 0.25
+    assert torch.allclose(grid[0], torch.tensor([0.125, 0.125, 0.25, 0.25]))
+    assert torch.allclose(grid[5], torch.tensor([0.375, 0.375, 0.25, 0.25]))
+    assert torch.allclose(grid[15], torch.tensor([0.875, 0.875, 0.25, 0.25]))
+    five = initial_proposal_boxes(5, "grid")  # 3 columns, 2 rows
+    assert torch.allclose(five[:, 2], torch.full((5,), 1 / 3)) and torch.allclose(five[:, 3], torch.full((5,), 0.5))
+    assert torch.allclose(five[4, :2], torch.tensor([0.5, 0.75]))
+    with pytest.raises(ValueError, match="PROPOSAL_INIT"):
+        initial_proposal_boxes(4, "random")

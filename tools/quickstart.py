@@ -28,6 +28,45 @@ def ensure_dataset(root: str, seed: int) -> None:
     subprocess.run([sys.executable, os.path.join(ROOT, "datasets", "generate_ava_like.py"), "--out", root, "--seed", str(seed)], check=True)
 
 
+def write_examples(output_dir: str, weights: str) -> dict:
+    """Annotated example video (+ one still frame) and the token-pruning pictures of a val clip."""
+    import av
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import demo
+    import visualize_pruning
+
+    videos = sorted(f for f in os.listdir(os.path.join(DATA, "videos")) if f.startswith("val_"))
+    video = os.path.join(DATA, "videos", videos[0])
+    labelmap = os.path.join(DATA, "annotations", "ava_action_list_v2.2.pbtxt")
+    out = os.path.join(output_dir, "demo")
+    os.makedirs(out, exist_ok=True)
+    paths = {"video": os.path.join(out, "demo.mp4"), "json": os.path.join(out, "demo.json"), "csv": os.path.join(out, "demo.csv")}
+    rc = demo.main(
+        ["--config-file", CONFIG, "--input", video, "--output", paths["video"], "--json", paths["json"], "--csv", paths["csv"],
+         "--track", "--labelmap", labelmap, "--time-offset", "900", "MODEL.WEIGHTS", weights]
+    )
+    if rc:
+        raise RuntimeError(f"tools/demo.py failed with exit code {rc}")
+    # A still of the annotated video at the 5 s keyframe, for the README.
+    with av.open(paths["video"]) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time >= 5.0:
+                paths["frame"] = os.path.join(out, "demo_frame.png")
+                frame.to_image().resize((frame.width * 3, frame.height * 3)).save(paths["frame"])
+                break
+    rc = visualize_pruning.main(
+        ["--config-file", CONFIG, "--input", video, "--time", "5", "--output-dir", os.path.join(output_dir, "pruning"),
+         "--scale", "3", "MODEL.WEIGHTS", weights]
+    )
+    if rc:
+        raise RuntimeError(f"tools/visualize_pruning.py failed with exit code {rc}")
+    paths["pruning"] = os.path.join(output_dir, "pruning", "pruning.png")
+    paths["decoder_attention"] = os.path.join(output_dir, "pruning", "decoder_attention.png")
+    return paths
+
+
 def main(argv=None) -> float:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default=os.path.join(ROOT, "output", "quickstart"))
@@ -50,6 +89,7 @@ def main(argv=None) -> float:
     fmap = ava.get("frame-mAP@0.5")
     if fmap is None:
         raise RuntimeError(f"evaluation returned no frame-mAP: {results}")
+    examples = write_examples(args.output_dir, os.path.join(args.output_dir, "model_final.pth"))
     summary = {"frame-mAP@0.5": fmap, "person-AP@0.5": ava.get("person-AP@0.5"), "train_and_eval_minutes": minutes}
     with open(os.path.join(args.output_dir, "quickstart_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -59,6 +99,8 @@ def main(argv=None) -> float:
     print(f"  metrics (JSON)     {os.path.join(args.output_dir, 'metrics.json')} (training), {inference}")
     print(f"  detections (CSV)   {os.path.join(inference, 'ava_detections.csv')}")
     print(f"  per-class AP plot  {os.path.join(inference, 'ava_per_class_ap.png')}")
+    print(f"  annotated video    {examples['video']} (still: {examples.get('frame')})")
+    print(f"  token pruning      {examples['pruning']}, {examples['decoder_attention']}")
     print(f"  summary            {os.path.join(args.output_dir, 'quickstart_summary.json')}")
     print(f"[quickstart] trained and evaluated in {minutes:.1f} min")
     print(f"quickstart frame-mAP@0.5: {fmap:.2f}")

@@ -160,6 +160,23 @@ class LocalizationStage(nn.Module):
         )
 
 
+def initial_proposal_boxes(num_proposals: int, kind: str = "image") -> Tensor:
+    """(n, 4) normalised (cx, cy, w, h) initial proposals: the whole image, or a regular grid.
+
+    The grid has ceil(sqrt(n)) columns and as many rows as needed; cells are filled row by row.
+    """
+    if kind == "image":
+        return torch.tensor([0.5, 0.5, 1.0, 1.0]).repeat(num_proposals, 1)
+    if kind == "grid":
+        cols = math.ceil(math.sqrt(num_proposals))
+        rows = math.ceil(num_proposals / cols)
+        i = torch.arange(num_proposals)
+        cx = (i % cols + 0.5) / cols
+        cy = (i // cols + 0.5) / rows
+        return torch.stack([cx, cy, torch.full_like(cx, 1.0 / cols), torch.full_like(cy, 1.0 / rows)], dim=1)
+    raise ValueError(f"MODEL.EVAD.LOC.PROPOSAL_INIT must be 'image' or 'grid', got {kind!r}")
+
+
 class LocalizationHead(nn.Module):
     """Sparse R-CNN head with learnable proposals, pooling from the keyframe FPN levels.
 
@@ -185,6 +202,7 @@ class LocalizationHead(nn.Module):
         pooler_resolution: int = 7,
         sampling_ratio: int = 2,
         bbox_weights: Sequence[float] = (2.0, 2.0, 1.0, 1.0),
+        proposal_init: str = "image",
     ):
         """
         Args:
@@ -201,6 +219,9 @@ class LocalizationHead(nn.Module):
             dropout: dropout inside the stages.
             pooler_resolution, sampling_ratio: ROIAlignV2 parameters.
             bbox_weights: weights of the (dx, dy, dw, dh) deltas.
+            proposal_init: initial proposal boxes, as ablated by Sparse R-CNN: "image" (every box
+                the whole image; the default of Sparse R-CNN, WOO and EVAD) or "grid" (boxes tiling
+                the image on a regular grid, which converges faster on small actors).
         """
         super().__init__()
         if hidden_dim != in_channels:
@@ -241,8 +262,8 @@ class LocalizationHead(nn.Module):
 
         self.init_proposal_features = nn.Embedding(num_proposals, hidden_dim)
         self.init_proposal_boxes = nn.Embedding(num_proposals, 4)
-        nn.init.constant_(self.init_proposal_boxes.weight[:, :2], 0.5)
-        nn.init.constant_(self.init_proposal_boxes.weight[:, 2:], 1.0)
+        with torch.no_grad():
+            self.init_proposal_boxes.weight.copy_(initial_proposal_boxes(num_proposals, proposal_init))
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -275,6 +296,7 @@ class LocalizationHead(nn.Module):
             "pooler_resolution": loc.POOLER_RESOLUTION,
             "sampling_ratio": loc.POOLER_SAMPLING_RATIO,
             "bbox_weights": tuple(loc.BBOX_WEIGHTS),
+            "proposal_init": loc.PROPOSAL_INIT,
         }
 
     def initial_boxes(self, image_sizes: Tensor) -> Tensor:
