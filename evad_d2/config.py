@@ -105,6 +105,8 @@ def add_evad_config(cfg):
     _C.MODEL.EVAD.LOC.POOLER_SAMPLING_RATIO = 2
     # Initial proposal boxes: "image" (all the whole image; Sparse R-CNN/WOO/EVAD) or "grid" (tiled).
     _C.MODEL.EVAD.LOC.PROPOSAL_INIT = "image"
+    # Start the box regressors at zero (first boxes = the proposals); off = the paper's Xavier init.
+    _C.MODEL.EVAD.LOC.ZERO_INIT_BOX_DELTAS = False
     # Weights of the (dx, dy, dw, dh) box deltas.
     _C.MODEL.EVAD.LOC.BBOX_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
     # Person probability a proposal needs to be output at inference (paper: 0.7).

@@ -169,3 +169,17 @@ def test_initial_proposal_boxes_image_and_grid():
     assert torch.allclose(five[4, :2], torch.tensor([0.5, 0.75]))
     with pytest.raises(ValueError, match="PROPOSAL_INIT"):
         initial_proposal_boxes(4, "random")
+
+
+def test_zero_init_box_deltas_start_at_the_proposals():
+    from evad_d2.modeling.heads.localization import LocalizationHead
+
+    head = LocalizationHead(
+        in_channels=16, feature_strides={"p2": 4}, in_features=["p2"], num_proposals=4, hidden_dim=16, num_stages=2,
+        num_heads=2, dim_feedforward=32, dim_dynamic=4, proposal_init="grid", zero_init_box_deltas=True,
+    )
+    feats = {"p2": torch.randn(1, 16, 8, 12)}
+    outs, _ = head(feats, torch.tensor([[32.0, 48.0]]))
+    # 2 x 2 grid on a 48 x 32 image: the first proposal is [0, 0, 24, 16].
+    for out in outs:
+        assert torch.allclose(out["pred_boxes"][0, 0], torch.tensor([0.0, 0.0, 24.0, 16.0]), atol=1e-5)

@@ -203,6 +203,7 @@ class LocalizationHead(nn.Module):
         sampling_ratio: int = 2,
         bbox_weights: Sequence[float] = (2.0, 2.0, 1.0, 1.0),
         proposal_init: str = "image",
+        zero_init_box_deltas: bool = False,
     ):
         """
         Args:
@@ -222,6 +223,9 @@ class LocalizationHead(nn.Module):
             proposal_init: initial proposal boxes, as ablated by Sparse R-CNN: "image" (every box
                 the whole image; the default of Sparse R-CNN, WOO and EVAD) or "grid" (boxes tiling
                 the image on a regular grid, which converges faster on small actors).
+            zero_init_box_deltas: start every stage's box regressor at zero, so the first boxes
+                are the proposals themselves instead of random jumps (Xavier deltas can move all
+                boxes off the image at the start); off by default (the paper's Xavier init).
         """
         super().__init__()
         if hidden_dim != in_channels:
@@ -259,6 +263,10 @@ class LocalizationHead(nn.Module):
         for p in self.stages.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        if zero_init_box_deltas:
+            for st in self.stages:
+                nn.init.zeros_(st.bboxes_delta.weight)
+                nn.init.zeros_(st.bboxes_delta.bias)
 
         self.init_proposal_features = nn.Embedding(num_proposals, hidden_dim)
         self.init_proposal_boxes = nn.Embedding(num_proposals, 4)
@@ -297,6 +305,7 @@ class LocalizationHead(nn.Module):
             "sampling_ratio": loc.POOLER_SAMPLING_RATIO,
             "bbox_weights": tuple(loc.BBOX_WEIGHTS),
             "proposal_init": loc.PROPOSAL_INIT,
+            "zero_init_box_deltas": loc.ZERO_INIT_BOX_DELTAS,
         }
 
     def initial_boxes(self, image_sizes: Tensor) -> Tensor:
