@@ -48,3 +48,84 @@ def test_benchmark_backbone_writes_one_row_per_keep_rate(tmp_path):
     assert rows[0]["gflops"] > rows[1]["gflops"] > rows[2]["gflops"]
     # The method's count never exceeds what the fast kernel executes (it recomputes QK^T columns).
     assert all(r["gflops"] <= r["gflops_executed"] + 1e-9 for r in rows)
+
+
+def test_benchmark_model_end_to_end_and_model_only(tmp_path):
+    out = tmp_path / "model.json"
+    # Raw 32x64 frames: the predictor's test resize (short side 64, max 128) gives the network 64x128.
+    stdout = run_tool(
+        "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--keep-rates", "1.0", "0.7", "0.5",
+        "--input-size", "8", "32", "64", "--repeats", "2", "--json", str(out),
+    )
+    assert "model inference" in stdout
+    rows = json.loads(out.read_text())
+    assert [r["keep_rate"] for r in rows] == [1.0, 0.7, 0.5]
+    for r in rows:
+        assert (r["part"], r["mode"], r["batch_size"]) == ("model", "inference", 1)
+        assert r["input_size"] == [8, 32, 64] and r["model_input_size"] == [8, 64, 128]
+        for prefix in ("", "model_"):
+            lat = r[f"{prefix}latency_all_ms"]
+            assert len(lat) == 2 and all(x > 0 for x in lat)
+            assert r[f"{prefix}latency_ms"] == pytest.approx(sorted(lat)[0] / 2 + sorted(lat)[1] / 2)
+            assert r[f"{prefix}clips_per_s"] == pytest.approx(1000.0 / r[f"{prefix}latency_ms"])
+            assert r[f"{prefix}frames_per_s"] == pytest.approx(8 * r[f"{prefix}clips_per_s"])
+        assert r["num_actors"] >= 0
+        assert r["gflops"] <= r["gflops_executed"] + 1e-9
+    # 4x4x8 = 128 tokens (32 in the keyframe slice); keep 0.7 twice: 128 -> 90 -> 63; keep 0.5:
+    # 128 -> 64 -> 32 (never fewer than the keyframe tokens).
+    assert [r["tokens"] for r in rows] == [128, 63, 32]
+    assert rows[0]["gflops"] > rows[1]["gflops"] > rows[2]["gflops"] > 0
+    assert rows[0]["gflops_ratio_vs_ref"] == 1.0 and rows[0]["speedup_vs_ref"] == 1.0
+    assert rows[2]["gflops_ratio_vs_ref"] == pytest.approx(rows[2]["gflops"] / rows[0]["gflops"])
+
+
+def test_benchmark_training_step_time_and_peak_memory(tmp_path):
+    out = tmp_path / "train.json"
+    run_tool(
+        "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--mode", "train", "--keep-rates", "1.0", "0.5",
+        "--input-size", "8", "64", "64", "--repeats", "2", "--json", str(out),
+    )
+    rows = json.loads(out.read_text())
+    assert [r["keep_rate"] for r in rows] == [1.0, 0.5]
+    for r in rows:
+        assert (r["part"], r["mode"]) == ("model", "train")
+        assert len(r["step_all_ms"]) == 2 and r["step_ms"] > 0
+        assert r["clips_per_s"] == pytest.approx(1000.0 / r["step_ms"])
+        assert "ru_maxrss" in r["memory_method"]
+        # Gradients and AdamW's two moment buffers appear during the steps.
+        assert r["memory_before_step_mb"] > 0 and r["step_memory_mb"] > 0
+        assert r["peak_memory_mb"] == pytest.approx(r["memory_before_step_mb"] + r["step_memory_mb"])
+    assert [r["tokens"] for r in rows] == [64, 16]
+    assert rows[0]["gflops"] > rows[1]["gflops"] > 0
+
+
+def test_benchmark_loader_on_generated_dataset(tmp_path):
+    root = tmp_path / "ava_like"
+    subprocess.run(
+        [sys.executable, "datasets/generate_ava_like.py", "--out", str(root), "--seed", "0", "--num-train-videos", "2",
+         "--num-val-videos", "1", "--duration", "5", "--quiet"],
+        cwd=ROOT, check=True,
+    )
+    with open(root / "annotations" / "ava_train_v2.2.csv") as f:
+        keyframes = {tuple(line.split(",")[:2]) for line in f if line.strip()}
+    out = tmp_path / "loader.json"
+    run_tool(
+        "tools/benchmark.py", "--config-file", TINY, "--loader", "--dataset-root", str(root), "--workers", "0", "1",
+        "--num-batches", "3", "--json", str(out),
+    )
+    rows = json.loads(out.read_text())
+    assert [r["num_workers"] for r in rows] == [0, 1]
+    for r in rows:
+        assert (r["part"], r["keep_rate"], r["gflops"]) == ("loader", None, None)
+        assert r["clips_per_s"] > 0 and r["frames_per_s"] == pytest.approx(8 * r["clips_per_s"])
+        assert r["num_keyframes"] == len(keyframes)
+
+
+def test_benchmark_loader_without_dataset_names_the_missing_data(tmp_path):
+    missing = tmp_path / "nowhere"
+    res = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--config-file", TINY, "--part", "loader", "--dataset-root", str(missing)],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert res.returncode != 0
+    assert str(missing) in res.stderr and "generate_ava_like.py" in res.stderr
