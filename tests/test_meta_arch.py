@@ -21,16 +21,6 @@ NUM_PROPOSALS = 8  # MODEL.EVAD.LOC.NUM_PROPOSALS of the tiny config
 T, H, W = 8, 64, 96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # The tiny model is made of very small matmuls: one thread is ~10x faster than two when the
-    # machine is shared (thread contention dominates), and results do not depend on it.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_cfg(*overrides):
     cfg = get_cfg()
     add_evad_config(cfg)

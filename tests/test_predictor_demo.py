@@ -29,15 +29,6 @@ TINY = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 GREY = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: extra threads cost more in start-up and contention than they save.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cfg(*opts):
     cfg = get_cfg()
     add_evad_config(cfg)

@@ -22,15 +22,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: extra threads cost more in start-up and contention than they save.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- tracking
 def test_box_iou_hand_computed():
     a = np.array([[0, 0, 10, 10]])
