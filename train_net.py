@@ -125,7 +125,9 @@ def main(args):
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    trainer.train()
+    # DefaultTrainer.train() returns the final evaluation only when TEST.EXPECTED_RESULTS is set.
+    return getattr(trainer, "_last_eval_results", None)
 
 
 def invoke_main() -> OrderedDict:
