@@ -1,4 +1,6 @@
 """AVA frame-mAP (official protocol), its CSV reader and command line, person AP, AVAEvaluator."""
+import csv
+import io
 import json
 import math
 import os
@@ -12,11 +14,15 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from evad_d2.data.ava_format import AvaFormatError
+from evad_d2.evaluation import ava as ava_module
 from evad_d2.evaluation.ava import (
+    AvaBoxes,
+    detection_rows,
     evaluate_ava_files,
     evaluate_person_ap,
     main,
     read_ava_csv,
+    round_decimals,
     voc_average_precision,
 )
 from evad_d2.evaluation.ava_evaluator import AVAEvaluator
@@ -158,6 +164,161 @@ def test_reader_parses_numbers_like_float(tmp_path):
     assert got.scores.tolist() == [float(t) for t in texts]
     assert got.boxes[0].tolist() == [0.1, 0.2, 0.3, 0.4]
     assert got.video_names == ["v"] and got.timestamp[0] == 902
+
+
+def _brute_force_read(text, with_scores):
+    """Rows of an AVA CSV read field by field with the csv module and float()."""
+    rows = []
+    for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if len(row) < 7:
+            continue
+        score = float(row[7]) if len(row) == 8 and (with_scores or row[7] != "") else 1.0
+        rows.append((row[0], int(float(row[1])), [float(x) for x in row[2:6]], int(float(row[6])), score, line))
+    return rows
+
+
+def _assert_rows_equal(got: AvaBoxes, rows):
+    assert [got.video_names[v] for v in got.video] == [r[0] for r in rows]
+    assert got.timestamp.tolist() == [r[1] for r in rows]
+    assert got.boxes.tolist() == [r[2] for r in rows]
+    assert got.labels.tolist() == [r[3] for r in rows]
+    assert got.scores.tolist() == [r[4] for r in rows]
+    assert got.lines.tolist() == [r[5] for r in rows]
+
+
+@pytest.mark.parametrize("block_bytes", [40, 1 << 22])
+@pytest.mark.parametrize("with_scores", [True, False])
+def test_reader_matches_brute_force_across_blocks(tmp_path, monkeypatch, block_bytes, with_scores):
+    """Blocks cut anywhere, mixed column counts, blank and 2-column lines, CRLF, every number layout."""
+    monkeypatch.setattr(ava_module, "_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(3)
+    layouts = ["%.3f", "%.6f", "%.4f", "%.1f", "%.0f", "%.8f", "%.12f", "%r", "%g"]
+    lines = []
+    for i in range(400):
+        kind = rng.random()
+        if kind < 0.03:
+            lines.append("")
+            continue
+        if kind < 0.05:
+            lines.append(f"vid{i % 3},0902")
+            continue
+        x1, y1 = rng.random(2) / 2
+        layout = layouts[int(rng.integers(0, len(layouts)))]  # one per row: rounding keeps x1 <= x2
+        fields = [["-5KQ66BBWC4", "v", "a_much_longer_video_name_than_usual"][i % 3], str(int(rng.integers(0, 2000))).zfill(4)]
+        fields += [layout % c for c in (x1, y1, x1 + rng.random() / 2, y1 + rng.random() / 2)]
+        fields.append(str(int(rng.integers(1, 81))))
+        last = ["%.6f", "%r", "%.2f", "%g", "%.10f"][int(rng.integers(0, 5))] % rng.random()
+        if rng.random() < 0.05:
+            last = str(rng.choice(["1", ".5", "5.", "0.5", "00000.12", "1e-3", " 0.25", "0.1234567", "12345678"]))
+        if with_scores or rng.random() < 0.8:
+            fields.append(last if with_scores else str(rng.choice(["3", "12", ""])))
+        lines.append(",".join(fields))
+    text = ("\r\n" if with_scores else "\n").join(lines)  # no final line end
+    path = tmp_path / "rows.csv"
+    path.write_bytes(text.encode())
+    got = read_ava_csv(str(path), with_scores=with_scores)
+    _assert_rows_equal(got, _brute_force_read(text.replace("\r", ""), with_scores))
+    assert len(got) > 350
+
+
+def test_short_decimal_parser_matches_float():
+    """The 8-byte word parser against float() on fields of every length and '.' position."""
+    rng = np.random.default_rng(0)
+    texts = []
+    for length in range(1, 9):
+        for _ in range(300):
+            digits = "".join(rng.choice(list("0123456789"), length))
+            dot = int(rng.integers(-1, length))
+            texts.append(digits if dot < 0 else digits[:dot] + "." + digits[dot + 1:])
+    texts = [t for t in texts if t != "."] + ["1.2.3", "12a", "-1.5", "1e5", "+3", ".", "1 2", "9" * 9]
+    buf = ",".join(texts).encode() + b"\0" * 16
+    lens = np.array([len(t) for t in texts])
+    lo = np.concatenate([[0], np.cumsum(lens + 1)[:-1]])
+    words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    for idx in (np.arange(len(texts)), np.flatnonzero(lens == 5)):  # mixed and fixed layouts
+        val, ok = ava_module._parse_short_decimals(words[lo[idx]], lens[idx])
+        for t, v, good in zip([texts[i] for i in idx], val, ok):
+            plain = 1 <= len(t) <= 8 and t.count(".") <= 1 and t.replace(".", "").isdigit()
+            assert good == plain, t
+            if good:
+                assert v == float(t), t
+
+
+def test_round_decimals_is_python_formatting():
+    rng = np.random.default_rng(1)
+    ties = [k / 128 for k in range(129)] + [0.0625, 0.1875, 0.0005, 0.0015, 2.5e-7, 1.0, 0.0, -0.0, -0.0625]
+    x = np.concatenate([rng.random(3000), ties, rng.random(500).astype(np.float32), np.round(rng.random(500), 4) + 5e-7])
+    for digits in (3, 6):
+        expected = [int(("%.*f" % (digits, v)).replace(".", "")) for v in x]
+        assert round_decimals(x, digits).tolist() == expected
+
+
+def test_detection_rows_text_and_values(tmp_path):
+    rng = np.random.default_rng(2)
+    ids = [4, 1, 12]
+    frames = [("vidA", 902, 2), ("vidB", 7, 0), ("-5KQ66BBWC4", 1800, 3), ("vidA", 903, 1)]
+    boxes = rng.random((6, 4))
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+    boxes[0] = [0.0625, 0.1875, 1.0, 0.5]  # exact rounding ties
+    scores = rng.random((6, 3)).astype(np.float32).astype(np.float64)
+    scores[:2] = [[0.5, 0.0625, 0.5], [0.5, 0.25, 0.125]]  # equal scores keep box, then class order
+    buf = io.BytesIO()
+    rows = detection_rows([f[0] for f in frames], [f[1] for f in frames], [f[2] for f in frames], boxes, scores, ids,
+                          out=buf)
+    expected, b0 = [], 0
+    for video, ts, n in frames:
+        flat = scores[b0:b0 + n].reshape(-1)
+        for i in sorted(range(len(flat)), key=lambda i: -flat[i]):
+            x1, y1, x2, y2 = boxes[b0 + i // 3]
+            expected.append(f"{video},{ts:04d},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{ids[i % 3]},{flat[i]:.6f}\n")
+        b0 += n
+    text = buf.getvalue().decode()
+    assert text == "".join(expected)
+    lines = text.splitlines()
+    assert lines[:2] == ["vidA,0902,0.062,0.188,1.000,0.500,4,0.500000", "vidA,0902,0.062,0.188,1.000,0.500,12,0.500000"]
+    assert lines[2].endswith(",4,0.500000") and lines[5].startswith("vidA,0902,0.062,") and lines[5].endswith(",1,0.062500")
+    assert len(lines) == 6 * 3 and lines[6].startswith("-5KQ66BBWC4,1800,")
+    # The returned values are exactly what the text reads back.
+    path = tmp_path / "det.csv"
+    path.write_text(text)
+    back = read_ava_csv(str(path), with_scores=True)
+    assert back.video_names == rows.video_names
+    for name in ("video", "timestamp", "boxes", "labels", "scores", "lines"):
+        assert np.array_equal(getattr(back, name), getattr(rows, name)), name
+    with pytest.raises(ValueError, match=r"keyframe \(vidA, 902\)"):
+        detection_rows(["vidA"], [902], [1], boxes[:1], np.array([[0.5, np.nan, 0.1]]), ids)
+
+
+def test_activitynet_vectorised_read_equals_heap():
+    """Per (frame, class), the vectorised top-k read yields the heap's rows in the heap's order."""
+    rng = np.random.default_rng(4)
+    for capacity in (0, 1, 5):
+        n = 3000
+        keys = rng.integers(0, 40, n)
+        boxes = rng.integers(0, 3, (n, 4)) / 4.0
+        labels = rng.integers(1, 4, n)
+        scores = rng.integers(0, 12, n) / 10.0  # many ties
+        fast = ava_module._heap_read(keys, boxes, labels, scores, capacity)
+        exact = ava_module._heap_read_exact(keys, boxes, labels, scores, capacity)
+
+        def per_group(out):
+            k, b, lab, s = out
+            groups = {}
+            for i in range(len(k)):
+                groups.setdefault((int(k[i]), int(lab[i])), []).append((s[i], *b[i]))
+            return list(dict.fromkeys(k.tolist())), groups
+
+        assert per_group(fast) == per_group(exact)
+
+
+def test_pyslowfast_frames_by_first_appearance(tmp_path):
+    gt = [("v", 902, A, 1, 0), ("v", 903, B, 1, 0)]
+    grouped = [("v", 902, A, 1, 0.3), ("v", 902, B, 1, 0.6), ("v", 903, B, 1, 0.6), ("v", 903, A, 1, 0.9)]
+    interleaved = [grouped[0], grouped[2], grouped[1], grouped[3]]
+    # Frame 902 first (FP 0.6 after TP 0.3 in file order), then 903; ranked 0.9 FP, 0.6 TP, 0.6 FP, 0.3 TP.
+    a = _evaluate(tmp_path, gt, grouped, classes=(1,))
+    b = _evaluate(tmp_path, gt, interleaved, classes=(1,))
+    assert a.mean_ap == b.mean_ap
 
 
 @pytest.mark.parametrize(
@@ -329,3 +490,34 @@ def test_evaluator_metadata_errors(tmp_path):
     MetadataCatalog.get(name).set(action_ids=[1, 2])
     with pytest.raises(KeyError, match="groundtruth_file"):
         AVAEvaluator(name)
+
+
+def test_evaluator_scores_exactly_what_it_writes(tmp_path):
+    """Scoring the in-memory rows equals the command line on the written CSV, to the last bit."""
+    _register(tmp_path, "evad_test_ava_eval_exact")
+    rng = np.random.default_rng(5)
+    inputs, outputs = [], []
+    for video, ts in [("vidA", 902), ("vidA", 903), ("vidB", 902), ("vidC", 950)]:
+        boxes = torch.tensor([[b[0] * W, b[1] * H, b[2] * W, b[3] * H] for b in (A, B, A)], dtype=torch.float32)
+        boxes += torch.from_numpy(rng.normal(0, 6, (3, 4))).float()
+        actions = torch.from_numpy(rng.random((3, len(MODEL_IDS)))).float()
+        actions[0, :2] = 0.5  # tied scores
+        inputs.append({"video_id": video, "timestamp": ts, "height": H, "width": W})
+        outputs.append({"instances": Instances((H, W), pred_boxes=Boxes(boxes), scores=torch.rand(3),
+                                               pred_action_scores=actions)})
+    results = {}
+    for out_dir in (str(tmp_path / "out"), None):
+        ev = AVAEvaluator("evad_test_ava_eval_exact", out_dir)
+        ev.reset()
+        ev.process(inputs, outputs)
+        results[out_dir] = ev.evaluate()["ava"]
+    res = results[str(tmp_path / "out")]
+    assert res == results[None]
+    assert 0 < res["frame-mAP@0.5"] < 100
+    meta = MetadataCatalog.get("evad_test_ava_eval_exact")
+    again, _ = evaluate_ava_files(meta.groundtruth_file, str(tmp_path / "out" / "ava_detections.csv"),
+                                  meta.label_map_file, meta.exclusions_file)
+    assert 100.0 * again.mean_ap == res["frame-mAP@0.5"]
+    for c, ap in again.per_class_ap.items():
+        if not math.isnan(ap):
+            assert 100.0 * ap == res[f"AP-act{c}"]

@@ -4,7 +4,7 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from detectron2.data import MetadataCatalog
@@ -16,7 +16,7 @@ from evad_d2.data.ava_format import read_exclusions
 
 from .ava import (
     PROTOCOLS,
-    parse_ava_csv_bytes,
+    detection_rows,
     evaluate_frame_map,
     evaluate_person_ap,
     read_ava_csv,
@@ -38,8 +38,9 @@ class AVAEvaluator(DatasetEvaluator):
     ``scores`` = person probability and ``pred_action_scores`` (N, C) in the column order of the
     metadata's ``action_ids``) becomes one AVA row per (box, evaluated class) with the box
     normalised by the input's ``width``/``height``. The rows are written, sorted by descending
-    score within each keyframe, to ``<output_dir>/ava_detections.csv``; the metrics are computed
-    from exactly that file, so ``python -m evad_d2.evaluation.ava`` on it gives the same numbers.
+    score within each keyframe, to ``<output_dir>/ava_detections.csv`` (coordinates with 3
+    decimals, scores with 6); the metrics are computed from exactly the values that text reads,
+    so ``python -m evad_d2.evaluation.ava`` on the file gives the same numbers.
     ``ava_metrics.json`` and ``ava_per_class_ap.png`` are written beside it.
 
     The metadata must provide ``action_ids``, ``eval_action_ids`` and ``groundtruth_file``, and
@@ -130,15 +131,14 @@ class AVAEvaluator(DatasetEvaluator):
                            len(frames) - len(unique))
         frames = unique
 
-        csv_bytes = self._detections_csv(frames)
+        # The rows hold exactly the values their written text reads, so scoring them equals
+        # scoring the file (and the file need not be parsed back).
         if self._output_dir:
             g_pathmgr.mkdirs(self._output_dir)
-            csv_path = os.path.join(self._output_dir, "ava_detections.csv")
-            with g_pathmgr.open(csv_path, "wb") as f:
-                f.write(csv_bytes)
+            with g_pathmgr.open(os.path.join(self._output_dir, "ava_detections.csv"), "wb") as f:
+                detections = self._detection_rows(frames, f)
         else:
-            csv_path = "<ava detections in memory>"
-        detections = parse_ava_csv_bytes(csv_bytes, csv_path, True, None, None, None)
+            detections = self._detection_rows(frames, None)
         groundtruth = read_ava_csv(self._gt_file, with_scores=False)
         excluded = read_exclusions(self._exclusions_file) if self._exclusions_file else set()
         keyframes = seen if self._only_processed else None
@@ -175,26 +175,14 @@ class AVAEvaluator(DatasetEvaluator):
             )
         return OrderedDict(ava=named)
 
-    def _detections_csv(self, frames) -> bytes:
-        """AVA rows ``video,ts,x1,y1,x2,y2,action,score``, by descending score within a keyframe."""
-        ids = np.array(self._eval_ids, dtype=np.int64)
-        chunks = []
-        for video, ts, boxes, _, scores in frames:
-            n, k = scores.shape
-            if n == 0:
-                continue
-            flat = scores.reshape(-1)
-            order = np.argsort(-flat, kind="stable")
-            box_idx, cls_idx = np.divmod(order, k)
-            prefix = f"{video},{ts:04d},"
-            b = boxes[box_idx]
-            chunks.append(
-                "".join(
-                    f"{prefix}{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{c},{s:.6f}\n"
-                    for (x1, y1, x2, y2), c, s in zip(b.tolist(), ids[cls_idx].tolist(), flat[order].tolist())
-                )
-            )
-        return "".join(chunks).encode("utf-8")
+    def _detection_rows(self, frames, out):
+        """AVA rows ``video,ts,x1,y1,x2,y2,action,score`` by descending score within a keyframe,
+        written as CSV to the binary file ``out`` unless it is None (see :func:`detection_rows`)."""
+        return detection_rows(
+            [f[0] for f in frames], [f[1] for f in frames], [len(f[2]) for f in frames],
+            np.concatenate([f[2] for f in frames]), np.concatenate([f[4] for f in frames]), self._eval_ids,
+            out=out,
+        )
 
     def _person_ap(self, groundtruth, frames, excluded, keyframes) -> float:
         names = groundtruth.video_names
