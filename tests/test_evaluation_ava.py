@@ -444,8 +444,8 @@ def test_evaluator_end_to_end(tmp_path):
     ev.process(inputs[:2], outputs[:2])
     ev.process(inputs[2:], outputs[2:])
     res = ev.evaluate()["ava"]
-    assert res["frame-mAP@0.5"] == pytest.approx(100.0)
-    assert res["person-AP@0.5"] == pytest.approx(100.0)
+    assert res["frame_mAP@0.5"] == pytest.approx(100.0)
+    assert res["person_AP@0.5"] == pytest.approx(100.0)
     assert set(k for k in res if k.startswith("AP-")) == {"AP-act1", "AP-act2", "AP-act4"}
 
     rows = [line.split(",") for line in (out_dir / "ava_detections.csv").read_text().splitlines()]
@@ -473,9 +473,9 @@ def test_evaluator_partial_run(tmp_path):
         ev.reset()
         ev.process(inputs, outputs)
         results[only] = ev.evaluate()["ava"]
-    assert results[True]["frame-mAP@0.5"] == pytest.approx(100.0)
+    assert results[True]["frame_mAP@0.5"] == pytest.approx(100.0)
     # Full protocol: act1 1/2 (vidB missed), act2 1, act4 1/2 (vidA 903 missed).
-    assert results[False]["frame-mAP@0.5"] == pytest.approx(100 * (0.5 + 1 + 0.5) / 3)
+    assert results[False]["frame_mAP@0.5"] == pytest.approx(100 * (0.5 + 1 + 0.5) / 3)
     assert not os.path.exists(tmp_path / "ava_detections.csv")
 
 
@@ -513,11 +513,11 @@ def test_evaluator_scores_exactly_what_it_writes(tmp_path):
         results[out_dir] = ev.evaluate()["ava"]
     res = results[str(tmp_path / "out")]
     assert res == results[None]
-    assert 0 < res["frame-mAP@0.5"] < 100
+    assert 0 < res["frame_mAP@0.5"] < 100
     meta = MetadataCatalog.get("evad_test_ava_eval_exact")
     again, _ = evaluate_ava_files(meta.groundtruth_file, str(tmp_path / "out" / "ava_detections.csv"),
                                   meta.label_map_file, meta.exclusions_file)
-    assert 100.0 * again.mean_ap == res["frame-mAP@0.5"]
+    assert 100.0 * again.mean_ap == res["frame_mAP@0.5"]
     for c, ap in again.per_class_ap.items():
         if not math.isnan(ap):
             assert 100.0 * ap == res[f"AP-act{c}"]

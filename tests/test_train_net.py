@@ -86,7 +86,7 @@ def test_training_runs_and_writes_checkpoints_and_metrics(dataset, tmp_path):
     lines = [json.loads(line) for line in open(tmp_path / "metrics.json")]
     assert any("loss_action" in line for line in lines)
     results = trainer._last_eval_results
-    assert "frame-mAP@0.5" in results["ava"]
+    assert "frame_mAP@0.5" in results["ava"]
 
 
 def test_resume_continues_exactly(dataset, tmp_path):
@@ -121,5 +121,5 @@ def test_eval_only_reproduces_end_of_training_metrics(dataset, tmp_path):
     args = make_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), eval_only=True)
     with EventStorage():
         results = train_net.main(args)
-    assert results["ava"]["frame-mAP@0.5"] == pytest.approx(end_of_training["ava"]["frame-mAP@0.5"], abs=1e-9)
+    assert results["ava"]["frame_mAP@0.5"] == pytest.approx(end_of_training["ava"]["frame_mAP@0.5"], abs=1e-9)
     assert os.path.exists(tmp_path / "eval" / "inference" / dataset["val"] / "ava_detections.csv")

@@ -165,8 +165,8 @@ def time_evaluator(d, gt_path, labelmap_path, ex_path, rng, gt_frames, gt_boxes,
         boxes_per_keyframe=boxes_per_frame, keyframes=len(people), detection_rows=len(people) * boxes_per_frame * 60,
         file_mib=round(os.path.getsize(csv_path) / 2**20, 1), process_s=round(process_s, 2),
         evaluate_s=round(ev.wall, 2), evaluate_cpu_s=round(ev.cpu, 2),
-        cli_on_written_csv_s=round(cli.wall, 2), mAP=res["frame-mAP@0.5"], person_AP=res["person-AP@0.5"],
-        cli_mAP=100 * again.mean_ap, cli_equal=100 * again.mean_ap == res["frame-mAP@0.5"],
+        cli_on_written_csv_s=round(cli.wall, 2), mAP=res["frame_mAP@0.5"], person_AP=res["person_AP@0.5"],
+        cli_mAP=100 * again.mean_ap, cli_equal=100 * again.mean_ap == res["frame_mAP@0.5"],
     )
 
 

@@ -97,11 +97,11 @@ def main(argv=None) -> float:
     results = train_net.main(train_args)
     minutes = (time.time() - t0) / 60
     ava = results.get("ava_like_val", results).get("ava", {}) if isinstance(results, dict) else {}
-    fmap = ava.get("frame-mAP@0.5")
+    fmap = ava.get("frame_mAP@0.5")
     if fmap is None:
         raise RuntimeError(f"evaluation returned no frame-mAP: {results}")
     examples = write_examples(args.output_dir, os.path.join(args.output_dir, "model_final.pth"))
-    summary = {"frame-mAP@0.5": fmap, "person-AP@0.5": ava.get("person-AP@0.5"), "train_and_eval_minutes": minutes}
+    summary = {"frame-mAP@0.5": fmap, "person-AP@0.5": ava.get("person_AP@0.5"), "train_and_eval_minutes": minutes}
     with open(os.path.join(args.output_dir, "quickstart_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     inference = os.path.join(args.output_dir, "inference", "ava_like_val")

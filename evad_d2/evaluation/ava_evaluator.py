@@ -148,14 +148,14 @@ class AVAEvaluator(DatasetEvaluator):
         person_ap = self._person_ap(groundtruth, frames, excluded, keyframes)
 
         named = OrderedDict()
-        named["frame-mAP@0.5"] = 100.0 * result.mean_ap
-        named["person-AP@0.5"] = 100.0 * person_ap
+        named["frame_mAP@0.5"] = 100.0 * result.mean_ap
+        named["person_AP@0.5"] = 100.0 * person_ap
         for c, ap in result.per_class_ap.items():
             if not math.isnan(ap):
                 named[f"AP-{self._names.get(c, c)}"] = 100.0 * ap
         logger.info(
             "AVA '%s': frame-mAP@0.5 = %.4f, person AP@0.5 = %.4f over %d keyframes",
-            self._dataset_name, named["frame-mAP@0.5"], named["person-AP@0.5"], len(frames),
+            self._dataset_name, named["frame_mAP@0.5"], named["person_AP@0.5"], len(frames),
         )
         if self._output_dir:
             metrics = result_to_json(result)
@@ -171,7 +171,7 @@ class AVAEvaluator(DatasetEvaluator):
             plot_per_class_ap(
                 {self._names.get(c, str(c)): 100.0 * ap for c, ap in result.per_class_ap.items()},
                 os.path.join(self._output_dir, "ava_per_class_ap.png"),
-                title=f"{self._dataset_name}: frame-mAP@0.5 = {named['frame-mAP@0.5']:.2f}",
+                title=f"{self._dataset_name}: frame-mAP@0.5 = {named['frame_mAP@0.5']:.2f}",
             )
         return OrderedDict(ava=named)
 

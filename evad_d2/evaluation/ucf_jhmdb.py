@@ -483,16 +483,16 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
             videos = [v for v in videos if v in seen]
         f_map, f_aps = frame_map(gt, dets, videos, only_processed_frames=self._only_processed)
         results = OrderedDict()
-        results["frame-mAP@0.5"] = 100.0 * f_map
+        results["frame_mAP@0.5"] = 100.0 * f_map
         metrics = {"frame_mAP@0.5": _pct(f_map), "frame_AP@0.5": {names[c]: _pct(a) for c, a in f_aps.items()}}
         if self._video_map:
             tubes = self._link(dets, len(labels))
             v_maps = video_map(gt, tubes, videos)
-            results["video-mAP@0.2"] = 100.0 * v_maps[0.2][0]
-            results["video-mAP@0.5"] = 100.0 * v_maps[0.5][0]
-            results["video-mAP@0.5:0.95"] = 100.0 * float(np.mean([v_maps[t][0] for t in VIDEO_MAP_THRESHOLDS]))
+            results["video_mAP@0.2"] = 100.0 * v_maps[0.2][0]
+            results["video_mAP@0.5"] = 100.0 * v_maps[0.5][0]
+            results["video_mAP@0.5:0.95"] = 100.0 * float(np.mean([v_maps[t][0] for t in VIDEO_MAP_THRESHOLDS]))
             metrics["video_mAP"] = {str(t): _pct(m) for t, (m, _) in v_maps.items()}
-            metrics["video_mAP@0.5:0.95"] = results["video-mAP@0.5:0.95"]
+            metrics["video_mAP@0.5:0.95"] = results["video_mAP@0.5:0.95"]
         for c, ap in f_aps.items():
             if not math.isnan(ap):
                 results[f"AP-{names[c]}"] = 100.0 * ap
@@ -504,7 +504,7 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
             plot_per_class_ap(
                 {names[c]: 100.0 * a for c, a in f_aps.items()},
                 os.path.join(self._output_dir, "ucf_jhmdb_per_class_ap.png"),
-                title=f"{self._dataset_name}: frame-mAP@0.5 = {results['frame-mAP@0.5']:.2f}",
+                title=f"{self._dataset_name}: frame-mAP@0.5 = {results['frame_mAP@0.5']:.2f}",
             )
         return OrderedDict(ucf_jhmdb=results)
 
