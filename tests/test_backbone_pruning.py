@@ -9,7 +9,6 @@ from evad_d2.modeling.backbone import PruningVideoViT, restore_token_map
 from evad_d2.modeling.backbone.attention import PruningAttention
 from evad_d2.modeling.backbone.pos_embed import resize_pos_table, sinusoid_table
 from evad_d2.modeling.backbone.pruning import (
-    importance_by_flash_swap,
     importance_by_recompute,
     importance_from_attention,
     importance_from_logsumexp,
@@ -109,7 +108,6 @@ def test_importance_formula_and_implementations_agree(w_kf):
     lse = torch.logsumexp(q @ k.transpose(-2, -1) * d**-0.5, dim=-1)
     torch.testing.assert_close(importance_from_logsumexp(q, k, lse, n1, w_kf, chunk=5), ref, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(importance_by_recompute(q, k, n1, w_kf, chunk=7), ref, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(importance_by_flash_swap(q, k, lse, n1, w_kf), ref, atol=1e-6, rtol=1e-5)
     # w_kf changes the ranking in general: keyframe rows count w_kf times.
     if w_kf != 1.0:
         assert not torch.allclose(ref, brute_force_importance(attn, n1, 1.0).float())

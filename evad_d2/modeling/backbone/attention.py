@@ -2,9 +2,9 @@
 
 Layers that do not prune use PyTorch's fused ``scaled_dot_product_attention``. A pruning layer
 needs, besides the output, the attention each non-keyframe token receives (eq. 3). On the CPU the
-flash kernel returns each query's log-sum-exp with the output; the needed column sums of the
-attention map then come from a second fused flash call with queries and keys swapped
-(``importance_by_flash_swap``), without ever holding the N x N matrix. Elsewhere the rows are
+flash kernel returns each query's log-sum-exp with the output, from which the needed columns of
+the attention map are recomputed block by block without ever holding the N x N matrix
+(``importance_from_logsumexp``). Elsewhere the rows are
 recomputed block by block. ``impl="explicit"`` materialises softmax(QK^T) (reference path).
 """
 from typing import Optional, Tuple
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .pruning import importance_by_flash_swap, importance_by_recompute, importance_from_attention
+from .pruning import importance_by_recompute, importance_from_attention, importance_from_logsumexp
 
 __all__ = ["PruningAttention", "IMPORTANCE_IMPLS"]
 
@@ -86,7 +86,7 @@ class PruningAttention(nn.Module):
             elif impl == "logsumexp":
                 out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[:2]
                 with torch.no_grad():
-                    importance = importance_by_flash_swap(q.detach(), k.detach(), lse.detach(), num_keyframe, keyframe_weight)
+                    importance = importance_from_logsumexp(q.detach(), k.detach(), lse.detach(), num_keyframe, keyframe_weight)
             else:
                 out = F.scaled_dot_product_attention(q, k, v)
                 with torch.no_grad():

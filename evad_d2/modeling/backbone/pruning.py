@@ -15,7 +15,6 @@ __all__ = [
     "keyframe_first_order",
     "importance_from_attention",
     "importance_from_logsumexp",
-    "importance_by_flash_swap",
     "importance_by_recompute",
     "select_tokens",
     "restore_token_map",
@@ -80,13 +79,15 @@ def importance_from_attention(attn: Tensor, num_keyframe: int, keyframe_weight: 
 
 
 def importance_from_logsumexp(
-    q: Tensor, k: Tensor, lse: Tensor, num_keyframe: int, keyframe_weight: float = 1.0, chunk: int = 512
+    q: Tensor, k: Tensor, lse: Tensor, num_keyframe: int, keyframe_weight: float = 1.0, chunk: int = 128
 ) -> Tensor:
     """Eq. 3 without materialising the attention matrix, given each query's log-sum-exp.
 
     ``attn[h, i, j] = exp(q_i . k_j * scale - lse[h, i])``, so only the non-keyframe columns are
-    computed, a block of queries at a time. Equal to :func:`importance_from_attention` up to
-    float rounding.
+    computed, a block of queries at a time, in place, and the weighted sum over queries is a
+    matrix product. Equal to :func:`importance_from_attention` up to float rounding. On the CPU
+    it costs about one attention call at 1568 tokens (blocks of 128 queries stay in cache:
+    measured 2x faster than blocks of 512).
 
     Args:
         q, k: (B, heads, N, d) queries and keys (as fed to attention).
@@ -99,34 +100,15 @@ def importance_from_logsumexp(
         (B, N - N1) importance of the non-keyframe tokens.
     """
     b, h, n, d = q.shape
-    scale = d**-0.5
     w = _query_weights(n, num_keyframe, keyframe_weight, q)
-    k_nk = k[:, :, num_keyframe:]
-    total = q.new_zeros(b, n - num_keyframe)
+    k_nk = k[:, :, num_keyframe:].transpose(-2, -1) * d**-0.5  # (B, h, d, N2), scale folded in
+    total = q.new_zeros(b, h, 1, n - num_keyframe)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        logits = torch.matmul(q[:, :, start:stop], k_nk.transpose(-2, -1)) * scale
-        probs = torch.exp(logits - lse[:, :, start:stop, None])
-        total += torch.einsum("bhij,i->bj", probs, w[start:stop])
-    return total / (n * h)
-
-
-def importance_by_flash_swap(q: Tensor, k: Tensor, lse: Tensor, num_keyframe: int, keyframe_weight: float = 1.0) -> Tensor:
-    """Eq. 3 as one fused CPU flash-attention call with the roles of queries and keys swapped.
-
-    ``sum_i w_i exp(s_ij - lse_i) = exp(logsumexp_i(s_ji^T + log w_i - lse_i))``: the log-sum-exp
-    that flash attention returns for *queries* ``k_j`` (non-keyframe keys) over *keys* ``q_i`` with
-    the additive bias ``log w_i - lse_i``. Nothing of size N x N is materialised and the
-    reduction runs inside the fused kernel. Same value as :func:`importance_from_logsumexp`.
-    (Requires ``torch.ops.aten._scaled_dot_product_flash_attention_for_cpu``.)
-    """
-    b, h, n, d = q.shape
-    w = _query_weights(n, num_keyframe, keyframe_weight, lse)
-    bias = (w.log() - lse).unsqueeze(2).expand(b, h, n - num_keyframe, n)
-    k_nk = k[:, :, num_keyframe:].contiguous()
-    # The value is never used (only the log-sum-exp is); q has the head size the kernel requires.
-    _, lse_t = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(k_nk, q, q, attn_mask=bias.to(q.dtype), scale=d**-0.5)[:2]
-    return lse_t.exp().sum(1) / (n * h)
+        probs = torch.matmul(q[:, :, start:stop], k_nk)
+        probs.sub_(lse[:, :, start:stop, None]).exp_()
+        total += torch.matmul(w[start:stop].expand(b, h, 1, stop - start), probs)
+    return total.sum(dim=(1, 2)) / (n * h)
 
 
 def importance_by_recompute(q: Tensor, k: Tensor, num_keyframe: int, keyframe_weight: float = 1.0, chunk: int = 512) -> Tensor:
