@@ -72,7 +72,7 @@ def ava_files(root: str, split: str, version: str) -> Dict[str, Optional[str]]:
 
 def _missing(path: str, root: str, what: str) -> FileNotFoundError:
     return FileNotFoundError(
-        f"{what} {path} not found. For the bundled generated dataset run "
+        f"{what} {path} not found. If this root is meant for the bundled generated dataset, run "
         f"`{_GENERATOR_HINT.format(root=root)}`; for AVA/UCF101-24/JHMDB see datasets/README.md."
     )
 
@@ -277,7 +277,7 @@ def _ava_label_metadata(name: str, root: str, files: Dict[str, str]) -> dict:
     if not os.path.isfile(files["label_map"]):
         raise AttributeError(
             f"dataset '{name}': label map {files['label_map']} not found, so its classes are unknown. "
-            f"For the bundled generated dataset run `{_GENERATOR_HINT.format(root=root)}`; "
+            f"If this root is meant for the bundled generated dataset, run `{_GENERATOR_HINT.format(root=root)}`; "
             "for AVA see datasets/README.md."
         )
     label_map = read_label_map(files["label_map"])
