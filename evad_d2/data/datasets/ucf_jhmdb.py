@@ -22,7 +22,6 @@ and ``person_id`` = the tube's index within the video.
 import functools
 import logging
 import os
-import pickle
 from typing import List, Optional
 
 import numpy as np
@@ -35,11 +34,8 @@ __all__ = ["read_ucf_jhmdb_gt", "load_ucf_jhmdb_dataset", "register_ucf_jhmdb"]
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED_KEYS = ("labels", "gttubes", "nframes", "train_videos", "test_videos", "resolution")
-
-
 def read_ucf_jhmdb_gt(path: str) -> dict:
-    """Load and check a UCF101-24/JHMDB ground-truth pickle.
+    """Load and check a UCF101-24/JHMDB ground-truth pickle (the evaluation's validating reader).
 
     Raises:
         FileNotFoundError: missing file.
@@ -47,18 +43,10 @@ def read_ucf_jhmdb_gt(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ground-truth pickle {path} not found; see datasets/README.md")
-    try:
-        with open(path, "rb") as f:
-            # The released files were pickled by Python 2: latin1 restores their numpy arrays.
-            gt = pickle.load(f, encoding="latin1")
-    except Exception as e:
-        raise ValueError(f"{path}: cannot unpickle ground truth: {e}") from None
-    if not isinstance(gt, dict):
-        raise ValueError(f"{path}: expected a dict, got {type(gt).__name__}")
-    missing = [k for k in _REQUIRED_KEYS if k not in gt]
-    if missing:
-        raise ValueError(f"{path}: missing keys {missing} (expected {list(_REQUIRED_KEYS)})")
-    return gt
+    # One reader for datasets and evaluation, so both accept exactly the same files.
+    from evad_d2.evaluation.ucf_jhmdb import load_gt_pickle
+
+    return load_gt_pickle(path)
 
 
 def load_ucf_jhmdb_dataset(
