@@ -14,7 +14,7 @@ import os
 from collections import OrderedDict
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import DatasetEvaluators, verify_results
@@ -34,6 +34,15 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         self._train_sampler = None
+        # Loaded once here: the epoch schedule is resolved from the size of exactly the list the
+        # loader samples (after FILTER_EMPTY_ANNOTATIONS), and build_train_loader reuses it.
+        self._train_dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+        cfg = cfg.clone()
+        cfg.defrost()
+        resolve_epoch_schedule(cfg, len(self._train_dataset))
+        cfg.freeze()
         super().__init__(cfg)
         if cfg.SOLVER.AMP.ENABLED:
             precision = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(cfg.SOLVER.AMP.PRECISION)
@@ -56,10 +65,11 @@ class Trainer(DefaultTrainer):
 
     def build_train_loader(self, cfg):
         """Clips around annotated keyframes, from a sampler that can skip what a resumed run saw."""
-        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
-        self._train_sampler = ResumableTrainingSampler(len(dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None)
+        self._train_sampler = ResumableTrainingSampler(
+            len(self._train_dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None
+        )
         return build_detection_train_loader(
-            dataset,
+            self._train_dataset,
             mapper=ClipDatasetMapper(cfg, is_train=True),
             sampler=self._train_sampler,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
@@ -89,10 +99,6 @@ class Trainer(DefaultTrainer):
         return DatasetEvaluators(evaluators) if len(evaluators) > 1 else evaluators[0]
 
 
-def count_training_samples(cfg) -> int:
-    return sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
-
-
 def cpu_threads_for(cfg) -> int:
     """Intra-op threads for CPU training: the cores the loader workers leave free (at least 1).
 
@@ -103,10 +109,7 @@ def cpu_threads_for(cfg) -> int:
 
 
 def setup(args):
-    cfg = get_evad_cfg(args.config_file, args.opts, freeze=False)
-    if not args.eval_only:
-        resolve_epoch_schedule(cfg, count_training_samples(cfg))
-    cfg.freeze()
+    cfg = get_evad_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
     if cfg.MODEL.DEVICE == "cpu":
         torch.set_num_threads(min(torch.get_num_threads(), cpu_threads_for(cfg)))

@@ -123,3 +123,11 @@ def test_eval_only_reproduces_end_of_training_metrics(dataset, tmp_path):
         results = train_net.main(args)
     assert results["ava"]["frame_mAP@0.5"] == pytest.approx(end_of_training["ava"]["frame_mAP@0.5"], abs=1e-9)
     assert os.path.exists(tmp_path / "eval" / "inference" / dataset["val"] / "ava_detections.csv")
+
+
+def test_epoch_schedule_comes_from_the_sampled_training_list(dataset, tmp_path):
+    args = make_args(dataset, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.STEP_EPOCHS", "(1,)", "SOLVER.WARMUP_EPOCHS", "0.5")
+    trainer = train_net.Trainer(train_net.setup(args))
+    per_epoch = math.ceil(len(trainer._train_dataset) / 2)  # IMS_PER_BATCH 2
+    assert trainer.max_iter == trainer.cfg.SOLVER.MAX_ITER == 2 * per_epoch
+    assert trainer.cfg.SOLVER.STEPS == (per_epoch,) and trainer.cfg.SOLVER.WARMUP_ITERS == round(0.5 * per_epoch)
