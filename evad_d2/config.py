@@ -35,14 +35,10 @@ def add_evad_config(cfg):
 
     # ---------------------------------------------------------------- datasets
     _C.DATASETS.AVA = CN()
-    # Root holding annotations/, videos/ and/or frames/ (AVA layout; see datasets/README.md).
-    _C.DATASETS.AVA.ROOT = "datasets/generated/ava_like"
-    # Where pixels come from: "video" (decode the video files with PyAV) or "frames" (JPEG folders).
-    _C.DATASETS.AVA.FRAME_SOURCE = "video"
-    # Skip (and count) bad samples instead of failing; off by default so nothing is dropped silently.
+    # Dataset roots are not config keys: builtin names register under $EVAD_DATASETS (see
+    # datasets/README.md); other roots via evad_d2.data.register_ava / register_ucf_jhmdb.
+    # Skip (and count) clips that fail to decode instead of failing; off so nothing is dropped silently.
     _C.DATASETS.AVA.SKIP_BAD_SAMPLES = False
-    # Evaluate only on the label map's evaluation classes (60 for AVA).
-    _C.DATASETS.AVA.EVAL_CLASSES_ONLY = True
 
     # ---------------------------------------------------------------- backbone: pruning video ViT
     _C.MODEL.EVAD = CN()

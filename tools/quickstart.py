@@ -16,7 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 CONFIG = os.path.join(ROOT, "configs", "quickstart", "EVAD_tiny_ava_like_cpu.yaml")
-DATA = os.path.join(ROOT, "datasets", "generated", "ava_like")
+# The builtin dataset names register under $EVAD_DATASETS (default: ./datasets); pin it to this
+# repository's datasets/ so the quick-start works from any working directory.
+os.environ.setdefault("EVAD_DATASETS", os.path.join(ROOT, "datasets"))
+DATA = os.path.join(os.environ["EVAD_DATASETS"], "generated", "ava_like")
 
 
 # Many short training videos: a model trained from scratch memorises a few dozen videos (40 videos
@@ -92,7 +95,7 @@ def main(argv=None) -> float:
 
     t0 = time.time()
     train_args = default_argument_parser().parse_args(
-        ["--config-file", CONFIG, "OUTPUT_DIR", args.output_dir, "DATASETS.AVA.ROOT", DATA] + args.opts
+        ["--config-file", CONFIG, "OUTPUT_DIR", args.output_dir] + args.opts
     )
     results = train_net.main(train_args)
     minutes = (time.time() - t0) / 60
