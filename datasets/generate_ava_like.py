@@ -1,20 +1,22 @@
 #!/usr/bin/env python
 """Write a small synthetic dataset in exactly the AVA v2.2 file formats.
 
-Stick-figure actors (body, head, arms, legs; random colours and sizes, so appearance says
-nothing about the action) on a static textured background perform actions that can only be
-told apart from motion across frames::
+Stick-figure actors (body, head, arms, legs; random colours, far from the background's, and
+random sizes) on a static textured background perform actions told apart by motion across frames
+and, as real actions are, partly by pose::
 
-    1 walk_left   translate left, legs swinging
-    2 walk_right  translate right, legs swinging
-    3 jump        vertical bouncing
+    1 walk_left   translate left, legs swinging, leaning and facing left
+    2 walk_right  translate right, legs swinging, leaning and facing right
+    3 jump        vertical bouncing, both arms raised
     4 wave        one arm raised and oscillating (only together with stand/walk: multi-label)
     5 spin        the whole figure rotates in the image plane
     6 stand       no motion
 
-Every actor has exactly one of {walk_left, walk_right, jump, spin, stand} and possibly ``wave``;
-its actions stay the same for the whole video, and person ids are stable within a video.
-Walkers are placed so that they never leave the frame during the annotated span.
+At every moment an actor does exactly one of {walk_left, walk_right, jump, spin, stand} and
+possibly ``wave``. Actions change from one second to the next (at half seconds, so that the
+second around a keyframe shows one action), as in AVA: neither a figure's look nor its video's
+background tells the action. Person ids are stable within a video; walkers turn around at the
+frame's edges and never leave it.
 
 Layout written under ``--out`` (see datasets/README.md)::
 
@@ -54,61 +56,100 @@ EVAL_CLASS_IDS = [1, 2, 3, 4, 5]
 PRIMARY = [1, 2, 3, 5, 6]
 WAVE_WITH = (1, 2, 6)
 WAVE_PROB = 0.4
+# Chance that an actor picks a new primary action (possibly the same one) at each second.
+ACTION_CHANGE_PROB = 0.5
 
 
 @dataclass
 class Actor:
-    """One stick figure. Distances are in pixels, times in seconds from the video start."""
+    """One stick figure. Distances are in pixels, times in seconds from the video start.
+
+    Its actions change over time, as real ones do: segment ``k`` (the second around ``t = k``,
+    from ``k - 0.5`` to ``k + 0.5``; segment 0 starts at 0) has its own primary action and wave flag,
+    so the second around a keyframe (a whole second) shows one action. Appearance (colours, size)
+    says nothing about the action: the same figure does different things.
+    """
 
     person_id: int
-    primary: int
-    wave: bool
+    segments: List[Tuple[int, bool]]  # (primary action, waving) of each segment
+    starts: List[float]  # body-centre x at the start of each segment
+    walk_speed: float  # px/s while walking
     scale: float
-    x0: float  # body-centre x at t = 0
     y0: float  # body-centre y (lane)
-    speed: float  # px/s, signed; 0 unless walking
     phase: float  # random phase of every oscillation
     spin_dir: float
     wave_side: float
     colors: Tuple[Tuple[int, int, int], ...]  # body, head, legs, arms
+    limb_width: int = 3
 
-    def action_ids(self) -> List[int]:
-        return [self.primary] + ([WAVE] if self.wave else [])
+    @staticmethod
+    def segment_start(k: int) -> float:
+        return max(k - 0.5, 0.0)
+
+    def segment(self, t: float) -> int:
+        return min(max(int(math.floor(t + 0.5)), 0), len(self.segments) - 1)
+
+    def velocity(self, k: int) -> float:
+        primary = self.segments[k][0]
+        return {1: -self.walk_speed, 2: self.walk_speed}.get(primary, 0.0)
+
+    def center_x(self, t: float) -> float:
+        k = self.segment(t)
+        return self.starts[k] + self.velocity(k) * (t - self.segment_start(k))
+
+    def action_ids(self, t: float) -> List[int]:
+        primary, wave = self.segments[self.segment(t)]
+        return [primary] + ([WAVE] if wave else [])
 
     def pose(self, t: float):
         """Return the figure's primitives at time ``t`` as lists of image-space points.
 
         Returns:
             dict with "body" (4 corners), "head" (centre, radius), "limbs" (list of
-            (start, end, colour index)), all after rotation and translation.
+            (start, end, colour index)), "nose" (3 points or none), all after rotation and
+            translation.
         """
+        k = self.segment(t)
+        primary, waving = self.segments[k]
         s = self.scale
-        cx = self.x0 + self.speed * t
+        cx = self.center_x(t)
         cy = self.y0
-        if self.primary == 3:
+        if primary == 3:
             # Bounces of ~0.7 s: |sin| gives a sharp take-off at every landing.
             cy -= 11.0 * s * abs(math.sin(math.pi * 1.4 * t + self.phase))
         angle = 0.0
-        if self.primary == 5:
-            angle = self.spin_dir * 2.0 * math.pi * 0.6 * t + self.phase
-        walking = self.primary in (1, 2)
+        if primary == 5:
+            angle = self.spin_dir * 2.0 * math.pi * 0.6 * (t - self.segment_start(k)) + self.phase
+        walking = primary in (1, 2)
         swing = 4.5 * s * math.sin(2.0 * math.pi * 1.8 * t + self.phase) if walking else 0.0
+        # Pose cues, as real actions have them: walkers lean towards where they go and face it (a
+        # nose), jumpers raise both arms. Motion still carries most of the signal.
+        facing = math.copysign(1.0, self.velocity(k)) if walking else 0.0
+        lean = 3.5 * s * facing
 
-        body = [(-5 * s, -9 * s), (5 * s, -9 * s), (5 * s, 9 * s), (-5 * s, 9 * s)]
-        head = ((0.0, -14.5 * s), 4.8 * s)
+        body = [(-5 * s + 0.7 * lean, -9 * s), (5 * s + 0.7 * lean, -9 * s), (5 * s, 9 * s), (-5 * s, 9 * s)]
+        head = ((lean, -14.5 * s), 4.8 * s)
         limbs = [
             ((-2.5 * s, 9 * s), (-2.5 * s + swing, 20 * s), 2),
             ((2.5 * s, 9 * s), (2.5 * s - swing, 20 * s), 2),
         ]
         for side in (-1.0, 1.0):
-            shoulder = (side * 5 * s, -7 * s)
-            if self.wave and side == self.wave_side:
+            shoulder = (side * 5 * s + 0.7 * lean, -7 * s)
+            if waving and side == self.wave_side:
                 # Raised arm sweeping sideways above the head, ~2 waves per second.
                 a = math.radians(25 + 40 * (0.5 + 0.5 * math.sin(2 * math.pi * 2.0 * t + self.phase)))
                 hand = (shoulder[0] + side * 12 * s * math.sin(a), shoulder[1] - 12 * s * math.cos(a))
+            elif primary == 3:
+                hand = (shoulder[0] + side * 5 * s, shoulder[1] - 11 * s)
             else:
-                hand = (side * 7.5 * s, 5 * s)
+                hand = (side * 7.5 * s + 0.3 * lean, 5 * s)
             limbs.append((shoulder, hand, 3))
+        nose = []
+        if facing:
+            r = head[1]
+            hx, hy = head[0]
+            nose = [(hx + facing * 0.6 * r, hy - 1.8 * s), (hx + facing * (r + 3.5 * s), hy + 0.5 * s),
+                    (hx + facing * 0.6 * r, hy + 1.8 * s)]
 
         ca, sa = math.cos(angle), math.sin(angle)
 
@@ -119,16 +160,17 @@ class Actor:
             "body": [tf(p) for p in body],
             "head": (tf(head[0]), head[1]),
             "limbs": [(tf(a), tf(b), c) for a, b, c in limbs],
+            "nose": [tf(p) for p in nose],
         }
 
     def box(self, t: float, width: int, height: int) -> Tuple[float, float, float, float]:
         """Tight box (pixels) around every drawn pixel at time ``t``, clipped to the frame."""
         p = self.pose(t)
-        pts = list(p["body"]) + [q for a, b, _ in p["limbs"] for q in (a, b)]
+        pts = list(p["body"]) + [q for a, b, _ in p["limbs"] for q in (a, b)] + list(p["nose"])
         xs = [q[0] for q in pts]
         ys = [q[1] for q in pts]
         (hx, hy), r = p["head"]
-        lw = LIMB_WIDTH / 2.0
+        lw = self.limb_width / 2.0
         x1 = min(min(xs) - lw, hx - r)
         x2 = max(max(xs) + lw, hx + r)
         y1 = min(min(ys) - lw, hy - r)
@@ -136,21 +178,24 @@ class Actor:
         return (max(x1, 0.0), max(y1, 0.0), min(x2, width), min(y2, height))
 
 
-LIMB_WIDTH = 3
-
-
 def draw_actor(draw: ImageDraw.ImageDraw, actor: Actor, t: float):
     p = actor.pose(t)
     for a, b, c in p["limbs"]:
-        draw.line([a, b], fill=actor.colors[c], width=LIMB_WIDTH)
+        draw.line([a, b], fill=actor.colors[c], width=actor.limb_width)
     draw.polygon(p["body"], fill=actor.colors[0])
     (hx, hy), r = p["head"]
     draw.ellipse([hx - r, hy - r, hx + r, hy + r], fill=actor.colors[1])
+    if p["nose"]:
+        draw.polygon(p["nose"], fill=actor.colors[1])
 
 
-def make_background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """Static texture: low-frequency colour blobs plus fine grain and a darker floor band."""
-    base = rng.integers(60, 200, size=3)
+def make_background(rng: np.random.Generator, width: int, height: int, palette: str = "dark") -> Tuple[Image.Image, np.ndarray]:
+    """Static texture: low-frequency colour blobs plus fine grain and a darker floor band.
+
+    Returns the image and its base RGB colour (actors are drawn in colours far from it).
+    """
+    # Dark figures need a light background; random-coloured ones any background.
+    base = rng.integers(120, 220, size=3) if palette == "dark" else rng.integers(60, 200, size=3)
     coarse = rng.normal(0, 28, size=(4, 5, 3))
     coarse_img = Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
         (width, height), Image.BILINEAR
@@ -159,53 +204,76 @@ def make_background(rng: np.random.Generator, width: int, height: int) -> Image.
     img += rng.normal(0, 9, size=(height, width, 1))
     floor = int(height * rng.uniform(0.8, 0.9))
     img[floor:] *= 0.75
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)), base
 
 
-def random_color(rng: np.random.Generator) -> Tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(0, 256, size=3))
+def contrasting_color(rng: np.random.Generator, background: np.ndarray, min_distance: int) -> Tuple[int, int, int]:
+    """A random colour at least ``min_distance`` (sum of absolute RGB differences) from ``background``."""
+    for _ in range(1000):
+        c = rng.integers(0, 256, size=3)
+        if int(np.abs(c - background).sum()) >= min_distance:
+            break
+    return tuple(int(v) for v in c)
 
 
-def make_actors(rng: np.random.Generator, width: int, height: int, duration: float) -> List[Actor]:
-    n = int(rng.integers(1, 4))
-    lanes = sorted(rng.choice(3, size=n, replace=False))
-    lane_y = [0.36 * height, 0.55 * height, 0.74 * height]
-    # Walkers must stay inside the frame from 1 s before the first keyframe to 1 s after the last.
-    t_start, t_end = 1.0, duration - 1.0
+def actor_colors(rng: np.random.Generator, background: np.ndarray, min_contrast: int, palette: str):
+    """Body, head, legs and arms colours: dark tones (people look alike; a from-scratch model
+    then learns the silhouette, not colour invariance) or random colours far from the background."""
+    if palette == "dark":
+        return tuple(tuple(int(v) for v in rng.integers(0, 70, size=3)) for _ in range(4))
+    if palette == "random":
+        return tuple(contrasting_color(rng, background, min_contrast) for _ in range(4))
+    raise ValueError(f"unknown palette {palette!r} (expected 'dark' or 'random')")
+
+
+def make_actors(rng: np.random.Generator, width: int, height: int, duration: float, background: np.ndarray,
+                scale_range: Tuple[float, float], max_actors: int, min_contrast: int,
+                palette: str = "dark") -> List[Actor]:
+    n = int(rng.integers(1, max_actors + 1))
+    # Lanes (body-centre heights) spread so that the largest figure stays inside the frame.
+    # (a jumper rises 11 px above its 20 px head, a foot reaches 21.5 px below the centre; x scale).
+    top, bottom = 31.0 * scale_range[1] / height, 1.0 - 21.5 * scale_range[1] / height
+    lane_y = [height * (top + (bottom - top) * (i + 0.5) / max_actors) for i in range(max_actors)]
+    lanes = sorted(rng.choice(max_actors, size=n, replace=False))
     actors = []
     for pid, lane in enumerate(lanes):
-        scale = float(rng.uniform(0.75, 0.95))
-        primary = int(rng.choice(PRIMARY))
-        wave = primary in WAVE_WITH and rng.random() < WAVE_PROB
-        # Half the figure's width with a raised arm, so that the figure stays fully visible.
+        scale = float(rng.uniform(*scale_range))
+        # Half the figure's width with a raised arm: walkers turn before any part leaves the frame.
         margin = 17 * scale
-        speed = 0.0
-        if primary in (1, 2):
-            max_speed = min(15.0, (width - 2 * margin) / (t_end - t_start))
-            speed = float(rng.uniform(0.7 * max_speed, max_speed)) * (-1 if primary == 1 else 1)
-            travel = abs(speed) * (t_end - t_start)
-            lo, hi = margin, width - margin - travel
-            start = float(rng.uniform(lo, max(lo, hi)))
-            x0 = (start if speed > 0 else width - start) - speed * t_start
-        else:
-            # Keep stationary actors apart so that their boxes rarely overlap (walkers still cross).
-            for _ in range(20):
-                x0 = float(rng.uniform(margin, width - margin))
-                if all(abs(x0 - a.x0) > 34 for a in actors if a.speed == 0.0):
-                    break
+        walk_speed = float(rng.uniform(10.0, 15.0))
+        for _ in range(20):
+            x = float(rng.uniform(margin, width - margin))
+            if all(abs(x - a.starts[0]) > 36 * scale for a in actors):
+                break
+        segments, starts = [], []
+        primary = int(rng.choice(PRIMARY))
+        for k in range(int(duration) + 1):
+            # Actions persist for a while (half of the time the next second continues this one).
+            if k and rng.random() < ACTION_CHANGE_PROB:
+                primary = int(rng.choice(PRIMARY))
+            length = Actor.segment_start(k + 1) - Actor.segment_start(k)
+            if primary in (1, 2):
+                step = walk_speed * length * (-1 if primary == 1 else 1)
+                if not margin <= x + step <= width - margin:
+                    primary = 3 - primary  # turn around rather than leave the frame
+            wave = primary in WAVE_WITH and rng.random() < WAVE_PROB
+            segments.append((primary, bool(wave)))
+            starts.append(x)
+            if primary in (1, 2):
+                x += walk_speed * length * (-1 if primary == 1 else 1)
         actors.append(
             Actor(
                 person_id=pid,
-                primary=primary,
-                wave=bool(wave),
+                segments=segments,
+                starts=starts,
+                walk_speed=walk_speed,
                 scale=scale,
-                x0=x0,
                 y0=float(lane_y[lane] + rng.uniform(-3, 3)),
-                speed=speed,
                 phase=float(rng.uniform(0, 2 * math.pi)),
                 spin_dir=float(rng.choice([-1.0, 1.0])),
                 wave_side=float(rng.choice([-1.0, 1.0])),
-                colors=tuple(random_color(rng) for _ in range(4)),
+                colors=actor_colors(rng, background, min_contrast, palette),
+                limb_width=max(3, int(round(2.5 * scale))),
             )
         )
     return actors
@@ -243,9 +311,16 @@ def write_label_map(path: str, ids: List[int]):
 
 
 def generate(out: str, seed: int, num_train: int, num_val: int, duration: int, width: int, height: int,
-             extract: bool, log=print) -> dict:
+             extract: bool, log=print, scale_range: Tuple[float, float] = (1.3, 1.6), max_actors: int = 2,
+             min_contrast: int = 200, palette: str = "dark") -> dict:
+    """Write the dataset (see the module docstring); returns counts of what was written."""
     if duration < 5:
         raise ValueError("--duration must be at least 5 seconds (1 s margins around 2 s of keyframes)")
+    if max_actors < 1 or not 0 < scale_range[0] <= scale_range[1]:
+        raise ValueError(f"need --max-actors >= 1 and 0 < MIN <= MAX for --actor-scale, got {max_actors}, {scale_range}")
+    if 52.5 * scale_range[1] > height or 40 * scale_range[1] > width:
+        raise ValueError(f"--actor-scale max {scale_range[1]} does not fit a {width}x{height} frame "
+                         f"(a figure needs about 52x40 px at scale 1)")
     ann_dir = os.path.join(out, "annotations")
     vid_dir = os.path.join(out, "videos")
     fl_dir = os.path.join(out, "frame_lists")
@@ -267,8 +342,8 @@ def generate(out: str, seed: int, num_train: int, num_val: int, duration: int, w
         excl_videos = rng.choice(count, size=min(n_excl, count), replace=False) if count else []
         excluded = {(video_ids[int(v)], int(rng.choice(timestamps))) for v in excl_videos}
         for vid in video_ids:
-            background = make_background(rng, width, height)
-            actors = make_actors(rng, width, height, duration)
+            background, base = make_background(rng, width, height, palette)
+            actors = make_actors(rng, width, height, duration, base, scale_range, max_actors, min_contrast, palette)
 
             def frames():
                 for i in range(num_frames):
@@ -289,7 +364,7 @@ def generate(out: str, seed: int, num_train: int, num_val: int, duration: int, w
                     x1, y1, x2, y2 = actor.box(t, width, height)
                     box = [f"{x1 / width:.3f}", f"{y1 / height:.3f}", f"{x2 / width:.3f}", f"{y2 / height:.3f}"]
                     stats["boxes"] += 1
-                    for aid in actor.action_ids():
+                    for aid in actor.action_ids(t):
                         rows.append([vid, f"{ts:04d}", *box, str(aid), str(actor.person_id)])
             if extract:
                 n = extract_frames(video_path, os.path.join(out, "frames", vid), vid)
@@ -320,6 +395,14 @@ def main(argv=None):
     parser.add_argument("--duration", type=int, default=11, help="video length in seconds (timestamps 902..900+duration-2)")
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--height", type=int, default=120)
+    parser.add_argument("--actor-scale", type=float, nargs=2, default=(1.3, 1.6), metavar=("MIN", "MAX"),
+                        help="figure size range; 1.0 is a figure about 40 px tall")
+    parser.add_argument("--max-actors", type=int, default=2, help="1..max actors per video, one per lane")
+    parser.add_argument("--min-contrast", type=int, default=200,
+                        help="with --palette random: least sum of |RGB differences| between an actor's colours and the "
+                             "background's base colour")
+    parser.add_argument("--palette", choices=("dark", "random"), default="dark",
+                        help="actor colours: dark tones on a light background, or random colours (see --min-contrast)")
     parser.add_argument("--extract-frames", action="store_true", help="also write frames/<vid>/<vid>_%%06d.jpg")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -329,6 +412,8 @@ def main(argv=None):
     stats = generate(
         args.out, args.seed, args.num_train_videos, args.num_val_videos, args.duration,
         args.width, args.height, args.extract_frames, log=(lambda *a: None) if args.quiet else print,
+        scale_range=tuple(args.actor_scale), max_actors=args.max_actors, min_contrast=args.min_contrast,
+        palette=args.palette,
     )
     print(
         f"wrote {stats['videos']} videos, {stats['frames']} frames, {stats['keyframes']} keyframes, "

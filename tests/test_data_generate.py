@@ -70,33 +70,53 @@ def test_layout_and_determinism(generated, tmp_path):
     assert _digest(again) == _digest(generated)
 
 
-def test_generated_labels_match_the_motion(tmp_path):
-    root = str(tmp_path / "g")
-    _generator().generate(root, 0, 12, 0, 6, 160, 120, False, log=lambda *a: None)
-    dicts = load_ava_dataset(root, "train", "2.2", "video")
-    tracks = {}
-    for d in dicts:
-        assert d["timestamp"] in range(902, 905) and d["frame_index"] == (d["timestamp"] - 900) * 30
-        assert 1 <= len(d["annotations"]) <= 3
-        for a in d["annotations"]:
-            tracks.setdefault((d["video_id"], a["person_id"]), []).append((d["timestamp"], a))
-    seen = set()
-    for track in tracks.values():
-        actions = {tuple(a["action_ids"]) for _, a in track}
-        assert len(actions) == 1, "an actor keeps its actions within a video"
-        ids = actions.pop()
-        seen.update(ids)
-        xs = [(a["bbox"][0] + a["bbox"][2]) / 2 for _, a in sorted(track, key=lambda t: t[0])]
-        steps = np.diff(xs)
-        if 1 in ids:  # walk_left: 10-15 px per second to the left
-            assert np.all(steps < -5)
-        elif 2 in ids:
-            assert np.all(steps > 5)
-        elif ids == (6,):  # stand without waving: the box does not move at all
-            assert np.all(np.abs(steps) < 0.5)
-        if 4 in ids:
-            assert ids[0] in (1, 2, 6), "wave only comes with stand/walk"
-    assert {1, 2, 3, 5, 6} <= seen
+def test_generated_labels_match_the_motion():
+    gen = _generator()
+    rng = np.random.default_rng(0)
+    width, height, duration = 160, 120, 8
+    seen, changed = set(), 0
+    for _ in range(40):
+        background = rng.integers(60, 200, size=3)
+        actors = gen.make_actors(rng, width, height, duration, background, (1.3, 1.6), 2, 200)
+        assert 1 <= len(actors) <= 2
+        for actor in actors:
+            labels = [tuple(actor.action_ids(k)) for k in range(2, duration - 1)]
+            changed += len(set(labels)) > 1
+            for k, ids in zip(range(2, duration - 1), labels):
+                seen.update(ids)
+                assert ids[0] in (1, 2, 3, 5, 6) and ids[1:] in ((), (4,))
+                if 4 in ids:
+                    assert ids[0] in (1, 2, 6), "wave only comes with stand/walk"
+                # The second around keyframe k (7 of the quick-start's 8 frames, 4 apart) sees one action.
+                ts = [k + d / 30 for d in range(-12, 13, 4)]
+                assert {tuple(actor.action_ids(t)) for t in ts} == {ids}
+                xs = np.array([actor.center_x(t) for t in ts])
+                steps = np.diff(xs) * 30 / 4  # px per second
+                boxes = np.array([actor.box(t, width, height) for t in ts])
+                if ids[0] == 1:
+                    assert np.all((steps <= -10 + 1e-6) & (steps >= -15 - 1e-6))
+                elif ids[0] == 2:
+                    assert np.all((steps >= 10 - 1e-6) & (steps <= 15 + 1e-6))
+                else:
+                    assert np.all(steps == 0), "only walkers move sideways"
+                if ids == (6,):
+                    assert np.all(boxes == boxes[0]), "a still stander's box does not change"
+                if ids[0] == 3:
+                    assert np.ptp(boxes[:, 3]) > 5, "a jumper's feet leave the ground"
+                if ids[0] == 5:
+                    w = boxes[:, 2] - boxes[:, 0]
+                    assert np.ptp(w) > 5, "a spinner's box changes shape"
+            # Walkers turn around at the edges: an upright figure (17 px x scale to either side of
+            # its centre) never leaves the frame.
+            margin = 17 * actor.scale
+            for t in np.arange(0, duration, 1 / 30):
+                assert margin - 1e-6 <= actor.center_x(t) <= width - margin + 1e-6, t
+            # Positions are continuous across action changes.
+            for k in range(1, duration):
+                edge = gen.Actor.segment_start(k)
+                assert abs(actor.center_x(edge - 1e-6) - actor.center_x(edge)) < 1e-3
+    assert seen == {1, 2, 3, 4, 5, 6}
+    assert changed > 10, "actions change within videos"
 
 
 def test_generated_dataset_decodes_the_same_from_video_and_frames(generated):
@@ -149,3 +169,19 @@ def test_validate_command_accepts_good_and_rejects_bad_data(generated, tmp_path)
     assert len(problems) == 6
     assert validate_main(["--dataset-root", bad, "--decode", "header"]) == 1
     assert validate_main(["--dataset-root", str(tmp_path / "nowhere")]) == 1
+
+
+def test_generator_palettes_and_bad_options(tmp_path):
+    gen = _generator()
+    rng = np.random.default_rng(1)
+    background = np.array([100, 150, 200])
+    dark = gen.make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "dark")
+    assert all(max(c) < 70 for a in dark for c in a.colors)
+    bright = gen.make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "random")
+    assert all(np.abs(np.array(c) - background).sum() >= 200 for a in bright for c in a.colors)
+    with pytest.raises(ValueError, match="palette"):
+        gen.make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "pastel")
+    with pytest.raises(ValueError, match="actor-scale"):
+        gen.generate(str(tmp_path / "x"), 0, 1, 0, 6, 160, 120, False, log=lambda *a: None, scale_range=(3.0, 3.0))
+    with pytest.raises(ValueError, match="max-actors"):
+        gen.generate(str(tmp_path / "x"), 0, 1, 0, 6, 160, 120, False, log=lambda *a: None, max_actors=0)

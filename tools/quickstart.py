@@ -6,6 +6,7 @@ where everything is. The last line is ``quickstart frame-mAP@0.5: X`` (X in perc
     python tools/quickstart.py [--output-dir output/quickstart] [KEY VALUE ...]
 """
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ CONFIG = os.path.join(ROOT, "configs", "quickstart", "EVAD_tiny_ava_like_cpu.yam
 # repository's datasets/ so the quick-start works from any working directory.
 os.environ.setdefault("EVAD_DATASETS", os.path.join(ROOT, "datasets"))
 DATA = os.path.join(os.environ["EVAD_DATASETS"], "generated", "ava_like")
+GENERATOR = os.path.join(ROOT, "datasets", "generate_ava_like.py")
 
 
 # Many short training videos: a model trained from scratch memorises a few dozen videos (40 videos
@@ -28,8 +30,11 @@ GENERATOR_ARGS = ["--num-train-videos", "160", "--num-val-videos", "16", "--dura
 
 
 def ensure_dataset(root: str, seed: int) -> None:
-    """Generate the dataset unless ``root`` already holds one made with the same arguments."""
-    args = ["--seed", str(seed)] + GENERATOR_ARGS
+    """Generate the dataset unless ``root`` already holds one made with the same arguments and
+    the same generator (a changed generator script makes a different dataset)."""
+    with open(GENERATOR, "rb") as f:
+        version = hashlib.sha256(f.read()).hexdigest()[:16]
+    args = ["--seed", str(seed)] + GENERATOR_ARGS + [f"generator:{version}"]
     stamp = os.path.join(root, "quickstart_generator_args.json")
     if os.path.exists(stamp):
         with open(stamp) as f:
@@ -37,7 +42,7 @@ def ensure_dataset(root: str, seed: int) -> None:
                 print(f"[quickstart] using the generated dataset in {root}")
                 return
     print(f"[quickstart] generating the bundled dataset into {root} ({' '.join(args)})")
-    subprocess.run([sys.executable, os.path.join(ROOT, "datasets", "generate_ava_like.py"), "--out", root, "--quiet"] + args, check=True)
+    subprocess.run([sys.executable, GENERATOR, "--out", root, "--quiet"] + args[:-1], check=True)
     with open(stamp, "w") as f:
         json.dump(args, f)
 
