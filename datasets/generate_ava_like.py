@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Write a small synthetic dataset in exactly the AVA v2.2 file formats.
 
-Stick-figure actors (body, head, arms, legs; random colours, far from the background's, and
-random sizes) on a static textured background perform actions told apart by motion across frames
-and, as real actions are, partly by pose::
+Stick-figure actors (body, head, arms, legs; dark tones on a light textured background by default,
+``--palette random`` for random colours far from the background's; random sizes) perform actions
+told apart by motion across frames and, as real actions are, partly by pose::
 
     1 walk_left   translate left, legs swinging, leaning and facing left
     2 walk_right  translate right, legs swinging, leaning and facing right
@@ -55,6 +55,8 @@ EVAL_CLASS_IDS = [1, 2, 3, 4, 5]
 # Primary actions: exactly one per actor. ``wave`` is added on top of these with WAVE_PROB.
 PRIMARY = [1, 2, 3, 5, 6]
 WAVE_WITH = (1, 2, 6)
+# Sign of a walker's x velocity by action id.
+WALK_DIRECTION = {1: -1.0, 2: 1.0}
 WAVE_PROB = 0.4
 # Chance that an actor picks a new primary action (possibly the same one) at each second.
 ACTION_CHANGE_PROB = 0.5
@@ -90,8 +92,7 @@ class Actor:
         return min(max(int(math.floor(t + 0.5)), 0), len(self.segments) - 1)
 
     def velocity(self, k: int) -> float:
-        primary = self.segments[k][0]
-        return {1: -self.walk_speed, 2: self.walk_speed}.get(primary, 0.0)
+        return WALK_DIRECTION.get(self.segments[k][0], 0.0) * self.walk_speed
 
     def center_x(self, t: float) -> float:
         k = self.segment(t)
@@ -251,16 +252,13 @@ def make_actors(rng: np.random.Generator, width: int, height: int, duration: flo
             # Actions persist for a while (half of the time the next second continues this one).
             if k and rng.random() < ACTION_CHANGE_PROB:
                 primary = int(rng.choice(PRIMARY))
-            length = Actor.segment_start(k + 1) - Actor.segment_start(k)
-            if primary in (1, 2):
-                step = walk_speed * length * (-1 if primary == 1 else 1)
-                if not margin <= x + step <= width - margin:
-                    primary = 3 - primary  # turn around rather than leave the frame
+            travel = walk_speed * (Actor.segment_start(k + 1) - Actor.segment_start(k))
+            if primary in WALK_DIRECTION and not margin <= x + WALK_DIRECTION[primary] * travel <= width - margin:
+                primary = 3 - primary  # turn around rather than leave the frame
             wave = primary in WAVE_WITH and rng.random() < WAVE_PROB
             segments.append((primary, bool(wave)))
             starts.append(x)
-            if primary in (1, 2):
-                x += walk_speed * length * (-1 if primary == 1 else 1)
+            x += WALK_DIRECTION.get(primary, 0.0) * travel
         actors.append(
             Actor(
                 person_id=pid,

@@ -32,19 +32,19 @@ GENERATOR_ARGS = ["--num-train-videos", "160", "--num-val-videos", "16", "--dura
 def ensure_dataset(root: str, seed: int) -> None:
     """Generate the dataset unless ``root`` already holds one made with the same arguments and
     the same generator (a changed generator script makes a different dataset)."""
+    args = ["--seed", str(seed)] + GENERATOR_ARGS
     with open(GENERATOR, "rb") as f:
-        version = hashlib.sha256(f.read()).hexdigest()[:16]
-    args = ["--seed", str(seed)] + GENERATOR_ARGS + [f"generator:{version}"]
+        made_by = {"args": args, "generator_sha256": hashlib.sha256(f.read()).hexdigest()}
     stamp = os.path.join(root, "quickstart_generator_args.json")
     if os.path.exists(stamp):
         with open(stamp) as f:
-            if json.load(f) == args:
+            if json.load(f) == made_by:
                 print(f"[quickstart] using the generated dataset in {root}")
                 return
     print(f"[quickstart] generating the bundled dataset into {root} ({' '.join(args)})")
-    subprocess.run([sys.executable, GENERATOR, "--out", root, "--quiet"] + args[:-1], check=True)
+    subprocess.run([sys.executable, GENERATOR, "--out", root, "--quiet"] + args, check=True)
     with open(stamp, "w") as f:
-        json.dump(args, f)
+        json.dump(made_by, f)
 
 
 def write_examples(output_dir: str, weights: str) -> dict:
