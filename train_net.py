@@ -33,6 +33,7 @@ class Trainer(DefaultTrainer):
     """DefaultTrainer with EVAD's data, optimizer, evaluators, checkpoint formats and exact resume."""
 
     def __init__(self, cfg):
+        amp_precision = self._amp_precision(cfg)
         self._train_sampler = None
         # Loaded once here: the epoch schedule is resolved from the size of exactly the list the
         # loader samples (after FILTER_EMPTY_ANNOTATIONS), and build_train_loader reuses it.
@@ -44,11 +45,24 @@ class Trainer(DefaultTrainer):
         resolve_epoch_schedule(cfg, len(self._train_dataset))
         cfg.freeze()
         super().__init__(cfg)
-        if cfg.SOLVER.AMP.ENABLED:
-            precision = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(cfg.SOLVER.AMP.PRECISION)
-            if precision is None:
-                raise ValueError(f"SOLVER.AMP.PRECISION must be 'float16' or 'bfloat16', got {cfg.SOLVER.AMP.PRECISION!r}")
-            self._trainer.precision = precision
+        if amp_precision is not None:
+            self._trainer.precision = amp_precision
+
+    @staticmethod
+    def _amp_precision(cfg):
+        """The autocast dtype of SOLVER.AMP (None when off); checked before anything is loaded."""
+        if not cfg.SOLVER.AMP.ENABLED:
+            return None
+        if not cfg.MODEL.DEVICE.startswith("cuda"):
+            # detectron2's AMPTrainer runs CUDA autocast only.
+            raise ValueError(
+                f"SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is {cfg.MODEL.DEVICE!r}: "
+                "set SOLVER.AMP.ENABLED False to train on the CPU"
+            )
+        precision = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(cfg.SOLVER.AMP.PRECISION)
+        if precision is None:
+            raise ValueError(f"SOLVER.AMP.PRECISION must be 'float16' or 'bfloat16', got {cfg.SOLVER.AMP.PRECISION!r}")
+        return precision
 
     def build_hooks(self):
         # Called by DefaultTrainer.__init__ right after it made its checkpointer: swap in one that

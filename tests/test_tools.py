@@ -129,3 +129,17 @@ def test_benchmark_loader_without_dataset_names_the_missing_data(tmp_path):
     )
     assert res.returncode != 0
     assert str(missing) in res.stderr and "generate_ava_like.py" in res.stderr
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_benchmark_model_under_autocast(tmp_path, dtype):
+    out = tmp_path / "amp.json"
+    stdout = run_tool(
+        "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--keep-rates", "1.0", "0.5", "--dtype", dtype,
+        "--input-size", "8", "64", "64", "--repeats", "1", "--warmup", "0", "--no-flops", "--json", str(out),
+    )
+    assert f"batch 1, {dtype}" in stdout
+    rows = json.loads(out.read_text())
+    assert [r["dtype"] for r in rows] == [dtype, dtype]
+    assert all(r["clips_per_s"] > 0 and r["model_clips_per_s"] > 0 for r in rows)
+    assert [r["tokens"] for r in rows] == [64, 16]

@@ -131,3 +131,10 @@ def test_epoch_schedule_comes_from_the_sampled_training_list(dataset, tmp_path):
     per_epoch = math.ceil(len(trainer._train_dataset) / 2)  # IMS_PER_BATCH 2
     assert trainer.max_iter == trainer.cfg.SOLVER.MAX_ITER == 2 * per_epoch
     assert trainer.cfg.SOLVER.STEPS == (per_epoch,) and trainer.cfg.SOLVER.WARMUP_ITERS == round(0.5 * per_epoch)
+
+
+def test_amp_on_the_cpu_is_refused_before_anything_loads(tmp_path):
+    args = make_args({"train": "no_such_dataset", "val": "no_such_dataset"}, tmp_path, "SOLVER.AMP.ENABLED", "True")
+    # The dataset is not even registered: the AMP check comes first.
+    with pytest.raises(ValueError, match="SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is 'cpu'"):
+        train_net.Trainer(train_net.setup(args))

@@ -84,7 +84,7 @@ from tabulate import tabulate
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.data import ClipDatasetMapper, register_ava  # noqa: E402
-from evad_d2.engine import build_optimizer  # noqa: E402
+from evad_d2.engine import PRECISIONS, autocast_for, build_optimizer  # noqa: E402
 from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
 from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
 from evad_d2.utils.flops import flop_count_analysis, method_flops  # noqa: E402
@@ -95,7 +95,6 @@ logger = logging.getLogger("evad_d2.benchmark")
 BENCHMARK_TRAIN_DATASET = "evad_benchmark_train"
 # Marks the line a --memory-probe child prints for its parent.
 _PROBE_TAG = "EVAD_MEMORY_PROBE"
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -120,7 +119,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per keep rate (interleaved)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per keep rate first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=list(_DTYPES), default="fp32", help="autocast dtype")
+    p.add_argument("--dtype", choices=list(PRECISIONS), default="fp32", help="autocast dtype")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count")
     p.add_argument("--no-memory", action="store_true", help="train mode: skip the peak-memory measurement")
@@ -172,11 +171,6 @@ def time_interleaved(calls: Dict, repeats: int, warmup: int, device) -> Dict[obj
     return times
 
 
-def autocast(device: torch.device, dtype_name: str):
-    dtype = _DTYPES[dtype_name]
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
 def speed_fields(seconds: List[float], batch_size: int, num_frames: int, prefix: str = "", unit: str = "latency") -> dict:
     """Median latency, every repetition, and the throughput the median gives."""
     med = statistics.median(seconds)
@@ -209,7 +203,7 @@ def benchmark_backbone(cfg, args) -> List[dict]:
     def forward_at(rho):
         def fn():
             vit.set_keep_rates(scaled_keep_rates(base, rho))
-            with torch.no_grad(), autocast(device, args.dtype):
+            with torch.no_grad(), autocast_for(device, args.dtype):
                 vit(clip)
 
         return fn
@@ -285,12 +279,12 @@ def benchmark_model(cfg, args) -> List[dict]:
 
     def end_to_end():
         inputs = [predictor.preprocess(f) for f in frames]
-        with torch.inference_mode(), autocast(device, args.dtype):
+        with torch.inference_mode(), autocast_for(device, args.dtype):
             outputs = model(inputs)
         return [predictor.instances_to_actors(o["instances"].to("cpu")) for o in outputs]
 
     def model_only():
-        with torch.inference_mode(), autocast(device, args.dtype):
+        with torch.inference_mode(), autocast_for(device, args.dtype):
             model(model_inputs)
 
     def at_rate(rho, fn):
@@ -366,7 +360,7 @@ def build_training(cfg, args):
 
     def step(rho):
         model.set_keep_rates(scaled_keep_rates(base, rho))
-        with autocast(device, args.dtype):
+        with autocast_for(device, args.dtype):
             losses = model(batch)
         loss = sum(losses.values())
         optimizer.zero_grad()

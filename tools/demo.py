@@ -92,6 +92,10 @@ def get_parser():
     p.add_argument(
         "--labelmap", default=None, help="pbtxt label map naming the classes (default: the test dataset's metadata)"
     )
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+        help="run the model under autocast in bf16/fp16 (on GPUs: faster, less memory)",
+    )
     p.add_argument("--crf", type=int, default=20, help="x264 quality (lower is better)")
     p.add_argument("--line-width", type=int, default=None, help="box outline width in pixels")
     p.add_argument("--no-progress", action="store_true")
@@ -377,7 +381,7 @@ def main(argv=None) -> int:
         label_map = read_label_map(args.labelmap)
         ids = sorted(label_map)
         names = [label_map[i] for i in ids]
-    predictor = EVADPredictor(cfg, top_k=args.top_k, class_names=names, action_ids=ids)
+    predictor = EVADPredictor(cfg, top_k=args.top_k, class_names=names, action_ids=ids, precision=args.precision)
     try:
         stats = run_demo(
             predictor,

@@ -1,6 +1,15 @@
 from .optimizer import build_optimizer, build_param_groups, vit_layer_id
+from .precision import PRECISIONS, autocast_for, check_precision
 from .rng_state import RNGState
 from .sampler import ResumableTrainingSampler
 from .schedule import resolve_epoch_schedule
 
-__all__ = ["RNGState", "ResumableTrainingSampler", "build_optimizer", "build_param_groups", "resolve_epoch_schedule", "vit_layer_id"]
+__all__ = [
+    "PRECISIONS",
+    "RNGState", "ResumableTrainingSampler", "autocast_for",
+    "build_optimizer",
+    "build_param_groups",
+    "check_precision",
+    "resolve_epoch_schedule",
+    "vit_layer_id",
+]

@@ -29,6 +29,7 @@ from detectron2.structures import Instances
 
 from ..data.transforms import apply_transform_to_clip, sample_clip_transform
 from ..data.video_io import VideoReadError
+from .precision import autocast_for, check_precision
 
 try:  # the project's checkpointer understands VideoMAE and official EVAD weights too
     from ..checkpoint import EVADCheckpointer as _Checkpointer
@@ -308,6 +309,7 @@ class EVADPredictor:
         frame_rate: rate of the timeline the model was trained on (clip spacing in seconds is
             ``sampling_rate / frame_rate``).
         top_k: actions reported per actor.
+        precision: "fp32", or "bf16"/"fp16" to run the model under autocast (outputs stay float32).
     """
 
     def __init__(
@@ -318,7 +320,10 @@ class EVADPredictor:
         class_names: Optional[Sequence[str]] = None,
         action_ids: Optional[Sequence[int]] = None,
         frame_rate: Optional[float] = None,
+        precision: str = "fp32",
     ):
+        check_precision(precision, "EVADPredictor precision")
+        self.precision = precision
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
@@ -381,7 +386,7 @@ class EVADPredictor:
     def predict_instances(self, clip: Union[np.ndarray, torch.Tensor]) -> Instances:
         """The model's raw output for one clip: Instances in the input frame's size, on the CPU."""
         inputs = self.preprocess(clip)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast_for(self.cfg.MODEL.DEVICE, self.precision):
             return self.model([inputs])[0]["instances"].to("cpu")
 
     def __call__(self, clip: Union[np.ndarray, torch.Tensor]) -> List[Dict]:

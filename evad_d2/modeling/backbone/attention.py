@@ -7,6 +7,7 @@ the attention map are recomputed block by block without ever holding the N x N m
 (``importance_from_logsumexp``). Elsewhere the rows are
 recomputed block by block. ``impl="explicit"`` materialises softmax(QK^T) (reference path).
 """
+import contextlib
 from typing import Optional, Tuple
 
 import torch
@@ -22,6 +23,18 @@ IMPORTANCE_IMPLS = ("auto", "logsumexp", "recompute", "explicit")
 
 def _flash_cpu_available() -> bool:
     return hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+
+
+@contextlib.contextmanager
+def _float32_scores(q: Tensor):
+    """No gradients and no autocast while scoring tokens.
+
+    Under bf16/fp16 autocast the attention runs in half precision, but eq. 3 sums N attention
+    probabilities per token, and the importances the ranking compares differ by less than half
+    precision resolves: scores are accumulated in float32 (the q/k they start from stay rounded).
+    """
+    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+        yield
 
 
 class PruningAttention(nn.Module):
@@ -82,15 +95,18 @@ class PruningAttention(nn.Module):
             if impl == "explicit":
                 attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.head_dim**-0.5, dim=-1)
                 out = torch.matmul(attn, v)
-                importance = importance_from_attention(attn.detach(), num_keyframe, keyframe_weight)
+                with _float32_scores(q):
+                    importance = importance_from_attention(attn.detach().float(), num_keyframe, keyframe_weight)
             elif impl == "logsumexp":
                 out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[:2]
-                with torch.no_grad():
-                    importance = importance_from_logsumexp(q.detach(), k.detach(), lse.detach(), num_keyframe, keyframe_weight)
+                with _float32_scores(q):
+                    importance = importance_from_logsumexp(
+                        q.detach().float(), k.detach().float(), lse.detach().float(), num_keyframe, keyframe_weight
+                    )
             else:
                 out = F.scaled_dot_product_attention(q, k, v)
-                with torch.no_grad():
-                    importance = importance_by_recompute(q.detach(), k.detach(), num_keyframe, keyframe_weight)
+                with _float32_scores(q):
+                    importance = importance_by_recompute(q.detach().float(), k.detach().float(), num_keyframe, keyframe_weight)
         out = out.transpose(1, 2).reshape(b, n, c)
         return self.proj(out), importance
 

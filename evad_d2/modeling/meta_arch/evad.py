@@ -164,15 +164,18 @@ class EVAD(nn.Module):
             loc_output: last stage, "pred_logits" (B, n, 2) [person, no-object], "pred_boxes" (B, n, 4).
             action_logits: (B, n, num_classes) of the last decoder layer.
         """
-        person = loc_output["pred_logits"].softmax(-1)[..., 0]
-        actions = action_logits.sigmoid()
+        # float(): under autocast (bf16/fp16 inference) the heads' outputs are half precision;
+        # outputs stay float32 so that thresholds, numpy conversion and evaluation are unchanged.
+        person = loc_output["pred_logits"].float().softmax(-1)[..., 0]
+        actions = action_logits.float().sigmoid()
+        pred_boxes = loc_output["pred_boxes"].float()
         results = []
         for b, size in enumerate(image_sizes):
             keep = person[b] > self.score_thresh
             if self.keep_all_if_none and not keep.any():
                 keep = torch.ones_like(keep)
             inst = Instances(tuple(size))
-            boxes = Boxes(loc_output["pred_boxes"][b][keep])
+            boxes = Boxes(pred_boxes[b][keep])
             boxes.clip(tuple(size))
             inst.pred_boxes = boxes
             inst.scores = person[b][keep]
