@@ -142,3 +142,27 @@ def test_predictor_precision_option():
         np.testing.assert_allclose(a["action_scores"], b["action_scores"], atol=prob)
     with pytest.raises(ValueError, match="EVADPredictor precision must be one of"):
         EVADPredictor(tiny_cfg(), precision="half")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_criterion_takes_half_precision_heads(dtype):
+    """Heads may hand the criterion half-precision outputs (e.g. fp16 autocast on CUDA): the losses
+    are float32 and equal fp32's up to the rounding of the inputs, also at 1920x1080 pixels."""
+    from evad_d2.modeling.losses import SetCriterion
+
+    g = torch.Generator().manual_seed(0)
+    h, w = 1080, 1920
+    xy = torch.rand(2, 8, 2, generator=g) * torch.tensor([w / 2, h / 2])
+    boxes = torch.cat([xy, xy + torch.tensor([w / 2, h / 2]) * (0.5 + torch.rand(2, 8, 2, generator=g) / 2)], -1)
+    loc = [{"pred_logits": torch.randn(2, 8, 2, generator=g), "pred_boxes": boxes}]
+    actions = [torch.randn(2, 8, 5, generator=g)]
+    targets = [
+        {"boxes": boxes[b, :2] + 30.0, "image_size": (h, w), "actions": (torch.rand(2, 5, generator=g) > 0.5).float()}
+        for b in range(2)
+    ]
+    criterion = SetCriterion(class_weight=2.0, l1_weight=5.0, giou_weight=2.0, action_weight=1.0)
+    ref = criterion(loc, actions, targets)
+    half = criterion([{k: v.to(dtype) for k, v in loc[0].items()}], [actions[0].to(dtype)], targets)
+    for k, v in ref.items():
+        # Only the rounding of the inputs to half precision remains.
+        assert half[k].dtype == torch.float32 and float(half[k]) == pytest.approx(float(v), rel=2e-2), k

@@ -140,7 +140,9 @@ class SetCriterion(nn.Module):
         stages = range(len(loc_outputs)) if self.deep_supervision else [last]
         last_indices = None
         for k in stages:
-            out = loc_outputs[k]
+            # Losses are computed and reported in float32 whatever dtype autocast gave the heads
+            # (half-precision sums over proposals and classes would round, and metrics expect float32).
+            out = {name: v.float() for name, v in loc_outputs[k].items()}
             indices = self.matcher(out, targets)
             if k == last:
                 last_indices = indices
@@ -155,5 +157,5 @@ class SetCriterion(nn.Module):
             layers = range(len(action_logits)) if self.deep_supervision else [last]
             for k in layers:
                 name = "loss_action" if k == last else f"loss_action_layer{k}"
-                losses[name] = self.action_weight * self.loss_actions(action_logits[k], targets, last_indices)
+                losses[name] = self.action_weight * self.loss_actions(action_logits[k].float(), targets, last_indices)
         return losses
