@@ -1,0 +1,173 @@
+"""TorchScript export of an EVAD model (tracing, as detectron2's ``export_model.py`` does).
+
+The exported graph takes one clip and returns the actors of its keyframe; it needs neither
+detectron2 nor evad_d2 to run, only ``torch`` and ``torchvision`` (for RoIAlign)::
+
+    import torch, torchvision  # torchvision registers the RoIAlign op the graph calls
+    model = torch.jit.load("model.ts")
+    boxes, scores, action_scores = model(clip)  # clip: (3, T, H, W) float RGB in [0, 255]
+
+What tracing fixes: the clip size (T, H, W) and the keep rates, because the number of tokens
+each pruning layer keeps becomes a constant of the graph; the device the export ran on. What stays
+dynamic: the person-score threshold, so the number of actors varies from clip to clip. A clip of
+another size is refused with an error that names both sizes (a ``torch.jit.Error``). ``model.json`` beside the graph
+records all of this, and the class ids and names of the score columns.
+"""
+import json
+import logging
+import os
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["TracedEVAD", "export_torchscript", "load_exported"]
+
+logger = logging.getLogger(__name__)
+
+
+@torch.jit.script_if_tracing
+def _check_clip(clip: Tensor, expected: List[int]) -> Tensor:
+    # Scripted when traced, so that the check runs on every call of the exported graph (a traced
+    # Python ``if`` would run once, at export).
+    if list(clip.shape) != expected:
+        raise RuntimeError(
+            "this EVAD graph was exported for clips of shape (C, T, H, W) = "
+            + str(expected)
+            + " but got "
+            + str(list(clip.shape))
+            + ": resize the frames to the exported size, or export again with --input-size"
+        )
+    return clip
+
+
+class TracedEVAD(nn.Module):
+    """EVAD with a tensor interface, the module that gets traced.
+
+    Args:
+        model: an EVAD model in eval mode.
+        input_size: (T, H, W) of the clips the graph will take.
+    """
+
+    def __init__(self, model: nn.Module, input_size: Sequence[int]):
+        super().__init__()
+        self.model = model
+        self.input_shape = [3, *(int(s) for s in input_size)]
+
+    def forward(self, clip: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """
+        Args:
+            clip: (3, T, H, W) float RGB in [0, 255] (the model's pixel range).
+
+        Returns:
+            boxes (N, 4) XYXY in the clip's pixels, person scores (N,), action scores (N, C),
+            all float32; N = the proposals whose person score passes the threshold.
+        """
+        clip = _check_clip(clip, self.input_shape)
+        inst = self.model([{"clip": clip}])[0]["instances"]
+        return inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores
+
+
+def export_torchscript(
+    model: nn.Module,
+    input_size: Sequence[int],
+    output_dir: str,
+    *,
+    metadata: Optional[Dict] = None,
+    example: Optional[Tensor] = None,
+) -> Dict:
+    """Trace ``model`` for clips of ``input_size`` and write ``model.ts`` and ``model.json``.
+
+    The saved graph is loaded back and compared with the eager model on a second clip; a
+    difference beyond float rounding raises (tracing would otherwise fail silently on Python
+    control flow that depends on the data).
+
+    Args:
+        model: an EVAD model (put in eval mode here), on the device the graph should run on.
+        input_size: (T, H, W) of the clips.
+        output_dir: created if missing.
+        metadata: extra entries for ``model.json`` (e.g. class names).
+        example: a (3, T, H, W) clip to trace with (default: random).
+
+    Returns:
+        The contents of ``model.json`` (with the check's ``"max_abs_diff"`` and ``"check_actors"``).
+    """
+    t, h, w = (int(s) for s in input_size)
+    if min(t, h, w) < 1:
+        raise ValueError(f"input size must be positive (T, H, W), got {tuple(input_size)}")
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    if example is None:
+        example = torch.rand(3, t, h, w, generator=gen) * 255
+    check = torch.rand(3, t, h, w, generator=gen) * 255
+    wrapper = TracedEVAD(model, (t, h, w))
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns at every shape computation it freezes (token counts, RoI sizes): that
+        # is the intended fixing of the input size, and the check below would catch anything else.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # check_trace=False: the tracer's own check re-runs the graph on the same input only; the
+        # check below uses a different clip.
+        traced = torch.jit.trace(wrapper, (example.to(device),), check_trace=False)
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "model.ts")
+    traced.save(path)
+
+    loaded = torch.jit.load(path, map_location=device)
+    with torch.no_grad():
+        expected = wrapper(check.to(device))
+        got = loaded(check.to(device))
+    max_diff = _compare(expected, got)
+
+    info = {
+        "format": "torchscript",
+        "file": "model.ts",
+        "input": {"shape": [3, t, h, w], "dtype": "float32", "range": [0, 255], "layout": "(C, T, H, W) RGB"},
+        "outputs": ["boxes (N, 4) XYXY in input pixels", "scores (N,) person", "action_scores (N, C)"],
+        "device": str(device),
+        "keep_rates": [float(r) for r in model.backbone.net.keep_rates],
+        "score_thresh": float(model.score_thresh),
+        "torch": torch.__version__,
+        "max_abs_diff": max_diff,
+        # Actors on the check clip: with 0 (e.g. random weights) the check compared shapes only.
+        "check_actors": int(expected[0].shape[0]),
+        **(metadata or {}),
+    }
+    with open(os.path.join(output_dir, "model.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    logger.info(
+        "Exported %s for clips %s (check on a second clip: %d actors, max |diff| %.2e)",
+        path, info["input"]["shape"], info["check_actors"], max_diff,
+    )
+    if not info["check_actors"]:
+        logger.warning("No actor passed the threshold on the check clip: the export check compared output shapes only")
+    return info
+
+
+def _compare(expected: Tuple[Tensor, ...], got: Tuple[Tensor, ...], atol: float = 1e-4) -> float:
+    names = ("boxes", "scores", "action_scores")
+    diff = 0.0
+    for name, a, b in zip(names, expected, got):
+        if a.shape != b.shape:
+            raise RuntimeError(f"exported graph disagrees with the model: {name} {tuple(b.shape)} vs {tuple(a.shape)}")
+        if a.numel():
+            d = float((a.float() - b.float()).abs().max())
+            # Boxes are in pixels: compare them relative to their size.
+            tol = atol * max(1.0, float(a.abs().max())) if name == "boxes" else atol
+            if d > tol:
+                raise RuntimeError(f"exported graph disagrees with the model: {name} differ by {d:.3g} (> {tol:.3g})")
+            diff = max(diff, d)
+    return diff
+
+
+def load_exported(output_dir: str, map_location=None) -> Tuple[torch.jit.ScriptModule, Dict]:
+    """``(graph, model.json contents)`` of an export directory (imports torchvision for RoIAlign)."""
+    import torchvision  # noqa: F401  (registers torchvision::roi_align, which the graph calls)
+
+    meta_path = os.path.join(output_dir, "model.json")
+    if not os.path.isfile(meta_path):
+        raise FileNotFoundError(f"{meta_path}: not an EVAD export directory (no model.json)")
+    with open(meta_path) as f:
+        info = json.load(f)
+    return torch.jit.load(os.path.join(output_dir, info["file"]), map_location=map_location), info

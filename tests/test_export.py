@@ -1,0 +1,130 @@
+"""TorchScript export (tools/export_model.py, evad_d2.export): the graph runs without detectron2
+or evad_d2, agrees with the eager model, keeps the person threshold dynamic and refuses clips of
+another size."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from test_meta_arch import build, random_clip, tiny_cfg  # noqa: E402
+
+from evad_d2.export import export_torchscript, load_exported  # noqa: E402
+
+T, H, W = 8, 64, 96  # the test clips of test_meta_arch
+
+
+def _eager(model, clip):
+    with torch.no_grad():
+        inst = model([{"clip": clip}])[0]["instances"]
+    return inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores
+
+
+def _assert_same(a, b):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The tiny model with the threshold at 0.3, exported through the command line."""
+    out = tmp_path_factory.mktemp("export")
+    model = build("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3").eval()
+    weights = out / "weights.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    cmd = [
+        sys.executable, "tools/export_model.py", "--config-file", "configs/tiny/EVAD_tiny_test.yaml",
+        "--output", str(out / "graph"), "--input-size", str(T), str(H), str(W),
+        "MODEL.WEIGHTS", str(weights), "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3",
+    ]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return model, out / "graph"
+
+
+def test_export_writes_graph_and_metadata(exported):
+    model, out = exported
+    info = json.loads((out / "model.json").read_text())
+    assert info["format"] == "torchscript" and (out / info["file"]).is_file()
+    assert info["input"]["shape"] == [3, T, H, W]
+    assert info["keep_rates"] == [1.0, 0.7, 1.0, 0.7] and info["score_thresh"] == pytest.approx(0.3)
+    assert info["device"] == "cpu" and info["max_abs_diff"] < 1e-4
+    assert info["check_actors"] > 0  # the check compared values, not only shapes
+    assert [c["id"] for c in info["classes"]] == list(range(1, 7))
+    assert all(c["name"] for c in info["classes"])
+
+
+def test_graph_runs_with_torch_and_torchvision_alone(exported, tmp_path):
+    model, out = exported
+    clips = torch.stack([random_clip(seed=s) for s in (11, 12)])
+    torch.save(clips, tmp_path / "clips.pt")
+    script = f"""
+import sys, torch, torchvision
+model = torch.jit.load({str(out / 'model.ts')!r})
+outs = [model(c) for c in torch.load({str(tmp_path / 'clips.pt')!r})]
+torch.save(outs, {str(tmp_path / 'outs.pt')!r})
+assert not any(m.split('.')[0] in ('detectron2', 'evad_d2', 'fvcore') for m in sys.modules), 'needs more than torch'
+"""
+    # Run from an empty directory: the repository's packages cannot be imported from there.
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    outs = torch.load(tmp_path / "outs.pt")
+    for clip, got in zip(clips, outs):
+        _assert_same(got, _eager(model, clip))
+
+
+def _last_stage(model):
+    """The last localization stage of an eager EVAD or of the exported graph (TracedEVAD)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return getattr(model.model.localization_head.stages, "1")  # script ModuleLists index by name
+    return model.localization_head.stages[1]
+
+
+def test_threshold_stays_dynamic(exported):
+    model, out = exported
+    graph, _ = load_exported(str(out))
+    clip = random_clip(seed=5)
+    counts = []
+    # Shift the last stage's person logit: the same graph must return fewer, then more actors.
+    for shift in (-20.0, 0.0, 20.0):
+        for m in (graph, model):
+            with torch.no_grad():
+                _last_stage(m).class_logits.bias[0] += shift
+        got = graph(clip)
+        _assert_same(got, _eager(model, clip))
+        counts.append(len(got[0]))
+        for m in (graph, model):
+            with torch.no_grad():
+                _last_stage(m).class_logits.bias[0] -= shift
+    assert counts[0] == 0 and counts[2] == 8 and counts[0] < counts[1] <= counts[2]
+
+
+def test_graph_refuses_another_clip_size(exported):
+    graph, _ = load_exported(str(exported[1]))
+    # TorchScript surfaces the graph's RuntimeError as torch.jit.Error, with the message.
+    with pytest.raises(torch.jit.Error, match=r"exported for clips of shape \(C, T, H, W\) = \[3, 8, 64, 96\] but got \[3, 8, 64, 64\]"):
+        graph(random_clip(h=64, w=64))
+
+
+def test_export_at_another_keep_rate_and_errors(tmp_path):
+    model = build("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0").eval()
+    model.set_keep_rates([1.0, 0.5, 1.0, 0.5])
+    info = export_torchscript(model, (T, H, W), str(tmp_path / "g"), metadata={"note": "x"})
+    assert info["keep_rates"] == [1.0, 0.5, 1.0, 0.5] and info["note"] == "x"
+    graph, _ = load_exported(str(tmp_path / "g"))
+    clip = random_clip(seed=9)
+    _assert_same(graph(clip), _eager(model, clip))
+    with pytest.raises(ValueError, match="input size must be positive"):
+        export_torchscript(model, (0, H, W), str(tmp_path / "bad"))
+    with pytest.raises(FileNotFoundError, match="not an EVAD export directory"):
+        load_exported(str(tmp_path))
+    res = subprocess.run(
+        [sys.executable, "tools/export_model.py", "--config-file", "configs/tiny/EVAD_tiny_test.yaml", "--output",
+         str(tmp_path / "h"), "MODEL.WEIGHTS", str(tmp_path / "missing.pth")],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert res.returncode == 2 and "missing.pth" in res.stderr and "does not exist" in res.stderr
