@@ -208,13 +208,24 @@ def make_background(rng: np.random.Generator, width: int, height: int, palette: 
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)), base
 
 
+# Every background has a colour this far away (sum of |RGB differences|): 3 x 128 for mid-grey.
+MAX_MIN_CONTRAST = 384
+
+
 def contrasting_color(rng: np.random.Generator, background: np.ndarray, min_distance: int) -> Tuple[int, int, int]:
-    """A random colour at least ``min_distance`` (sum of absolute RGB differences) from ``background``."""
+    """A random colour at least ``min_distance`` (sum of absolute RGB differences) from ``background``.
+
+    When 1000 draws find none (a distance near the largest possible), the farthest colour is
+    returned; a distance no colour reaches is an error.
+    """
     for _ in range(1000):
         c = rng.integers(0, 256, size=3)
         if int(np.abs(c - background).sum()) >= min_distance:
-            break
-    return tuple(int(v) for v in c)
+            return tuple(int(v) for v in c)
+    farthest = np.where(np.asarray(background) >= 128, 0, 255)
+    if int(np.abs(farthest - background).sum()) < min_distance:
+        raise ValueError(f"no colour is {min_distance} (sum of |RGB differences|) from the background {tuple(background)}")
+    return tuple(int(v) for v in farthest)
 
 
 def actor_colors(rng: np.random.Generator, background: np.ndarray, min_contrast: int, palette: str):
@@ -316,6 +327,9 @@ def generate(out: str, seed: int, num_train: int, num_val: int, duration: int, w
         raise ValueError("--duration must be at least 5 seconds (1 s margins around 2 s of keyframes)")
     if max_actors < 1 or not 0 < scale_range[0] <= scale_range[1]:
         raise ValueError(f"need --max-actors >= 1 and 0 < MIN <= MAX for --actor-scale, got {max_actors}, {scale_range}")
+    if not 0 <= min_contrast <= MAX_MIN_CONTRAST:
+        raise ValueError(f"--min-contrast must be in [0, {MAX_MIN_CONTRAST}] (a mid-grey background has no colour "
+                         f"farther away), got {min_contrast}")
     if 52.5 * scale_range[1] > height or 40 * scale_range[1] > width:
         raise ValueError(f"--actor-scale max {scale_range[1]} does not fit a {width}x{height} frame "
                          f"(a figure needs about 52x40 px at scale 1)")

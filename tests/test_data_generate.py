@@ -185,3 +185,20 @@ def test_generator_palettes_and_bad_options(tmp_path):
         gen.generate(str(tmp_path / "x"), 0, 1, 0, 6, 160, 120, False, log=lambda *a: None, scale_range=(3.0, 3.0))
     with pytest.raises(ValueError, match="max-actors"):
         gen.generate(str(tmp_path / "x"), 0, 1, 0, 6, 160, 120, False, log=lambda *a: None, max_actors=0)
+    with pytest.raises(ValueError, match=r"--min-contrast must be in \[0, 384\]"):
+        gen.generate(str(tmp_path / "x"), 0, 1, 0, 6, 160, 120, False, log=lambda *a: None, min_contrast=385)
+
+
+def test_contrasting_color_at_the_largest_distances():
+    gen = _generator()
+    rng = np.random.default_rng(0)
+    background = np.array([20, 240, 128])
+    # The farthest colour is (255, 0, 0): 235 + 240 + 128 = 603 away; random draws rarely reach 590.
+    colors = [gen.contrasting_color(rng, background, 590) for _ in range(20)]
+    assert all(np.abs(np.array(c) - background).sum() >= 590 for c in colors)
+    assert gen.contrasting_color(rng, background, 603) == (255, 0, 0)
+    with pytest.raises(ValueError, match="no colour is 604"):
+        gen.contrasting_color(rng, background, 604)
+    # Any background has a colour MAX_MIN_CONTRAST away.
+    for grey in (127, 128):
+        assert np.abs(np.array(gen.contrasting_color(rng, np.full(3, grey), gen.MAX_MIN_CONTRAST)) - grey).sum() >= 384
