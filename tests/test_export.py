@@ -1,6 +1,6 @@
-"""TorchScript export (tools/export_model.py, evad_d2.export): the graph runs without detectron2
-or evad_d2, agrees with the eager model, keeps the person threshold dynamic and refuses clips of
-another size."""
+"""Export (tools/export_model.py, evad_d2.export), as TorchScript and as a torch.export
+ExportedProgram: the graph runs without detectron2 or evad_d2, agrees with the eager model, keeps
+the person threshold dynamic and refuses clips of another size."""
 import json
 import os
 import subprocess
@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from test_meta_arch import build, random_clip, tiny_cfg  # noqa: E402
 
-from evad_d2.export import export_torchscript, load_exported  # noqa: E402
+from evad_d2.export import EXPORT_FORMATS, export_evad, load_exported  # noqa: E402
 
 T, H, W = 8, 64, 96  # the test clips of test_meta_arch
 
@@ -29,16 +29,16 @@ def _assert_same(a, b):
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The tiny model with the threshold at 0.3, exported through the command line."""
+@pytest.fixture(scope="module", params=sorted(EXPORT_FORMATS))
+def exported(request, tmp_path_factory):
+    """The tiny model with the threshold at 0.3, exported through the command line in each format."""
     out = tmp_path_factory.mktemp("export")
     model = build("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3").eval()
     weights = out / "weights.pth"
     torch.save({"model": model.state_dict()}, weights)
     cmd = [
         sys.executable, "tools/export_model.py", "--config-file", "configs/tiny/EVAD_tiny_test.yaml",
-        "--output", str(out / "graph"), "--input-size", str(T), str(H), str(W),
+        "--output", str(out / "graph"), "--input-size", str(T), str(H), str(W), "--format", request.param,
         "MODEL.WEIGHTS", str(weights), "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3",
     ]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -49,7 +49,8 @@ def exported(tmp_path_factory):
 def test_export_writes_graph_and_metadata(exported):
     model, out = exported
     info = json.loads((out / "model.json").read_text())
-    assert info["format"] == "torchscript" and (out / info["file"]).is_file()
+    assert info["format"] in EXPORT_FORMATS and info["file"] == EXPORT_FORMATS[info["format"]]
+    assert (out / info["file"]).is_file()
     assert info["input"]["shape"] == [3, T, H, W]
     assert info["keep_rates"] == [1.0, 0.7, 1.0, 0.7] and info["score_thresh"] == pytest.approx(0.3)
     assert info["device"] == "cpu" and info["max_abs_diff"] < 1e-4
@@ -62,9 +63,12 @@ def test_graph_runs_with_torch_and_torchvision_alone(exported, tmp_path):
     model, out = exported
     clips = torch.stack([random_clip(seed=s) for s in (11, 12)])
     torch.save(clips, tmp_path / "clips.pt")
+    info = json.loads((out / "model.json").read_text())
+    load = {"torchscript": "torch.jit.load(path)", "exported_program": "torch.export.load(path).module()"}[info["format"]]
     script = f"""
 import sys, torch, torchvision
-model = torch.jit.load({str(out / 'model.ts')!r})
+path = {str(out / info['file'])!r}
+model = {load}
 outs = [model(c) for c in torch.load({str(tmp_path / 'clips.pt')!r})]
 torch.save(outs, {str(tmp_path / 'outs.pt')!r})
 assert not any(m.split('.')[0] in ('detectron2', 'evad_d2', 'fvcore') for m in sys.modules), 'needs more than torch'
@@ -77,11 +81,10 @@ assert not any(m.split('.')[0] in ('detectron2', 'evad_d2', 'fvcore') for m in s
         _assert_same(got, _eager(model, clip))
 
 
-def _last_stage(model):
-    """The last localization stage of an eager EVAD or of the exported graph (TracedEVAD)."""
-    if isinstance(model, torch.jit.ScriptModule):
-        return getattr(model.model.localization_head.stages, "1")  # script ModuleLists index by name
-    return model.localization_head.stages[1]
+def _person_bias(model):
+    """The last localization stage's class-logit bias, in the eager model or an exported graph."""
+    prefix = "" if hasattr(model, "localization_head") else "model."
+    return dict(model.named_parameters())[prefix + "localization_head.stages.1.class_logits.bias"]
 
 
 def test_threshold_stays_dynamic(exported):
@@ -93,33 +96,39 @@ def test_threshold_stays_dynamic(exported):
     for shift in (-20.0, 0.0, 20.0):
         for m in (graph, model):
             with torch.no_grad():
-                _last_stage(m).class_logits.bias[0] += shift
+                _person_bias(m)[0] += shift
         got = graph(clip)
         _assert_same(got, _eager(model, clip))
         counts.append(len(got[0]))
         for m in (graph, model):
             with torch.no_grad():
-                _last_stage(m).class_logits.bias[0] -= shift
+                _person_bias(m)[0] -= shift
     assert counts[0] == 0 and counts[2] == 8 and counts[0] < counts[1] <= counts[2]
 
 
 def test_graph_refuses_another_clip_size(exported):
-    graph, _ = load_exported(str(exported[1]))
-    # TorchScript surfaces the graph's RuntimeError as torch.jit.Error, with the message.
-    with pytest.raises(torch.jit.Error, match=r"exported for clips of shape \(C, T, H, W\) = \[3, 8, 64, 96\] but got \[3, 8, 64, 64\]"):
+    graph, info = load_exported(str(exported[1]))
+    if info["format"] == "torchscript":
+        # TorchScript surfaces the graph's RuntimeError as torch.jit.Error, with the message.
+        error, message = torch.jit.Error, r"exported for clips of shape \(C, T, H, W\) = \[3, 8, 64, 96\] but got \[3, 8, 64, 64\]"
+    else:  # the ExportedProgram's own check of its static input shape
+        error, message = AssertionError, r"clip.size\(\)\[3\] == 96"
+    with pytest.raises(error, match=message):
         graph(random_clip(h=64, w=64))
 
 
 def test_export_at_another_keep_rate_and_errors(tmp_path):
     model = build("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0").eval()
     model.set_keep_rates([1.0, 0.5, 1.0, 0.5])
-    info = export_torchscript(model, (T, H, W), str(tmp_path / "g"), metadata={"note": "x"})
+    info = export_evad(model, (T, H, W), str(tmp_path / "g"), fmt="exported_program", metadata={"note": "x"})
     assert info["keep_rates"] == [1.0, 0.5, 1.0, 0.5] and info["note"] == "x"
     graph, _ = load_exported(str(tmp_path / "g"))
     clip = random_clip(seed=9)
     _assert_same(graph(clip), _eager(model, clip))
     with pytest.raises(ValueError, match="input size must be positive"):
-        export_torchscript(model, (0, H, W), str(tmp_path / "bad"))
+        export_evad(model, (0, H, W), str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match="export format must be one of"):
+        export_evad(model, (T, H, W), str(tmp_path / "bad"), fmt="onnx")
     with pytest.raises(FileNotFoundError, match="not an EVAD export directory"):
         load_exported(str(tmp_path))
     res = subprocess.run(

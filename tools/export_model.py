@@ -1,15 +1,17 @@
 #!/usr/bin/env python
-"""Export a trained EVAD model to TorchScript for deployment (detectron2's export_model, tracing).
+"""Export a trained EVAD model for deployment: TorchScript (detectron2's export_model, tracing) or
+a torch.export ExportedProgram.
 
 Example:
     python tools/export_model.py --config-file configs/AVA/v2.2/EVAD_ViT-B_K400_rho0.7_224.yaml \\
         --input-size 16 224 298 --output exported/ MODEL.WEIGHTS model_final.pth MODEL.DEVICE cuda
 
-Writes ``OUTPUT/model.ts`` (the graph) and ``OUTPUT/model.json`` (input shape, outputs, keep
-rates, threshold, classes). The graph runs with torch and torchvision alone::
+Writes ``OUTPUT/model.ts`` (``--format torchscript``, the default) or ``OUTPUT/model.pt2``
+(``--format exported_program``) and ``OUTPUT/model.json`` (input shape, outputs, keep rates,
+threshold, classes). The graph runs with torch and torchvision alone::
 
     import torch, torchvision
-    model = torch.jit.load("exported/model.ts")
+    model = torch.jit.load("exported/model.ts")               # or torch.export.load("exported/model.pt2").module()
     boxes, scores, action_scores = model(clip)  # (3, T, H, W) float RGB in [0, 255]
 
 ``--input-size`` is the size the network sees, i.e. after the test resize (for AVA's 4:3 frames
@@ -28,7 +30,7 @@ from detectron2.utils.logger import setup_logger
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
-from evad_d2.export import export_torchscript  # noqa: E402
+from evad_d2.export import EXPORT_FORMATS, export_evad  # noqa: E402
 from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
 
 logger = logging.getLogger("evad_d2.export_model")
@@ -38,8 +40,8 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--output", required=True, help="directory for model.ts and model.json")
-    p.add_argument("--format", choices=["torchscript"], default="torchscript")
-    p.add_argument("--export-method", choices=["tracing"], default="tracing")
+    p.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="torchscript",
+                   help="torchscript: torch.jit.trace (model.ts); exported_program: torch.export (model.pt2)")
     p.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("T", "H", "W"), help="network input clip size")
     p.add_argument("--keep-rate", type=float, default=None, help="keep rate of the pruning blocks (default: the config's)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ... (e.g. MODEL.WEIGHTS W)")
@@ -59,10 +61,11 @@ def main(argv=None) -> int:
     if args.keep_rate is not None:
         model.set_keep_rates(scaled_keep_rates(list(cfg.MODEL.EVAD.KEEP_RATES), args.keep_rate))
     size = args.input_size or (cfg.INPUT.NUM_FRAMES, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
-    info = export_torchscript(
+    info = export_evad(
         model,
         size,
         args.output,
+        fmt=args.format,
         metadata={
             "config_file": args.config_file,
             "weights": cfg.MODEL.WEIGHTS,
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
             "classes": [{"id": int(i), "name": n} for i, n in zip(predictor.action_ids, predictor.class_names)],
         },
     )
-    print(json.dumps({k: info[k] for k in ("input", "device", "keep_rates", "check_actors", "max_abs_diff")}))
+    print(json.dumps({k: info[k] for k in ("format", "input", "device", "keep_rates", "check_actors", "max_abs_diff")}))
     return 0
 
 

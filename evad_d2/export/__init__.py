@@ -1,4 +1,4 @@
-"""Deployment: EVAD as a TorchScript graph that runs with torch and torchvision alone."""
-from .torchscript import TracedEVAD, export_torchscript, load_exported
+"""Deployment: EVAD as a TorchScript graph or ExportedProgram that runs with torch and torchvision alone."""
+from .exporter import EXPORT_FORMATS, ExportableEVAD, export_evad, load_exported
 
-__all__ = ["TracedEVAD", "export_torchscript", "load_exported"]
+__all__ = ["EXPORT_FORMATS", "ExportableEVAD", "export_evad", "load_exported"]

@@ -88,7 +88,7 @@ def _actor_features(
     sampling_ratio: int,
 ) -> Tensor:
     """(B, n, C) actor features: extend each clip's boxes, then the 3D RoIAlign."""
-    extended = [extend_boxes(b, size.tolist(), roi_extend) for b, size in zip(boxes, image_sizes)]
+    extended = [extend_boxes(b, size, roi_extend) for b, size in zip(boxes, image_sizes)]
     pooled = roi_align_3d(feature_map, extended, 1.0 / patch_stride, output_size, sampling_ratio)
     return pooled.view(boxes.shape[0], boxes.shape[1], feature_map.shape[1])
 
@@ -196,11 +196,14 @@ class ContextRefinementHead(nn.Module):
         grid = tuple(int(g) for g in grid)
         device = torch.device(device or "cpu")
         key = (grid, str(device))
-        if key not in self._pos_cache:
-            src = (grid[0],) + self.pretrain_token_grid
-            table = sinusoid_table(src[0] * src[1] * src[2], self.dim)
-            self._pos_cache[key] = resize_pos_table(table, src, grid).to(device)
-        return self._pos_cache[key]
+        if key in self._pos_cache:
+            return self._pos_cache[key]
+        src = (grid[0],) + self.pretrain_token_grid
+        table = resize_pos_table(sinusoid_table(src[0] * src[1] * src[2], self.dim), src, grid).to(device)
+        # Under torch.export the table is a fake tensor of the export, which must not outlive it.
+        if not torch.compiler.is_exporting():
+            self._pos_cache[key] = table
+        return table
 
     def forward(
         self,

@@ -36,14 +36,15 @@ def extend_boxes(
         raise ValueError(f"extend_boxes: boxes must be (N, 4), got {tuple(boxes.shape)}")
     if len(ratio) != 2:
         raise ValueError(f"extend_boxes: ratio must be (x, y), got {ratio!r}")
-    height, width = (float(s) for s in image_size)
+    # A tensor size stays a tensor (no host sync; traceable by torch.export).
+    height, width = torch.as_tensor(image_size, dtype=boxes.dtype, device=boxes.device).unbind()
     x1, y1, x2, y2 = boxes.unbind(-1)
     pad_x = float(ratio[0]) * (x2 - x1 + 1.0) / 2.0
     pad_y = float(ratio[1]) * (y2 - y1 + 1.0) / 2.0
-    x1 = (x1 - pad_x).clamp(min=0.0, max=width - 1.0)
-    x2 = (x2 + pad_x).clamp(min=0.0, max=width - 1.0)
-    y1 = (y1 - pad_y).clamp(min=0.0, max=height - 1.0)
-    y2 = (y2 + pad_y).clamp(min=0.0, max=height - 1.0)
+    x1 = (x1 - pad_x).clamp(min=0.0).minimum(width - 1.0)
+    x2 = (x2 + pad_x).clamp(min=0.0).minimum(width - 1.0)
+    y1 = (y1 - pad_y).clamp(min=0.0).minimum(height - 1.0)
+    y2 = (y2 + pad_y).clamp(min=0.0).minimum(height - 1.0)
     return torch.stack([x1, y1, x2, y2], dim=-1)
 
 

@@ -1,7 +1,7 @@
 """The EVAD detector (paper section 3): pruning ViT + simple FPN, query-based actor localization,
 context-refinement action classification, set-prediction training, thresholded inference.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -15,6 +15,16 @@ from ..heads import LocalizationHead, build_action_head
 from ..losses import SetCriterion
 
 __all__ = ["EVAD"]
+
+
+def _pad_clips(clips: List[Tensor], size_divisibility: int) -> ImageList:
+    d = max(size_divisibility, 1)
+    h = -(-max(int(c.shape[-2]) for c in clips) // d) * d
+    w = -(-max(int(c.shape[-1]) for c in clips) // d) * d
+    batch = clips[0].new_zeros((len(clips), *clips[0].shape[:-2], h, w))
+    for i, c in enumerate(clips):
+        batch[i, ..., : c.shape[-2], : c.shape[-1]].copy_(c)
+    return ImageList(batch, [(int(c.shape[-2]), int(c.shape[-1])) for c in clips])
 
 
 @META_ARCH_REGISTRY.register()
@@ -104,7 +114,7 @@ class EVAD(nn.Module):
                     f"{batched_inputs[0]['clip'].shape[1]}; all clips of a batch need the same T"
                 )
             clips.append((clip.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(clips, self.backbone.size_divisibility)
+        return _pad_clips(clips, self.backbone.size_divisibility)
 
     def forward(self, batched_inputs: List[Dict]):
         """
@@ -121,6 +131,21 @@ class EVAD(nn.Module):
         images = self.preprocess_clips(batched_inputs)
         # Targets first: a malformed input fails before the (expensive) network runs.
         targets = self.prepare_targets(batched_inputs, images) if self.training else None
+        loc_outputs, action_logits = self.run_network(images)
+        if self.training:
+            self._check_action_targets(targets, action_logits[-1].shape[-1])
+            return self.criterion(loc_outputs, action_logits, targets)
+        sizes = [(int(h), int(w)) for h, w in images.image_sizes]
+        results = self.inference(loc_outputs[-1], action_logits[-1], sizes)
+        return self.postprocess(results, batched_inputs, sizes)
+
+    def run_network(self, images: ImageList) -> Tuple[List[Dict[str, Tensor]], List[Tensor]]:
+        """Backbone, neck and both heads on a preprocessed batch.
+
+        Returns:
+            per localization stage {"pred_logits" (B, n, 2), "pred_boxes" (B, n, 4)}, and per
+            decoder layer action logits (B, n, C); the last ones are the final outputs.
+        """
         net_out = self.backbone.net(images.tensor)
         features = self.backbone.forward_features(net_out)
         # int(): under tracing the sizes are 0-d tensors; they are constants of the traced graph.
@@ -130,12 +155,7 @@ class EVAD(nn.Module):
         boxes = loc_outputs[-1]["pred_boxes"].detach()
         grid = self.backbone.net.token_grid(images.tensor.shape)
         action_logits = self.action_head(net_out["tokens"], net_out["token_index"], grid, boxes, image_sizes)
-
-        if self.training:
-            self._check_action_targets(targets, action_logits[-1].shape[-1])
-            return self.criterion(loc_outputs, action_logits, targets)
-        results = self.inference(loc_outputs[-1], action_logits[-1], sizes)
-        return self.postprocess(results, batched_inputs, sizes)
+        return loc_outputs, action_logits
 
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
         targets = []
@@ -157,8 +177,9 @@ class EVAD(nn.Module):
                     f"(N, {num_classes}) (MODEL.EVAD.NUM_ACTION_CLASSES = {num_classes})"
                 )
 
-    def inference(self, loc_output: Dict[str, Tensor], action_logits: Tensor, image_sizes) -> List[Instances]:
-        """Keep proposals whose person probability exceeds the threshold.
+    def output_scores(self, loc_output: Dict[str, Tensor], action_logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Person probabilities (B, n), boxes (B, n, 4) and action probabilities (B, n, C) of all
+        proposals, float32.
 
         Args:
             loc_output: last stage, "pred_logits" (B, n, 2) [person, no-object], "pred_boxes" (B, n, 4).
@@ -167,13 +188,23 @@ class EVAD(nn.Module):
         # float(): under autocast (bf16/fp16 inference) the heads' outputs are half precision;
         # outputs stay float32 so that thresholds, numpy conversion and evaluation are unchanged.
         person = loc_output["pred_logits"].float().softmax(-1)[..., 0]
-        actions = action_logits.float().sigmoid()
-        pred_boxes = loc_output["pred_boxes"].float()
+        return person, loc_output["pred_boxes"].float(), action_logits.float().sigmoid()
+
+    def keep_mask(self, person: Tensor) -> Tensor:
+        """(n,) proposals of one clip that are output: person probability above the threshold
+        (all of them where none passes, with ``keep_all_if_none``). Tensor ops only, so that
+        traced and exported graphs keep the threshold dynamic."""
+        keep = person > self.score_thresh
+        if self.keep_all_if_none:
+            keep = keep | ~keep.any()
+        return keep
+
+    def inference(self, loc_output: Dict[str, Tensor], action_logits: Tensor, image_sizes) -> List[Instances]:
+        """Keep proposals whose person probability exceeds the threshold (see :meth:`output_scores`)."""
+        person, pred_boxes, actions = self.output_scores(loc_output, action_logits)
         results = []
         for b, size in enumerate(image_sizes):
-            keep = person[b] > self.score_thresh
-            if self.keep_all_if_none and not keep.any():
-                keep = torch.ones_like(keep)
+            keep = self.keep_mask(person[b])
             inst = Instances(tuple(size))
             boxes = Boxes(pred_boxes[b][keep])
             boxes.clip(tuple(size))

@@ -1,36 +1,42 @@
-"""TorchScript export of an EVAD model (tracing, as detectron2's ``export_model.py`` does).
+"""Export of an EVAD model for deployment: TorchScript (tracing, as detectron2's
+``export_model.py``) or a ``torch.export`` ExportedProgram.
 
 The exported graph takes one clip and returns the actors of its keyframe; it needs neither
 detectron2 nor evad_d2 to run, only ``torch`` and ``torchvision`` (for RoIAlign)::
 
     import torch, torchvision  # torchvision registers the RoIAlign op the graph calls
-    model = torch.jit.load("model.ts")
+    model = torch.jit.load("model.ts")                   # --format torchscript
+    model = torch.export.load("model.pt2").module()      # --format exported_program
     boxes, scores, action_scores = model(clip)  # clip: (3, T, H, W) float RGB in [0, 255]
 
-What tracing fixes: the clip size (T, H, W) and the keep rates, because the number of tokens
-each pruning layer keeps becomes a constant of the graph; the device the export ran on. What stays
+What export fixes: the clip size (T, H, W) and the keep rates, because the number of tokens each
+pruning layer keeps becomes a constant of the graph; the device the export ran on. What stays
 dynamic: the person-score threshold, so the number of actors varies from clip to clip. A clip of
-another size is refused with an error that names both sizes (a ``torch.jit.Error``). ``model.json`` beside the graph
-records all of this, and the class ids and names of the score columns.
+another size is refused (TorchScript: a ``torch.jit.Error`` naming both shapes; ExportedProgram:
+its own input-shape check). ``model.json`` beside the graph records all of this, and the class ids
+and names of the score columns.
 """
 import json
 import logging
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TracedEVAD", "export_torchscript", "load_exported"]
+__all__ = ["ExportableEVAD", "EXPORT_FORMATS", "export_evad", "load_exported"]
 
 logger = logging.getLogger(__name__)
+
+# Format -> file name of the graph in the export directory.
+EXPORT_FORMATS = {"torchscript": "model.ts", "exported_program": "model.pt2"}
 
 
 @torch.jit.script_if_tracing
 def _check_clip(clip: Tensor, expected: List[int]) -> Tensor:
-    # Scripted when traced, so that the check runs on every call of the exported graph (a traced
-    # Python ``if`` would run once, at export).
+    # Scripted when traced, so that the check runs on every call of the TorchScript graph (a
+    # traced Python ``if`` would run once, at export).
     if list(clip.shape) != expected:
         raise RuntimeError(
             "this EVAD graph was exported for clips of shape (C, T, H, W) = "
@@ -42,8 +48,10 @@ def _check_clip(clip: Tensor, expected: List[int]) -> Tensor:
     return clip
 
 
-class TracedEVAD(nn.Module):
-    """EVAD with a tensor interface, the module that gets traced.
+class ExportableEVAD(nn.Module):
+    """EVAD with a tensor interface, the module that gets exported.
+
+    Its outputs equal those of ``model([{"clip": clip}])`` (boxes in the clip's pixels).
 
     Args:
         model: an EVAD model in eval mode.
@@ -65,19 +73,31 @@ class TracedEVAD(nn.Module):
             all float32; N = the proposals whose person score passes the threshold.
         """
         clip = _check_clip(clip, self.input_shape)
-        inst = self.model([{"clip": clip}])[0]["instances"]
-        return inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores
+        model = self.model
+        images = model.preprocess_clips([{"clip": clip}])
+        loc_outputs, action_logits = model.run_network(images)
+        person, boxes, actions = model.output_scores(loc_outputs[-1], action_logits[-1])
+        # What EVAD.inference and detector_postprocess do with detectron2's Boxes (clip to the
+        # clip's size, keep non-empty boxes above the threshold), in tensor ops: Boxes asserts on
+        # values, which torch.export cannot trace.
+        h, w = self.input_shape[2:]
+        x1, y1, x2, y2 = boxes[0].unbind(-1)
+        boxes = torch.stack([x1.clamp(0, w), y1.clamp(0, h), x2.clamp(0, w), y2.clamp(0, h)], dim=-1)
+        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep = model.keep_mask(person[0]) & nonempty
+        return boxes[keep], person[0][keep], actions[0][keep]
 
 
-def export_torchscript(
+def export_evad(
     model: nn.Module,
     input_size: Sequence[int],
     output_dir: str,
     *,
+    fmt: str = "torchscript",
     metadata: Optional[Dict] = None,
     example: Optional[Tensor] = None,
 ) -> Dict:
-    """Trace ``model`` for clips of ``input_size`` and write ``model.ts`` and ``model.json``.
+    """Export ``model`` for clips of ``input_size``: the graph and ``model.json`` in ``output_dir``.
 
     The saved graph is loaded back and compared with the eager model on a second clip; a
     difference beyond float rounding raises (tracing would otherwise fail silently on Python
@@ -87,12 +107,15 @@ def export_torchscript(
         model: an EVAD model (put in eval mode here), on the device the graph should run on.
         input_size: (T, H, W) of the clips.
         output_dir: created if missing.
+        fmt: one of ``EXPORT_FORMATS``.
         metadata: extra entries for ``model.json`` (e.g. class names).
-        example: a (3, T, H, W) clip to trace with (default: random).
+        example: a (3, T, H, W) clip to export with (default: random).
 
     Returns:
         The contents of ``model.json`` (with the check's ``"max_abs_diff"`` and ``"check_actors"``).
     """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {sorted(EXPORT_FORMATS)}, got {fmt!r}")
     t, h, w = (int(s) for s in input_size)
     if min(t, h, w) < 1:
         raise ValueError(f"input size must be positive (T, H, W), got {tuple(input_size)}")
@@ -101,28 +124,31 @@ def export_torchscript(
     gen = torch.Generator().manual_seed(0)
     if example is None:
         example = torch.rand(3, t, h, w, generator=gen) * 255
-    check = torch.rand(3, t, h, w, generator=gen) * 255
-    wrapper = TracedEVAD(model, (t, h, w))
-    with torch.no_grad(), warnings.catch_warnings():
-        # The tracer warns at every shape computation it freezes (token counts, RoI sizes): that
-        # is the intended fixing of the input size, and the check below would catch anything else.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # check_trace=False: the tracer's own check re-runs the graph on the same input only; the
-        # check below uses a different clip.
-        traced = torch.jit.trace(wrapper, (example.to(device),), check_trace=False)
+    check = (torch.rand(3, t, h, w, generator=gen) * 255).to(device)
+    wrapper = ExportableEVAD(model, (t, h, w))
     os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "model.ts")
-    traced.save(path)
+    path = os.path.join(output_dir, EXPORT_FORMATS[fmt])
+    with torch.no_grad(), warnings.catch_warnings():
+        if fmt == "torchscript":
+            # The tracer warns at every shape computation it freezes (token counts, RoI sizes):
+            # that is the intended fixing of the input size, and the check below catches the rest.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # check_trace=False: the tracer's own check re-runs the same input; ours uses another.
+            torch.jit.trace(wrapper, (example.to(device),), check_trace=False).save(path)
+        else:
+            torch.export.save(torch.export.export(wrapper, (example.to(device),), strict=False), path)
 
-    loaded = torch.jit.load(path, map_location=device)
+    graph = _load_graph(path, fmt, device)
     with torch.no_grad():
-        expected = wrapper(check.to(device))
-        got = loaded(check.to(device))
+        # The reference is the model's own forward (Instances, detectron2's postprocessing).
+        inst = model([{"clip": check}])[0]["instances"]
+        expected = (inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores)
+        got = graph(check)
     max_diff = _compare(expected, got)
 
     info = {
-        "format": "torchscript",
-        "file": "model.ts",
+        "format": fmt,
+        "file": EXPORT_FORMATS[fmt],
         "input": {"shape": [3, t, h, w], "dtype": "float32", "range": [0, 255], "layout": "(C, T, H, W) RGB"},
         "outputs": ["boxes (N, 4) XYXY in input pixels", "scores (N,) person", "action_scores (N, C)"],
         "device": str(device),
@@ -145,6 +171,14 @@ def export_torchscript(
     return info
 
 
+def _load_graph(path: str, fmt: str, map_location=None) -> Callable:
+    import torchvision  # noqa: F401  (registers torchvision::roi_align, which the graph calls)
+
+    if fmt == "torchscript":
+        return torch.jit.load(path, map_location=map_location)
+    return torch.export.load(path).module()
+
+
 def _compare(expected: Tuple[Tensor, ...], got: Tuple[Tensor, ...], atol: float = 1e-4) -> float:
     names = ("boxes", "scores", "action_scores")
     diff = 0.0
@@ -161,13 +195,11 @@ def _compare(expected: Tuple[Tensor, ...], got: Tuple[Tensor, ...], atol: float 
     return diff
 
 
-def load_exported(output_dir: str, map_location=None) -> Tuple[torch.jit.ScriptModule, Dict]:
-    """``(graph, model.json contents)`` of an export directory (imports torchvision for RoIAlign)."""
-    import torchvision  # noqa: F401  (registers torchvision::roi_align, which the graph calls)
-
+def load_exported(output_dir: str, map_location=None) -> Tuple[Callable, Dict]:
+    """``(graph, model.json contents)`` of an export directory; ``graph(clip)`` runs the model."""
     meta_path = os.path.join(output_dir, "model.json")
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"{meta_path}: not an EVAD export directory (no model.json)")
     with open(meta_path) as f:
         info = json.load(f)
-    return torch.jit.load(os.path.join(output_dir, info["file"]), map_location=map_location), info
+    return _load_graph(os.path.join(output_dir, info["file"]), info["format"], map_location), info
