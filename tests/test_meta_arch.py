@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.modeling.poolers import assign_boxes_to_levels
-from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 
 from evad_d2.config import add_evad_config
 from evad_d2.modeling import EVAD
@@ -484,3 +484,15 @@ def test_device_is_the_buffers_device():
     assert model.device == model.pixel_mean.device == torch.device("cpu")
     model.to("meta")
     assert model.device.type == "meta" and model.pixel_std.device.type == "meta"
+
+
+def test_clip_padding_equals_detectron2_image_list():
+    from evad_d2.modeling.meta_arch.evad import _pad_clips
+
+    g = torch.Generator().manual_seed(0)
+    clips = [torch.randn(3, 4, h, w, generator=g) for h, w in ((30, 50), (45, 20), (32, 48))]
+    for d in (0, 1, 16):
+        ours, ref = _pad_clips(clips, d), ImageList.from_tensors(clips, d)
+        assert ours.tensor.shape == ref.tensor.shape == (3, 3, 4, 48 if d == 16 else 45, 64 if d == 16 else 50)
+        assert torch.equal(ours.tensor, ref.tensor)
+        assert [tuple(s) for s in ours.image_sizes] == [tuple(int(v) for v in s) for s in ref.image_sizes]

@@ -18,6 +18,9 @@ __all__ = ["EVAD"]
 
 
 def _pad_clips(clips: List[Tensor], size_divisibility: int) -> ImageList:
+    """(B, C, T, H, W) batch of (C, T, h_i, w_i) clips, zero-padded at the bottom and right to the
+    largest h and w rounded up to ``size_divisibility``: ``ImageList.from_tensors`` computed from
+    the shapes as Python ints, which torch.export can trace (detectron2's takes a max of tensors)."""
     d = max(size_divisibility, 1)
     h = -(-max(int(c.shape[-2]) for c in clips) // d) * d
     w = -(-max(int(c.shape[-1]) for c in clips) // d) * d
