@@ -6,7 +6,9 @@ from .schedule import resolve_epoch_schedule
 
 __all__ = [
     "PRECISIONS",
-    "RNGState", "ResumableTrainingSampler", "autocast_for",
+    "RNGState",
+    "ResumableTrainingSampler",
+    "autocast_for",
     "build_optimizer",
     "build_param_groups",
     "check_precision",

@@ -26,7 +26,7 @@ def extend_boxes(
 
     Args:
         boxes: (N, 4) absolute XYXY boxes.
-        image_size: (h, w) of the unpadded image the boxes live in.
+        image_size: (h, w) of the unpadded image the boxes live in (numbers or a (2,) tensor).
         ratio: (x, y) extension ratios; (0, 0) leaves the boxes unchanged apart from clipping.
 
     Returns:

@@ -151,7 +151,7 @@ class EVAD(nn.Module):
         """
         net_out = self.backbone.net(images.tensor)
         features = self.backbone.forward_features(net_out)
-        # int(): under tracing the sizes are 0-d tensors; they are constants of the traced graph.
+        # int(): an ImageList made elsewhere may hold 0-d tensors; sizes are constants of a traced graph.
         sizes = [(int(h), int(w)) for h, w in images.image_sizes]
         image_sizes = torch.tensor(sizes, device=self.device, dtype=torch.float32)
         loc_outputs, _ = self.localization_head(features, image_sizes)
