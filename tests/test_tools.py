@@ -143,3 +143,22 @@ def test_benchmark_model_under_autocast(tmp_path, dtype):
     assert [r["dtype"] for r in rows] == [dtype, dtype]
     assert all(r["clips_per_s"] > 0 and r["model_clips_per_s"] > 0 for r in rows)
     assert [r["tokens"] for r in rows] == [64, 16]
+
+
+def test_benchmark_exported_graphs_against_eager(tmp_path):
+    out = tmp_path / "export.json"
+    stdout = run_tool(
+        "tools/benchmark.py", "--config-file", TINY, "--part", "export", "--keep-rates", "1.0", "0.5",
+        "--input-size", "8", "64", "96", "--repeats", "2", "--json", str(out),
+    )
+    assert "export inference" in stdout
+    rows = json.loads(out.read_text())
+    assert [r["keep_rate"] for r in rows] == [1.0, 0.5]
+    for r in rows:
+        assert r["input_size"] == [8, 64, 96] and r["part"] == "export"
+        for kind in ("eager", "torchscript", "exported_program"):
+            assert len(r[f"{kind}_latency_all_ms"]) == 2 and r[f"{kind}_clips_per_s"] > 0
+        for kind in ("torchscript", "exported_program"):
+            assert r[f"{kind}_speedup_vs_eager"] == pytest.approx(r[f"{kind}_clips_per_s"] / r["eager_clips_per_s"])
+    with pytest.raises(AssertionError, match="--batch-size 1"):
+        run_tool("tools/benchmark.py", "--config-file", TINY, "--part", "export", "--batch-size", "2")

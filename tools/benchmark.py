@@ -43,6 +43,11 @@ Parts and what they report (one JSON object per keep rate; ``part`` and ``mode``
     and batch built), so ``step_memory_mb`` = peak - before is what training adds. Python's
     tracemalloc cannot be used: it does not see torch's allocations. ``--no-memory`` skips it.
 
+``--part export``: the deployment graphs of ``tools/export_model.py`` against the eager model, for
+    one (3, T, H, W) clip of ``--input-size`` (the network input, as the export takes it; batch 1):
+    ``eager_*``, ``torchscript_*`` (torch.jit.trace) and ``exported_program_*`` (torch.export)
+    latency and throughput, each graph made for the row's keep rate; ``*_speedup_vs_eager``.
+
 ``--part loader`` (or ``--loader``): clips/s of the config's training data loader (the dataset of
     ``DATASETS.TRAIN``, ``ClipDatasetMapper(cfg, is_train=True)``) for each ``--workers`` count,
     one object per worker count (``keep_rate`` and ``gflops`` are null, ``mode`` is train). ``--dataset-root DIR``
@@ -71,6 +76,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -86,6 +92,7 @@ from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.data import ClipDatasetMapper, register_ava  # noqa: E402
 from evad_d2.engine import PRECISIONS, autocast_for, build_optimizer  # noqa: E402
 from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
+from evad_d2.export import ExportableEVAD  # noqa: E402
 from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
 from evad_d2.utils.flops import flop_count_analysis, method_flops  # noqa: E402
 
@@ -101,8 +108,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
     p.add_argument(
-        "--part", choices=["backbone", "model", "loader"], default="backbone",
-        help="the pruning ViT alone, the whole detector, or the training data loader",
+        "--part", choices=["backbone", "model", "export", "loader"], default="backbone",
+        help="the pruning ViT alone, the whole detector, its exported graphs, or the training data loader",
     )
     p.add_argument("--loader", dest="part", action="store_const", const="loader", help="same as --part loader")
     p.add_argument(
@@ -326,6 +333,52 @@ def benchmark_model(cfg, args) -> List[dict]:
     return results
 
 
+# --------------------------------------------------------------------------- exported graphs
+def benchmark_export(cfg, args) -> List[dict]:
+    if args.batch_size != 1:
+        raise SystemExit("--part export times one clip per call (the exported graphs take one): use --batch-size 1")
+    device = torch.device(args.device)
+    cfg = _config_for_model(cfg, args)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    size = args.input_size or (cfg.INPUT.NUM_FRAMES, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
+    clip = (torch.rand(3, *size, generator=torch.Generator().manual_seed(0)) * 255).to(device)
+    base = list(cfg.MODEL.EVAD.KEEP_RATES)
+
+    def inference(fn):
+        def call():
+            with torch.inference_mode(), autocast_for(device, args.dtype):
+                fn(clip)
+
+        return call
+
+    results, calls = [], {}
+    for rho in args.keep_rates:
+        model.set_keep_rates(scaled_keep_rates(base, rho))
+        wrapper = ExportableEVAD(model, size)
+        logger.info("rho=%.2f: exporting (torch.jit.trace, torch.export)", rho)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torchscript = torch.jit.trace(wrapper, (clip,), check_trace=False)
+            exported = torch.export.export(wrapper, (clip,), strict=False).module()
+
+        def eager(x, rho=rho, wrapper=wrapper):
+            model.set_keep_rates(scaled_keep_rates(base, rho))
+            return wrapper(x)
+
+        calls[(rho, "eager")] = inference(eager)
+        calls[(rho, "torchscript")] = inference(torchscript)
+        calls[(rho, "exported_program")] = inference(exported)
+        results.append({"keep_rate": rho, "input_size": list(size), "batch_size": 1})
+    times = time_interleaved(calls, args.repeats, args.warmup, device)
+    for row in results:
+        for kind in ("eager", "torchscript", "exported_program"):
+            row.update(speed_fields(times[(row["keep_rate"], kind)], 1, size[0], prefix=f"{kind}_"))
+        for kind in ("torchscript", "exported_program"):
+            row[f"{kind}_speedup_vs_eager"] = row[f"{kind}_clips_per_s"] / row["eager_clips_per_s"]
+    return results
+
+
 # --------------------------------------------------------------------------- training
 def synthetic_training_batch(batch_size: int, size: Sequence[int], num_classes: int, device) -> List[dict]:
     """Fixed clips (3, T, H, W) in [0, 255] with two ground-truth actors each (the mapper's output)."""
@@ -520,6 +573,10 @@ _TABLE_COLUMNS = {
         "keep_rate", "tokens", "gflops", "step_ms", "step_time_ratio_vs_ref", "clips_per_s", "peak_memory_mb",
         "step_memory_mb", "memory_ratio_vs_ref",
     ],
+    ("export", "inference"): [
+        "keep_rate", "eager_latency_ms", "torchscript_latency_ms", "torchscript_speedup_vs_eager",
+        "exported_program_latency_ms", "exported_program_speedup_vs_eager",
+    ],
     ("loader", "train"): ["num_workers", "batch_size", "clips_per_s", "frames_per_s"],
 }
 
@@ -540,6 +597,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         results = benchmark_backbone(cfg, args)
     elif args.part == "loader":
         results = benchmark_loader(cfg, args)
+    elif args.part == "export":
+        results = benchmark_export(cfg, args)
     elif args.mode == "train":
         results = benchmark_training(cfg, args, argv)
     else:
