@@ -131,11 +131,11 @@ def test_benchmark_loader_without_dataset_names_the_missing_data(tmp_path):
     assert str(missing) in res.stderr and "generate_ava_like.py" in res.stderr
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-def test_benchmark_model_under_autocast(tmp_path, dtype):
+@pytest.mark.parametrize("flag, dtype", [("--dtype", "bf16"), ("--precision", "fp16")])
+def test_benchmark_model_under_autocast(tmp_path, flag, dtype):
     out = tmp_path / "amp.json"
     stdout = run_tool(
-        "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--keep-rates", "1.0", "0.5", "--dtype", dtype,
+        "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--keep-rates", "1.0", "0.5", flag, dtype,
         "--input-size", "8", "64", "64", "--repeats", "1", "--warmup", "0", "--no-flops", "--json", str(out),
     )
     assert f"batch 1, {dtype}" in stdout

@@ -126,7 +126,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per keep rate (interleaved)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per keep rate first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=list(PRECISIONS), default="fp32", help="autocast dtype")
+    p.add_argument(
+        "--dtype", "--precision", dest="dtype", choices=list(PRECISIONS), default="fp32",
+        help="fp32, or bf16/fp16 autocast (as tools/demo.py --precision)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count")
     p.add_argument("--no-memory", action="store_true", help="train mode: skip the peak-memory measurement")
