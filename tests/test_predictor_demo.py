@@ -243,6 +243,30 @@ def test_predict_video(predictor, generated):
         next(predictor.predict_video(str(video.parent / "nothing.mp4")))
 
 
+def test_batched_prediction_equals_one_clip_at_a_time(predictor, generated):
+    _, video = generated
+    rng = np.random.default_rng(3)
+    clips = [rng.integers(0, 256, (8, 48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    batched = predictor.predict_batch(clips)
+    assert predictor.predict_batch([]) == []
+    for clip, actors in zip(clips, batched):
+        _assert_same_actors(actors, predictor(clip))
+    one = list(predictor.predict_video(str(video), keyframe_stride=30))
+    for batch_size in (2, 4):
+        many = list(predictor.predict_video(str(video), keyframe_stride=30, batch_size=batch_size))
+        assert [r["frame_index"] for r in many] == [r["frame_index"] for r in one] == [0, 30, 60, 90, 120]
+        for a, b in zip(many, one):
+            _assert_same_actors(a["actors"], b["actors"])
+    with pytest.raises(ValueError, match="batch size must be >= 1"):
+        next(predictor.predict_video(str(video), batch_size=0))
+
+
+def _assert_same_actors(got, expected):
+    assert len(got) == len(expected)
+    for key in ("box", "person_score", "action_scores"):
+        np.testing.assert_allclose([a[key] for a in got], [a[key] for a in expected], atol=1e-4)
+
+
 # ---------------------------------------------------------------- demo
 def test_demo_cli_outputs(demo, generated, tmp_path):
     root, video = generated
@@ -336,15 +360,16 @@ class _MovingActors(torch.nn.Module):
         self.calls = 0
 
     def forward(self, batched_inputs):
-        x = batched_inputs[0]
-        h, w = x["height"], x["width"]
-        inst = Instances((h, w))
-        k = self.calls
-        self.calls += 1
-        inst.pred_boxes = Boxes(torch.tensor([[10.0 + 8 * k, 50, 50 + 8 * k, 110], [100, 20, 150, 100]]))
-        inst.scores = torch.tensor([0.9, 0.8])
-        inst.pred_action_scores = torch.tensor([[0.1, 0.9, 0.2, 0.3, 0.4, 0.5], [0.6, 0.1, 0.1, 0.1, 0.1, 0.1]])
-        return [{"instances": inst}]
+        outputs = []
+        for x in batched_inputs:
+            inst = Instances((x["height"], x["width"]))
+            k = self.calls
+            self.calls += 1
+            inst.pred_boxes = Boxes(torch.tensor([[10.0 + 8 * k, 50, 50 + 8 * k, 110], [100, 20, 150, 100]]))
+            inst.scores = torch.tensor([0.9, 0.8])
+            inst.pred_action_scores = torch.tensor([[0.1, 0.9, 0.2, 0.3, 0.4, 0.5], [0.6, 0.1, 0.1, 0.1, 0.1, 0.1]])
+            outputs.append({"instances": inst})
+        return outputs
 
 
 def _fake_predictor(predictor):
@@ -406,6 +431,16 @@ def test_demo_memory_stays_bounded_on_a_long_video(demo, predictor, tmp_path):
     assert stats[240]["max_window_frames"] == stats[900]["max_window_frames"] <= 7 * 2 + 2
     assert stats[240]["max_frames_held"] == stats[900]["max_frames_held"] <= 30 + 8 * 2
     assert len(decode(tmp_path / "o900.mp4")) == 900
+    # Batches of 3 keyframes: up to 3 strides of frames wait for their batch, still independent of
+    # the length, and every keyframe is processed.
+    batched = {}
+    for n in (240, 900):
+        batched[n] = demo.run_demo(
+            _fake_predictor(predictor), str(tmp_path / f"long{n}.mp4"), str(tmp_path / f"b{n}.mp4"),
+            show_progress=False, batch_size=3,
+        )
+        assert batched[n]["num_frames"] == n and batched[n]["num_keyframes"] == n // 30
+    assert stats[900]["max_frames_held"] < batched[240]["max_frames_held"] == batched[900]["max_frames_held"] <= 3 * 30 + 8 * 2
 
 
 def test_demo_variable_frame_rate_and_odd_size(demo, predictor, tmp_path):
@@ -463,3 +498,26 @@ def test_csv_writer_keeps_one_keyframe_per_second(demo, tmp_path):
     ]
     assert w.num_skipped_boxes == 1
     assert [r.box for r in iter_ava_rows(str(path))][0] == (0.1, 0.1, 0.6, 0.9)
+
+
+def test_demo_cli_batch_size(demo, generated, tmp_path, capsys):
+    _, video = generated
+    keyframes = {}
+    for batch_size in (1, 3):
+        js = tmp_path / f"b{batch_size}.json"
+        torch.manual_seed(0)
+        rc = demo.main(
+            ["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / f"b{batch_size}.mp4"),
+             "--json", str(js), "--keyframe-stride", "30", "--batch-size", str(batch_size), "--no-progress",
+             "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0"]
+        )
+        assert rc == 0
+        keyframes[batch_size] = json.loads(js.read_text())["keyframes"]
+    assert [k["frame_index"] for k in keyframes[3]] == [k["frame_index"] for k in keyframes[1]] == [0, 30, 60, 90, 120]
+    for a, b in zip(keyframes[3], keyframes[1]):
+        # JSON rounds boxes to 0.01 px and scores to 1e-5: allow one unit of the last digit.
+        np.testing.assert_allclose([x["box"] for x in a["actors"]], [x["box"] for x in b["actors"]], atol=0.011)
+        np.testing.assert_allclose([x["person_score"] for x in a["actors"]], [x["person_score"] for x in b["actors"]], atol=2e-5)
+    with pytest.raises(SystemExit):
+        demo.main(["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / "x.mp4"), "--batch-size", "0"])
+    assert "--batch-size must be at least 1, got 0" in capsys.readouterr().err

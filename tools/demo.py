@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.data.ava_format import read_label_map  # noqa: E402
 from evad_d2.data.video_io import VideoReadError  # noqa: E402
-from evad_d2.engine.predictor import EVADPredictor, iter_video_frames, video_stream_info  # noqa: E402
+from evad_d2.engine.predictor import EVADPredictor, KeyframeBatcher, iter_video_frames, video_stream_info  # noqa: E402
 from evad_d2.utils.tracking import IoUTracker  # noqa: E402
 from evad_d2.utils.video_visualizer import draw_actors  # noqa: E402
 
@@ -91,6 +91,10 @@ def get_parser():
     )
     p.add_argument(
         "--labelmap", default=None, help="pbtxt label map naming the classes (default: the test dataset's metadata)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=1,
+        help="keyframe clips per forward (GPUs: more throughput; holds that many more keyframe strides of frames)",
     )
     p.add_argument(
         "--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
@@ -257,6 +261,7 @@ def run_demo(
     crf: int = 20,
     line_width: Optional[int] = None,
     show_progress: bool = True,
+    batch_size: int = 1,
 ) -> Dict:
     """Stream ``input_path`` through the predictor and write the annotated video and records.
 
@@ -270,6 +275,7 @@ def run_demo(
     """
     info = video_stream_info(input_path)
     sampler = predictor.clip_sampler(float(info.fps), keyframe_stride)
+    batcher = KeyframeBatcher(predictor, batch_size)
     tracker = IoUTracker() if track else None
     video_id = video_id or os.path.splitext(os.path.basename(input_path))[0]
     results: deque = deque()  # (time, actors) of completed keyframes still needed for drawing
@@ -285,9 +291,8 @@ def run_demo(
         dynamic_ncols=True,
     )
 
-    def infer(done):
-        for keyframe, frames in done:
-            actors = predictor(np.stack([f.image for f in frames]))
+    def infer(done, final=False):
+        for keyframe, actors in batcher.add(done, final):
             ids = tracker.update([a["box"] for a in actors]) if tracker else [None] * len(actors)
             for a, tid in zip(actors, ids):
                 a["track_id"] = tid
@@ -342,10 +347,10 @@ def run_demo(
             stats["num_frames"] += 1
             queue.append(frame)
             infer(sampler.push(frame))
-            held = {f.index for f in sampler.buffered} | {f.index for f in queue}
+            held = {f.index for f in sampler.buffered} | {f.index for f in queue} | {f.index for f in batcher.held_frames}
             stats["max_frames_held"] = max(stats["max_frames_held"], len(held))
             draw(final=False)
-        infer(sampler.finish())
+        infer(sampler.finish(), final=True)
         draw(final=True)
     finally:
         bar.close()
@@ -367,7 +372,10 @@ def run_demo(
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     setup_logger(name="evad_d2")
     setup_logger(name="fvcore")
     try:
@@ -396,6 +404,7 @@ def main(argv=None) -> int:
             crf=args.crf,
             line_width=args.line_width,
             show_progress=not args.no_progress,
+            batch_size=args.batch_size,
         )
     except VideoReadError as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
