@@ -1,6 +1,6 @@
 """The CUDA paths, skipped without a GPU: the model on the GPU against the CPU, AMP training
 steps and train_net with SOLVER.AMP, the benchmark's event timing and CUDA memory, the predictor
-and the demo in bf16/fp16.
+and the demo in bf16/fp16 with keyframe batches.
 
 On a machine with a GPU, ``make test`` runs these with the rest; ``pytest -m cuda tests`` runs
 only these.
@@ -145,7 +145,7 @@ def test_predictor_on_cuda_matches_cpu(precision, exact_fp32):
         np.testing.assert_allclose(a["action_scores"], b["action_scores"], atol=prob)
 
 
-def test_demo_on_cuda_in_fp16(tmp_path):
+def test_demo_on_cuda_in_fp16_with_batches(tmp_path):
     from test_predictor_demo import decode, write_video
 
     video, out, js = tmp_path / "in.mp4", tmp_path / "out.mp4", tmp_path / "out.json"
@@ -154,7 +154,7 @@ def test_demo_on_cuda_in_fp16(tmp_path):
     demo = load_demo()
     code = demo.main(
         ["--config-file", TINY, "--input", str(video), "--output", str(out), "--json", str(js), "--precision", "fp16",
-         "--no-progress", "MODEL.DEVICE", "cuda", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0"]
+         "--batch-size", "2", "--no-progress", "MODEL.DEVICE", "cuda", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0"]
     )
     assert code == 0
     result = json.loads(js.read_text())
