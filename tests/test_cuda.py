@@ -18,7 +18,7 @@ sys.path.insert(0, TESTS)
 from test_meta_arch import build, random_clip, training_input  # noqa: E402
 from test_predictor_demo import tiny_cfg, load_demo  # noqa: E402
 from test_tools import TINY, run_tool  # noqa: E402
-from test_train_net import dataset, make_args, run_training  # noqa: E402,F401 (dataset: a fixture)
+from test_train_net import generate_dataset, make_args, run_training  # noqa: E402
 
 from evad_d2.engine import autocast_for  # noqa: E402
 from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
@@ -89,8 +89,14 @@ def test_training_step_on_cuda(precision, exact_fp32):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    # Names of its own: test_train_net's fixture registers "trainnet_test_*" in the same process.
+    return generate_dataset(tmp_path_factory.mktemp("ava_like"), "cuda_test")
+
+
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
-def test_train_net_with_amp_on_cuda(dataset, tmp_path, precision):  # noqa: F811 (the fixture)
+def test_train_net_with_amp_on_cuda(dataset, tmp_path, precision):
     from detectron2.engine import AMPTrainer
 
     args = make_args(dataset, tmp_path, "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", precision)

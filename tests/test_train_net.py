@@ -18,9 +18,8 @@ from evad_d2.data import register_ava  # noqa: E402
 TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ava_like")
+def generate_dataset(root, prefix):
+    """A small generated AVA-like dataset in ``root``, registered as ``{prefix}_train/val``."""
     subprocess.run(
         [sys.executable, os.path.join(ROOT, "datasets", "generate_ava_like.py"), "--out", str(root), "--seed", "3",
          "--num-train-videos", "3", "--num-val-videos", "2", "--duration", "5", "--quiet"],
@@ -28,9 +27,14 @@ def dataset(tmp_path_factory):
     )
     names = {}
     for split in ("train", "val"):
-        names[split] = f"trainnet_test_{split}"
+        names[split] = f"{prefix}_{split}"
         register_ava(names[split], str(root), split, "2.2", "video")
     return names
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("ava_like"), "trainnet_test")
 
 
 def make_args(dataset, out_dir, *extra, eval_only=False, resume=False):
