@@ -10,7 +10,8 @@ The model's own boxes are used (no separate person detector). Keyframes come eve
 ``--keyframe-stride`` frames (default: one per second, as AVA annotates); every output frame shows
 the actors of its nearest keyframe. The video is streamed: decoding, inference and encoding run
 as a pipeline holding only the frames the next clip and the not yet drawn frames need (about
-``NUM_FRAMES * SAMPLING_RATE`` frames plus one keyframe stride), whatever the video's length.
+``NUM_FRAMES * SAMPLING_RATE`` frames plus one keyframe stride, plus ``--batch-size - 1`` strides
+while keyframe clips wait for their batch), whatever the video's length.
 Times come from the frames' timestamps, so variable frame rate input is handled, and the output
 keeps the input's frame timing.
 
@@ -49,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.data.ava_format import read_label_map  # noqa: E402
 from evad_d2.data.video_io import VideoReadError  # noqa: E402
+from evad_d2.engine import PRECISIONS  # noqa: E402
 from evad_d2.engine.predictor import EVADPredictor, KeyframeBatcher, iter_video_frames, video_stream_info  # noqa: E402
 from evad_d2.utils.tracking import IoUTracker  # noqa: E402
 from evad_d2.utils.video_visualizer import draw_actors  # noqa: E402
@@ -97,7 +99,7 @@ def get_parser():
         help="keyframe clips per forward (GPUs: more throughput; holds that many more keyframe strides of frames)",
     )
     p.add_argument(
-        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+        "--precision", choices=list(PRECISIONS), default="fp32",
         help="run the model under autocast in bf16/fp16 (on GPUs: faster, less memory)",
     )
     p.add_argument("--crf", type=int, default=20, help="x264 quality (lower is better)")
