@@ -76,7 +76,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -92,7 +91,7 @@ from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.data import ClipDatasetMapper, register_ava  # noqa: E402
 from evad_d2.engine import PRECISIONS, autocast_for, build_optimizer  # noqa: E402
 from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
-from evad_d2.export import ExportableEVAD  # noqa: E402
+from evad_d2.export import ExportableEVAD, make_graph  # noqa: E402
 from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
 from evad_d2.utils.flops import flop_count_analysis, method_flops  # noqa: E402
 
@@ -277,7 +276,7 @@ def benchmark_model(cfg, args) -> List[dict]:
     device = torch.device(args.device)
     cfg = _config_for_model(cfg, args)
     torch.manual_seed(0)
-    predictor = EVADPredictor(cfg)
+    predictor = EVADPredictor(cfg, precision=args.dtype)
     model = predictor.model
     t, h, w = args.input_size or (cfg.INPUT.NUM_FRAMES, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
     rng = np.random.default_rng(0)
@@ -288,10 +287,7 @@ def benchmark_model(cfg, args) -> List[dict]:
     base = list(cfg.MODEL.EVAD.KEEP_RATES)
 
     def end_to_end():
-        inputs = [predictor.preprocess(f) for f in frames]
-        with torch.inference_mode(), autocast_for(device, args.dtype):
-            outputs = model(inputs)
-        return [predictor.instances_to_actors(o["instances"].to("cpu")) for o in outputs]
+        return predictor.predict_batch(frames)
 
     def model_only():
         with torch.inference_mode(), autocast_for(device, args.dtype):
@@ -360,10 +356,8 @@ def benchmark_export(cfg, args) -> List[dict]:
         model.set_keep_rates(scaled_keep_rates(base, rho))
         wrapper = ExportableEVAD(model, size)
         logger.info("rho=%.2f: exporting (torch.jit.trace, torch.export)", rho)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torchscript = torch.jit.trace(wrapper, (clip,), check_trace=False)
-            exported = torch.export.export(wrapper, (clip,), strict=False).module()
+        torchscript = make_graph(wrapper, clip, "torchscript")
+        exported = make_graph(wrapper, clip, "exported_program").module()
 
         def eager(x, rho=rho, wrapper=wrapper):
             model.set_keep_rates(scaled_keep_rates(base, rho))

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ExportableEVAD", "EXPORT_FORMATS", "export_evad", "load_exported"]
+__all__ = ["ExportableEVAD", "EXPORT_FORMATS", "export_evad", "load_exported", "make_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +128,11 @@ def export_evad(
     wrapper = ExportableEVAD(model, (t, h, w))
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, EXPORT_FORMATS[fmt])
-    with torch.no_grad(), warnings.catch_warnings():
-        if fmt == "torchscript":
-            # The tracer warns at every shape computation it freezes (token counts, RoI sizes):
-            # that is the intended fixing of the input size, and the check below catches the rest.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            # check_trace=False: the tracer's own check re-runs the same input; ours uses another.
-            torch.jit.trace(wrapper, (example.to(device),), check_trace=False).save(path)
-        else:
-            torch.export.save(torch.export.export(wrapper, (example.to(device),), strict=False), path)
+    graph = make_graph(wrapper, example.to(device), fmt)
+    if fmt == "torchscript":
+        graph.save(path)
+    else:
+        torch.export.save(graph, path)
 
     graph = _load_graph(path, fmt, device)
     with torch.no_grad():
@@ -169,6 +165,19 @@ def export_evad(
     if not info["check_actors"]:
         logger.warning("No actor passed the threshold on the check clip: the export check compared output shapes only")
     return info
+
+
+def make_graph(wrapper: ExportableEVAD, example: Tensor, fmt: str):
+    """The in-memory export of ``wrapper`` for clips like ``example``: a ScriptModule
+    (``torchscript``) or an ExportedProgram (``exported_program``; call its ``.module()``)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        if fmt == "torchscript":
+            # The tracer warns at every shape computation it freezes (token counts, RoI sizes):
+            # that is the intended fixing of the input size; export_evad's check catches the rest.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # check_trace=False: the tracer's own check re-runs the same input; ours uses another.
+            return torch.jit.trace(wrapper, (example,), check_trace=False)
+        return torch.export.export(wrapper, (example,), strict=False)
 
 
 def _load_graph(path: str, fmt: str, map_location=None) -> Callable:
