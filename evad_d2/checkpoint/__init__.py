@@ -1,7 +1,15 @@
 """Loading and converting weights: VideoMAE backbones, official EVAD releases, our own checkpoints."""
 
 from .checkpointer import EVADCheckpointer
-from .common import CheckpointFormatError, ConversionReport, find_state_dict, load_checkpoint_file
+from .common import (
+    CheckpointFormatError,
+    ConversionReport,
+    DamagedCheckpointError,
+    checkpoint_file_problem,
+    find_state_dict,
+    load_checkpoint_file,
+    load_pickle_checkpoint,
+)
 from .official_evad import (
     REQUIRED_OVERRIDES,
     evad_d2_to_official,
@@ -15,13 +23,16 @@ __all__ = [
     "EVADCheckpointer",
     "CheckpointFormatError",
     "ConversionReport",
+    "DamagedCheckpointError",
     "REQUIRED_OVERRIDES",
+    "checkpoint_file_problem",
     "convert_videomae",
     "evad_d2_to_official",
     "find_state_dict",
     "is_official_evad_state_dict",
     "is_videomae_state_dict",
     "load_checkpoint_file",
+    "load_pickle_checkpoint",
     "official_config_overrides",
     "official_to_evad_d2",
 ]

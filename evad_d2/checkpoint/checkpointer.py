@@ -9,10 +9,23 @@ It says which format it recognised, what it converted or ignored and why, which 
 were loaded, and which were not, separating the ones a backbone checkpoint cannot hold (heads,
 FPN) from the ones it should have held. A tensor whose shape differs from the model's is an error
 naming the key and both shapes, unless ``skip_shape_mismatch`` is set.
+
+Safe and crash-proof:
+
+* no file it is given runs code: ``.pkl`` files (detectron2/Caffe2 model zoo) are read with the
+  restricted unpickler, everything else with ``torch.load(weights_only=True)``;
+* an empty, truncated or text file is a :class:`DamagedCheckpointError` naming the file;
+* every save is atomic (:func:`evad_d2.utils.atomic_io.atomic_write`), ``last_checkpoint`` is
+  updated only after the checkpoint is complete under its name;
+* a resume whose ``last_checkpoint`` names a missing or damaged file falls back to the newest
+  complete ``model_*.pth`` in the folder, with a warning naming both.
 """
 
+import os
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import configurable
 from fvcore.common.checkpoint import (
@@ -24,7 +37,17 @@ from torch import nn
 
 from ..modeling.backbone import PruningVideoViT
 from ..modeling.heads import ContextRefinementHead
-from .common import CheckpointFormatError, ConversionReport, find_state_dict, load_checkpoint_file, strip_prefix
+from ..utils.atomic_io import atomic_write, remove_stale_temporaries
+from .common import (
+    CheckpointFormatError,
+    ConversionReport,
+    DamagedCheckpointError,
+    checkpoint_file_problem,
+    find_state_dict,
+    load_checkpoint_file,
+    load_pickle_checkpoint,
+    strip_prefix,
+)
 from .official_evad import (
     REQUIRED_OVERRIDES,
     is_official_evad_state_dict,
@@ -33,7 +56,7 @@ from .official_evad import (
 )
 from .videomae import convert_videomae, is_videomae_state_dict
 
-__all__ = ["EVADCheckpointer", "FORMAT_EVAD_D2", "FORMAT_OFFICIAL", "FORMAT_VIDEOMAE"]
+__all__ = ["EVADCheckpointer", "FORMAT_EVAD_D2", "FORMAT_OFFICIAL", "FORMAT_VIDEOMAE", "LAST_CHECKPOINT"]
 
 FORMAT_EVAD_D2 = "evad_d2"
 FORMAT_OFFICIAL = "official_evad"
@@ -43,6 +66,10 @@ FORMAT_VIDEOMAE = "videomae"
 _FORMAT = "__evad_format__"
 _REPORT = "__evad_report__"
 _CHECK_PREFIXES = "__evad_prefixes_expected__"
+
+LAST_CHECKPOINT = "last_checkpoint"  # fvcore's tag file in the save folder
+# What detectron2's PeriodicCheckpointer writes: model_<7-digit iteration>.pth and model_final.pth.
+_TRAINING_CHECKPOINT = re.compile(r"^model_(\d+|final)\.pth$")
 
 
 def _named_instance(model: nn.Module, cls) -> Tuple[Optional[str], Optional[nn.Module]]:
@@ -96,14 +123,118 @@ class EVADCheckpointer(DetectionCheckpointer):
             **kwargs,
         }
 
+    # ------------------------------------------------------------------ saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Write ``{save_dir}/{name}.pth`` atomically, then tag it in ``last_checkpoint``.
+
+        As fvcore's ``Checkpointer.save`` (model, checkpointables, ``kwargs``), except that the
+        file appears under its name only once complete: an interrupted save (kill -9, Ctrl-C,
+        full disk) leaves the previous checkpoint and ``last_checkpoint`` as they were.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        if os.path.basename(save_file) != basename:
+            raise ValueError(f"checkpoint name {name!r} must be a plain file name, without folders")
+        for stale in remove_stale_temporaries(save_file):
+            self.logger.info(f"Removed {stale}, left by an interrupted save")
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        with atomic_write(save_file, "wb") as f:
+            torch.save(data, f)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Atomically name ``last_filename_basename`` in ``{save_dir}/last_checkpoint``."""
+        with atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), "w") as f:
+            f.write(last_filename_basename)
+
+    # ------------------------------------------------------------------ resuming
+    def complete_checkpoints(self, exclude: Tuple[str, ...] = ()) -> List[str]:
+        """Training checkpoints (``model_<iter>.pth``, ``model_final.pth``) in ``save_dir`` that
+        look complete, newest first (by modification time, then iteration; final last written).
+
+        "Complete" is :func:`checkpoint_file_problem`'s check: not empty, not truncated.
+        """
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return []
+        excluded = {os.path.abspath(p) for p in exclude}
+        found = []
+        for name in os.listdir(self.save_dir):
+            match = _TRAINING_CHECKPOINT.match(name)
+            path = os.path.join(self.save_dir, name)
+            if match is None or os.path.abspath(path) in excluded or checkpoint_file_problem(path) is not None:
+                continue
+            order = float("inf") if match.group(1) == "final" else int(match.group(1))
+            found.append((os.path.getmtime(path), order, path))
+        return [path for _, _, path in sorted(found, reverse=True)]
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """As fvcore's: with ``resume`` and a ``last_checkpoint`` tag, load everything from the
+        checkpoint it names, else only the model from ``path``.
+
+        If the tagged checkpoint is missing or damaged, resume from the newest complete training
+        checkpoint in ``save_dir`` instead, with a warning naming both; if there is none, raise.
+
+        Raises:
+            DamagedCheckpointError: the tagged checkpoint is missing or damaged and no other
+                complete one exists.
+        """
+        if not (resume and self.has_checkpoint()):
+            return self.load(path, checkpointables=[])
+        tag = os.path.join(self.save_dir, LAST_CHECKPOINT)
+        named = self.get_checkpoint_file()
+        try:
+            return self.load(named)
+        except (DamagedCheckpointError, FileNotFoundError) as e:
+            problem = str(e)
+        for candidate in self.complete_checkpoints(exclude=(named,)):
+            try:
+                loaded = self.load(candidate)
+            except DamagedCheckpointError as e:  # damaged inside, past the quick check
+                self.logger.warning(f"Cannot resume from {candidate} either: {e}")
+                continue
+            self.logger.warning(
+                f"{tag} names {named}, which cannot be loaded ({problem}); resumed instead from {candidate}, "
+                f"the newest complete checkpoint in {self.save_dir}"
+            )
+            return loaded
+        raise DamagedCheckpointError(
+            f"cannot resume: {tag} names {named}, which cannot be loaded ({problem}), and {self.save_dir} holds "
+            "no other complete model_*.pth. Remove the damaged file and "
+            f"{tag} to start again from MODEL.WEIGHTS, or run without --resume."
+        )
+
     # ------------------------------------------------------------------ reading and converting
+    def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+        if path and "://" not in path and not os.path.isfile(path):
+            # fvcore would assert; say which file and where the name came from.
+            raise FileNotFoundError(f"{path}: checkpoint file not found (from MODEL.WEIGHTS or {LAST_CHECKPOINT})")
+        return super().load(path, *args, **kwargs)
+
     def _torch_load(self, f):
-        return load_checkpoint_file(f)
+        loaded = load_checkpoint_file(f)
+        if not isinstance(loaded, Mapping):
+            raise CheckpointFormatError(f"{f}: a checkpoint holds a dict, got {type(loaded).__name__}")
+        return loaded
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        loaded = super()._load_file(filename)
-        if filename.endswith((".pkl", ".pyth")):
-            return loaded  # detectron2 / Caffe2 / pycls model zoo files, handled by detectron2
+        if filename.endswith(".pkl"):
+            # detectron2 / Caffe2 model-zoo files, with detectron2's semantics (numpy arrays,
+            # matching_heuristics), read without running code.
+            return load_pickle_checkpoint(filename)
+        if filename.endswith(".pyth"):
+            loaded = self._torch_load(filename)
+            pycls = self._pycls_checkpoint(loaded, filename)
+            if pycls is not None:
+                return pycls
+            loaded = loaded if "model" in loaded else {"model": loaded}
+        else:
+            loaded = super()._load_file(filename)
         container = loaded["model"]
         sd, _ = find_state_dict(container if isinstance(container, Mapping) else loaded, filename)
         model_keys = set(self.model.state_dict().keys())
@@ -123,6 +254,20 @@ class EVADCheckpointer(DetectionCheckpointer):
             "(model_state with det_head.*), or a VideoMAE checkpoint (patch_embed.proj.weight and blocks.* with "
             "prefix encoder., backbone. or none)"
         )
+
+    @staticmethod
+    def _pycls_checkpoint(loaded: Mapping[str, Any], filename: str) -> Optional[Dict[str, Any]]:
+        """detectron2's reading of a pycls ``.pyth`` (``model_state`` loaded by name-matching
+        heuristics), or None for the other formats a ``.pyth`` can hold (PySlowFast, i.e. official EVAD)."""
+        state = loaded.get("model_state")
+        if not isinstance(state, Mapping):
+            raise CheckpointFormatError(f"{filename}: a .pyth checkpoint (pycls, PySlowFast) holds 'model_state'; "
+                                        f"top-level keys are {sorted(map(str, loaded))[:12]}")
+        sd, _ = find_state_dict(state, filename)
+        if is_official_evad_state_dict(sd):
+            return None
+        model_state = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+        return {"model": model_state, "__author__": "pycls", "matching_heuristics": True}
 
     @staticmethod
     def _is_own_format(sd: Mapping[str, Any], model_keys) -> bool:
@@ -242,7 +387,6 @@ class EVADCheckpointer(DetectionCheckpointer):
                 "Build the model with the checkpoint's settings, or set MODEL.EVAD.CHECKPOINT.SKIP_SHAPE_MISMATCH True "
                 "to leave these tensors at their initialisation."
             )
-        provided = set(sd)
         incompatible = super()._load_model(checkpoint)
         skipped = {k for k, _, _ in incompatible.incorrect_shapes}
         missing = list(incompatible.missing_keys)
@@ -255,7 +399,8 @@ class EVADCheckpointer(DetectionCheckpointer):
         self.last_load = {
             "format": fmt,
             "report": report,
-            "loaded": sorted((provided & set(model_sd)) - skipped),
+            # Names may have changed on the way (matching_heuristics): count what the model got.
+            "loaded": sorted(set(model_sd) - set(missing) - skipped),
             "missing": sorted(should_have),
             "missing_expected": sorted(new),
             "unexpected": sorted(incompatible.unexpected_keys),

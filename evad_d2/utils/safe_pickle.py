@@ -22,6 +22,7 @@ from typing import BinaryIO, FrozenSet, Iterable, Tuple, Union
 __all__ = [
     "BUILTIN_GLOBALS",
     "NUMPY_GLOBALS",
+    "UnreadablePickleError",
     "UnsafePickleError",
     "restricted_load",
 ]
@@ -53,6 +54,11 @@ BUILTIN_GLOBALS: FrozenSet[Global] = frozenset(
 class UnsafePickleError(pickle.UnpicklingError):
     """A pickle that names a global outside the allow-list (it would run code or build an object
     this reader does not admit), or one that cannot be read at all."""
+
+
+class UnreadablePickleError(UnsafePickleError):
+    """A file that is not a readable pickle at all (empty, truncated, text): damaged rather than
+    refused, so that callers can tell the two apart."""
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -91,8 +97,9 @@ def restricted_load(
         encoding: for Python 2 ``str`` objects; ``latin1`` reads numpy arrays pickled by Python 2.
 
     Raises:
-        UnsafePickleError: a global outside ``allowed``, or a file that is not a readable pickle
-            (truncated, empty, not a pickle); the message names ``source``.
+        UnsafePickleError: a global outside ``allowed``, or (:class:`UnreadablePickleError`, a
+            subclass) a file that is not a readable pickle (truncated, empty, not a pickle); the
+            message names ``source``.
     """
     allowed = frozenset(allowed)
     if isinstance(file, (str, os.PathLike)):
@@ -107,4 +114,4 @@ def restricted_load(
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
-        raise UnsafePickleError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from None
+        raise UnreadablePickleError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from None
