@@ -521,3 +521,126 @@ def test_evaluator_scores_exactly_what_it_writes(tmp_path):
     for c, ap in again.per_class_ap.items():
         if not math.isnan(ap):
             assert 100.0 * ap == res[f"AP-act{c}"]
+
+
+# ----------------------------------------------------------------------------- issue 13: released files, protocols, ties
+
+BOM = "\ufeff"
+
+
+def test_byte_order_mark_is_read_as_nothing(tmp_path):
+    """A UTF-8 BOM (what spreadsheet tools write) before the first video id of either file."""
+    det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3]
+    gt, det_p, lm, _ = _files(tmp_path, GT3, det)
+    for path in (gt, det_p):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(BOM + text)
+    # Read as "\ufeffvidA", the first row's frame would lose its class-1 box: AP 1/2, 1, 1.
+    result, _ = evaluate_ava_files(gt, det_p, lm)
+    assert result.mean_ap == 1.0
+    assert read_ava_csv(gt, with_scores=False).video_names == ["vidA", "vidB"]
+    # The same through the exact fallback (quoted fields go through the csv module).
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text(BOM + '"vidA",0902,0.1,0.1,0.4,0.9,1,0.9\n', encoding="utf-8")
+    rows = read_ava_csv(str(quoted), with_scores=True)
+    assert rows.video_names == ["vidA"] and rows.lines.tolist() == [1]
+
+
+def test_byte_order_mark_in_exclusions(tmp_path):
+    gt = [("v", 905, A, 1, 0), ("v", 902, A, 1, 0)]
+    det = [("v", 902, A, 1, 0.9), ("v", 905, B, 1, 0.95)]
+    gt_p, det_p, lm, ex = _files(tmp_path, gt, det, classes=(1,))
+    with open(ex, "w", encoding="utf-8") as f:
+        f.write(BOM + "v,0905\n")
+    # 0905 excluded: TP over 1 box -> 1 (not excluded: FP 0.95 then TP 0.9 over 2 boxes -> 1/4).
+    assert evaluate_ava_files(gt_p, det_p, lm, ex)[0].mean_ap == 1.0
+
+
+def test_warns_when_no_detected_keyframe_is_a_groundtruth_keyframe(tmp_path, caplog, capsys):
+    """Timestamps written from the clip start (0002) instead of the video start (0902)."""
+    gt = [("vidA", 902, A, 1, 0), ("vidA", 903, A, 1, 0)]
+    det = [("vidA", 2, A, 1, 0.9), ("vidA", 3, A, 1, 0.9)]
+    gt_p, det_p, lm, _ = _files(tmp_path, gt, det, classes=(1,))
+    with caplog.at_level("WARNING", logger="evad_d2.evaluation.ava"):
+        result, _ = evaluate_ava_files(gt_p, det_p, lm)
+    assert result.mean_ap == 0.0
+    (warning,) = result.warnings
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
+    assert "none of the 2 keyframes with detections is a ground-truth keyframe (2 listed)" in warning
+    assert "Ground truth: vidA,0902, vidA,0903, ...; detections: vidA,0002, vidA,0003, ..." in warning
+    assert "900 s less than the ground truth's" in warning and "add 900" in warning
+    out_json = tmp_path / "m.json"
+    assert main(["-g", gt_p, "-d", det_p, "-l", lm, "--json", str(out_json)]) == 0
+    assert f"warning: {warning}" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["warnings"] == [warning]
+
+    # Other video ids: no +900 hint; one matching keyframe: no warning.
+    _, det_p, _, _ = _files(tmp_path, gt, [("other", 902, A, 1, 0.9)], classes=(1,))
+    result, _ = evaluate_ava_files(gt_p, det_p, lm)
+    assert "Check that both files name videos and timestamps" in result.warnings[0]
+    _, det_p, _, _ = _files(tmp_path, gt, det + [("vidA", 903, A, 1, 0.5)], classes=(1,))
+    assert evaluate_ava_files(gt_p, det_p, lm)[0].warnings == []
+
+
+def test_activitynet_ignores_detections_on_frames_the_groundtruth_does_not_list(tmp_path):
+    """Issue 13's minimal case: ActivityNet's script gives 100, PySlowFast's 50 (both run beside ours)."""
+    gt = [("v", 902, (0.1, 0.1, 0.5, 0.5), 1, 0)]
+    det = [("v", 902, (0.1, 0.1, 0.5, 0.5), 1, 0.5), ("v", 903, (0.1, 0.1, 0.5, 0.5), 1, 0.9)]
+    # PySlowFast: FP (0.9, frame 0903) then TP (0.5): precision 1/2 at recall 1.
+    assert _evaluate(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == 0.5
+    assert _evaluate(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == 1.0
+    # A frame is listed by a row of a class outside the label map, or by a two-column row: then
+    # its detections are false positives under ActivityNet's protocol too.
+    for listing in ("v,0903,0.1,0.1,0.5,0.5,7,0\n", "v,0903\n", "v,903\n"):
+        gt_p, det_p, lm, _ = _files(tmp_path, gt, det, classes=(1,))
+        with open(gt_p, "a") as f:
+            f.write(listing)
+        assert evaluate_ava_files(gt_p, det_p, lm, protocol="activitynet")[0].mean_ap == 0.5, listing
+
+
+def test_reader_lists_every_frame_of_the_file(tmp_path):
+    path = tmp_path / "gt.csv"
+    path.write_text("v,0902,0.1,0.1,0.5,0.5,1,0\nw,0950\nv,0903,0.1,0.1,0.5,0.5,7,0\nv,0902,0.1,0.1,0.5,0.5,2,0\n")
+    rows = read_ava_csv(str(path), with_scores=False, class_whitelist=[1, 2])
+    assert rows.labels.tolist() == [1, 2] and rows.video_names == ["v", "w"]
+    # (video index, timestamp): v 902 and 903 (a class-7 row), w 950 (a two-column row).
+    assert rows.frames.tolist() == [[0, 902], [0, 903], [1, 950]]
+    assert rows.select(np.array([False, True])).frames.tolist() == rows.frames.tolist()
+    assert AvaBoxes.from_rows([("v", 902, *A, 1), ("v", 902, *B, 1)]).frames.tolist() == [[0, 902]]
+    path.write_text("v,0902,0.1,0.1,0.5,0.5,1,0\nw,95.5\n")
+    with pytest.raises(AvaFormatError, match=r"gt.csv:2: timestamp 95.5 must be a non-negative whole second"):
+        read_ava_csv(str(path), with_scores=False)
+
+
+def test_person_ap_ranks_tied_detections_in_matching_order():
+    """One person, two identical detections at 0.9: the copy that took the box is ranked first."""
+    ap = evaluate_person_ap([("v", 1)], np.array([A]), [("v", 1), ("v", 1)], np.array([A, A]), np.array([0.9, 0.9]))
+    assert ap == 1.0  # TP then FP: precision 1 at recall 1 (ranked FP first it would be 1/2)
+    # A tie between a false positive (frame 2, no people) and a true positive: given order.
+    ap = evaluate_person_ap([("v", 1)], np.array([A]), [("v", 2), ("v", 1)], np.array([A, A]), np.array([0.9, 0.9]))
+    assert ap == 0.5
+
+
+def test_command_line_help_tells_the_protocols_apart(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "ava_eval_helper.py" in out and "get_ava_performance.py" in out
+    assert "ava_action_list_v2.2_for_activitynet_2019.pbtxt" in out
+    assert "the 50 highest-scored rows" in out and "ignored (a frame is listed by any" in out
+
+
+def test_evaluator_person_ap_with_tied_duplicate_boxes(tmp_path):
+    """The person predicted twice with one score: TP then FP, person AP 100 (ranked FP first: 50)."""
+    _register(tmp_path, "evad_test_ava_eval_ties")
+    inputs, outputs = _fake_outputs([("vidA", 903)])  # one person (box A)
+    inst = outputs[0]["instances"]
+    twice = Instances(inst.image_size, pred_boxes=Boxes(torch.cat([inst.pred_boxes.tensor] * 2)),
+                      scores=torch.cat([inst.scores] * 2), pred_action_scores=torch.cat([inst.pred_action_scores] * 2))
+    ev = AVAEvaluator("evad_test_ava_eval_ties", None, only_processed_keyframes=True)
+    ev.reset()
+    ev.process(inputs, [{"instances": twice}])
+    assert ev.evaluate()["ava"]["person_AP@0.5"] == 100.0

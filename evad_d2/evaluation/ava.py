@@ -7,7 +7,8 @@ computes, for every class of the label map:
 * ground truth: every CSV row of that class is one instance (duplicated rows are separate
   instances); no box is ``difficult``; rows of frames listed in the exclusions are dropped;
 * detections: rows of excluded frames are dropped; a detection whose box has ``x1 >= x2`` or
-  ``y1 >= y2`` is removed; a detection on a frame without ground truth is a false positive;
+  ``y1 >= y2`` is removed; a detection on a frame without ground truth of its class is a false
+  positive (but see the ActivityNet protocol for frames the ground truth does not list);
 * matching, per frame and class, in the frame's detection order: each detection takes the
   ground-truth box of highest IoU (the first one on ties); it is a true positive if that IoU is
   >= 0.5 and no earlier detection took the same box, else a false positive. Note that a
@@ -16,16 +17,29 @@ computes, for every class of the label map:
   detection file) and ranked with ``argsort(scores)[::-1]``; precision/recall are VOC's
   all-point interpolated area; a class without ground truth gets NaN and is left out of the mean.
 
-Two protocols differ only in how a frame's detections are read (``protocol=``):
+Two protocols differ in which detections are read and in what order (``protocol=``; the
+table is :data:`PROTOCOL_TABLE`, shown by the command line's ``--help``):
 
-* ``"pyslowfast"`` (default; PySlowFast and the EVAD release, which produced EVAD's published
-  numbers): every detection row is kept, in file order within its frame.
-* ``"activitynet"`` (ActivityNet's ``get_ava_performance.py`` for AVA v2.1/v2.2): at most 50
-  detection rows per frame are kept (the top scores, selected with a heap exactly as the
-  official reader does), and a frame's rows are matched in descending score order.
+* ``"pyslowfast"`` (default; PySlowFast's ``slowfast/utils/ava_eval_helper.py``, which the EVAD
+  release uses and which produced EVAD's published numbers): every detection row is kept, in
+  file order within its frame; ground truth in file order.
+* ``"activitynet"`` (ActivityNet's ``Evaluation/get_ava_performance.py``, the AVA challenge's
+  code): at most 50 detection rows per frame are kept (the top scores, selected with a heap
+  exactly as the official reader does) and a frame's rows are matched in descending score
+  order; ground truth of a frame is ordered by descending 8th column (the person id, which its
+  reader takes for a score); detections on frames the ground-truth file does not list at all
+  are ignored (it logs "... not part of the ground truth. They will be ignored."). A frame is
+  listed by any of its rows: of any class, or a two-column ``video_id, timestamp`` row. The
+  script takes no exclusions since 2020 (the ground truth simply omits those frames); given
+  here, they are dropped from both sides, as its earlier versions did.
 
 CSV files our own evaluator writes are sorted by descending score within each frame, so both
-protocols agree on them whenever a frame has at most 50 rows.
+protocols agree on them whenever a frame has at most 50 rows and detections fall only on
+ground-truth frames.
+
+Both were checked beside the reference code on random hard cases (ties, duplicates, empty
+files, frames without ground truth, excluded frames, classes without ground truth, several
+boxes per person, more than 50 rows per frame): per-class APs equal to the last bit.
 
 Command line::
 
@@ -33,6 +47,7 @@ Command line::
         --labelmap MAP.pbtxt [--exclusions EX.csv] --json OUT.json [--plot OUT.png]
 """
 import argparse
+import codecs
 import heapq
 import json
 import logging
@@ -56,17 +71,41 @@ __all__ = [
     "evaluate_ava_files",
     "voc_average_precision",
     "ranked_average_precision",
+    "average_precision_in_order",
     "match_detections",
     "parse_ava_csv_bytes",
     "round_decimals",
     "detection_rows",
     "PROTOCOLS",
+    "PROTOCOL_TABLE",
     "main",
 ]
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("pyslowfast", "activitynet")
+PROTOCOL_TABLE = """\
+                        pyslowfast (default)              activitynet
+reference code          PySlowFast slowfast/utils/        ActivityNet Evaluation/
+                        ava_eval_helper.py                get_ava_performance.py
+used for                EVAD's (and PySlowFast's)         the AVA challenge
+                        published numbers
+detections per frame    all rows                          the 50 highest-scored rows
+matching order          file order within a frame         descending score (heap order)
+ground-truth order      file order                        descending 8th column (person id)
+detections on a frame   false positives                   ignored (a frame is listed by any
+the ground truth does                                     row: any class, or a 2-column
+not list                                                  "video_id,timestamp" row)
+exclusions (-e)         dropped from both sides           not in the script since 2020;
+                                                          dropped from both sides if given
+2-column rows           accepted, carry nothing           list the frame (no actions)
+                        (the reference rejects them)
+ranking ties            numpy argsort(scores)[::-1] over all frames (both)
+AP                      VOC all-point area; classes without ground truth left out (both)
+label map (-l)          ava_action_list_v2.2_for_activitynet_2019.pbtxt: the 60 evaluated
+                        classes (the 80-class ava_action_list_v2.2.pbtxt would also score
+                        the 20 classes that the official evaluation leaves out)
+"""
 # Detections kept per frame by ActivityNet's reader (its ``read_csv(..., capacity=50)``).
 _ACTIVITYNET_CAPACITY = 50
 # Box coordinates may exceed [0, 1] by this much (rounding in written files); they are used as is.
@@ -86,6 +125,10 @@ class AvaBoxes:
         scores: (N,) float64: the 8th column (the detection score; for ground truth the person
             id, which the official reader also reads as a score), 1.0 where there is none.
         lines: (N,) int64 source line numbers (0 where not read from a file).
+        frames: (F, 2) int64 ``(video, timestamp)`` of every frame the source lists, distinct and
+            sorted: the rows' frames, and also those of rows a class whitelist dropped and of
+            two-column rows (a frame without actions). ActivityNet's protocol scores detections
+            only on these frames. Default: the rows' frames.
     """
 
     video_names: List[str]
@@ -95,6 +138,7 @@ class AvaBoxes:
     labels: np.ndarray
     scores: np.ndarray
     lines: np.ndarray = field(default=None)
+    frames: np.ndarray = field(default=None)
 
     def __post_init__(self):
         n = len(self.video)
@@ -104,6 +148,9 @@ class AvaBoxes:
         for name in ("video", "timestamp", "labels", "lines"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64).reshape(n))
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(n)
+        if self.frames is None:
+            self.frames = _distinct_frames(self.video, self.timestamp)
+        self.frames = np.asarray(self.frames, dtype=np.int64).reshape(-1, 2)
 
     def __len__(self) -> int:
         return len(self.video)
@@ -124,20 +171,33 @@ class AvaBoxes:
         )
 
     def select(self, keep: np.ndarray) -> "AvaBoxes":
+        """The rows ``keep`` selects; the listed ``frames`` stay those of the source."""
         return AvaBoxes(
             self.video_names, self.video[keep], self.timestamp[keep], self.boxes[keep],
-            self.labels[keep], self.scores[keep], self.lines[keep],
+            self.labels[keep], self.scores[keep], self.lines[keep], self.frames,
         )
+
+
+def _distinct_frames(video: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """(F, 2) distinct ``(video, timestamp)`` pairs, sorted; a frame's rows are nearly always
+    consecutive, so only the first row of each run of one frame is sorted."""
+    video, timestamp = np.asarray(video, dtype=np.int64), np.asarray(timestamp, dtype=np.int64)
+    head = np.ones(len(video), dtype=bool)
+    head[1:] = (video[1:] != video[:-1]) | (timestamp[1:] != timestamp[:-1])
+    pairs = np.stack([video[head], timestamp[head]], axis=1)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs
 
 
 @dataclass
 class FrameMapResult:
-    """Frame-mAP and per-class AP (fractions in [0, 1]; NaN for a class without ground truth)."""
+    """Frame-mAP and per-class AP (fractions in [0, 1]; NaN for a class without ground truth),
+    and warnings about the inputs (also logged), e.g. that no detected keyframe is in the ground truth."""
 
     mean_ap: float
     per_class_ap: Dict[int, float]
     num_groundtruth: Dict[int, int]
     num_detections: Dict[int, int]
+    warnings: List[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- CSV reading
@@ -155,7 +215,8 @@ def read_ava_csv(
     Rows are ``video_id, timestamp, x1, y1, x2, y2, action_id[, person_id | score]`` with boxes
     normalised to [0, 1]. Ground truth may have 7 or 8 columns (the 8th, the person id, is not
     used); detections need the score. Two-column rows (``video_id, timestamp``: a frame without
-    actions) are accepted and carry nothing. Blank lines are skipped.
+    actions) are accepted and carry no row, only the frame (see ``AvaBoxes.frames``). Blank
+    lines are skipped, and so is a UTF-8 byte-order mark (what spreadsheet tools write).
 
     Numbers are bit-identical to Python's ``float`` of each field. The text is cut in blocks
     whose separators are found with numpy; fields of up to 8 characters (nearly all in AVA
@@ -175,13 +236,18 @@ def read_ava_csv(
             a ground-truth box with x2 < x1 or y2 < y1, an unknown class id or a non-finite score.
     """
     with g_pathmgr.open(path, "rb") as f:
-        data = f.read()
+        data = _strip_bom(f.read())
     if b'"' in data:
         # Quoted fields never occur in AVA files; normalise them through the csv module.
         data, line_map = _unquote_csv(data)
     else:
         line_map = None
     return parse_ava_csv_bytes(data, path, with_scores, class_whitelist, known_class_ids, line_map)
+
+
+def _strip_bom(data: bytes) -> bytes:
+    """``data`` without a leading UTF-8 byte-order mark (else the first video id would carry it)."""
+    return data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
 
 
 def _unquote_csv(data: bytes) -> Tuple[bytes, np.ndarray]:
@@ -208,6 +274,7 @@ def parse_ava_csv_bytes(data, path, with_scores, class_whitelist=None, known_cla
 
     ``line_map`` gives the source line number of each line of ``data`` (default: 1, 2, ...).
     """
+    data = _strip_bom(data)
     if b"\r" in data:
         data = data.replace(b"\r", b"")
     if not data.endswith(b"\n"):
@@ -216,6 +283,7 @@ def parse_ava_csv_bytes(data, path, with_scores, class_whitelist=None, known_cla
     known = _id_table(known_class_ids)
     names: Dict[bytes, int] = {}
     rows = _RowBuffer()
+    frames = []
     pos = lines_done = 0
     while pos < len(data):
         end = data.rfind(b"\n", pos, pos + _BLOCK_BYTES) + 1
@@ -223,14 +291,18 @@ def parse_ava_csv_bytes(data, path, with_scores, class_whitelist=None, known_cla
             end = data.index(b"\n", pos + _BLOCK_BYTES) + 1
         # The next block's bytes serve as the padding, except at the end of the data.
         buf, off = (data, pos) if end + len(_PAD) <= len(data) else (data[pos:end] + _PAD, 0)
-        nlines, columns = _parse_block(
+        nlines, columns, block_frames = _parse_block(
             buf, off, end - pos, path, with_scores, lines_done, line_map, names, whitelist, known
         )
+        frames.append(block_frames)
         if not rows.capacity:  # AVA rows are alike: size the columns from the first block
             rows.reserve(int(len(columns[0]) * len(data) / (end - pos) * 1.02) + 1024)
         rows.append(columns)
         pos, lines_done = end, lines_done + nlines
-    return AvaBoxes([k.decode("utf-8") for k in names], *rows.columns())
+    frames = np.concatenate(frames)
+    return AvaBoxes(
+        [k.decode("utf-8") for k in names], *rows.columns(), np.unique(frames, axis=0) if len(frames) else frames
+    )
 
 
 class _RowBuffer:
@@ -285,7 +357,8 @@ def _parse_block(buf, off, nbytes, path, with_scores, lines_done, line_map, name
     """Parse the whole lines ``buf[off:off + nbytes]`` (at least 16 readable bytes follow them).
 
     Returns:
-        The number of lines and the :class:`AvaBoxes` columns of the block's rows.
+        The number of lines, the :class:`AvaBoxes` columns of the block's rows, and the
+        distinct ``(video, timestamp)`` of all its rows and two-column lines (:attr:`AvaBoxes.frames`).
     """
     u8 = np.frombuffer(buf, dtype=np.uint8, count=nbytes, offset=off)
     # words[i]: the 8 bytes starting at byte i, as one little-endian integer (byte i lowest).
@@ -309,8 +382,9 @@ def _parse_block(buf, off, nbytes, path, with_scores, lines_done, line_map, name
         starts = np.empty(nlines, dtype=np.int64)
         starts[:1] = 0
         starts[1:] = bounds[:-1, 7] + 1
+        pairs = None
     else:
-        starts, line_no, bounds = _mixed_bounds(u8, seps, is_end, line_no, path, with_scores)
+        starts, line_no, bounds, pairs = _mixed_bounds(u8, seps, is_end, line_no, path, with_scores)
     n = len(starts)
 
     def field(j, rows=slice(None)):
@@ -368,15 +442,29 @@ def _parse_block(buf, off, nbytes, path, with_scores, lines_done, line_map, name
 
     video = _video_ids(u8, words, starts, bounds[:, 0], names)
     columns = [video, ts.astype(np.int64), boxes, labels, scores, line_no]
+    frames = _distinct_frames(video, columns[1])
+    if pairs is not None and len(pairs[0]):  # after the rows' ids: video ids keep the rows' order
+        frames = np.concatenate([frames, _pair_frames(u8, words, *pairs, path, names)])
     if whitelist is not None:
         keep = _in_table(labels, whitelist)
         if not keep.all():
             columns = [c[keep] for c in columns]
-    return nlines, columns
+    return nlines, columns, frames
+
+
+def _pair_frames(u8, words, starts, commas, ends, line_no, path, names) -> np.ndarray:
+    """(F, 2) ``(video, timestamp)`` of two-column lines, the timestamp checked as for rows."""
+    ts = _parse_numbers(u8, words, commas + 1, ends, path, line_no, "timestamp")
+    bad = (ts != np.floor(ts)) | (ts < 0)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise AvaFormatError(path, int(line_no[i]), f"timestamp {ts[i]!r} must be a non-negative whole second")
+    return _distinct_frames(_video_ids(u8, words, starts, commas, names), ts.astype(np.int64))
 
 
 def _mixed_bounds(u8, seps, is_end, line_no, path, with_scores):
-    """Field bounds of lines with 7 or 8 columns; blank and 2-column lines are skipped."""
+    """Field bounds of lines with 7 or 8 columns; blank lines are skipped, and 2-column lines
+    are returned apart as ``(starts, commas, ends, line numbers)``."""
     ends, commas = seps[is_end], seps[~is_end]
     starts = np.empty_like(ends)
     starts[:1] = 0
@@ -392,6 +480,8 @@ def _mixed_bounds(u8, seps, is_end, line_no, path, with_scores):
     if bad.any():
         i = np.flatnonzero(bad)[0]
         _raise_columns(path, line_no[i], int(ncols[i]), with_scores)
+    two = np.flatnonzero(ncols == 2)
+    pairs = (starts[two], commas[first_comma[two]], ends[two], line_no[two])
     rows = np.flatnonzero(ncols >= 7)
     starts, ends, first_comma, ncols = starts[rows], ends[rows], first_comma[rows], ncols[rows]
     bounds = np.empty((len(rows), 8), dtype=np.int64)
@@ -399,7 +489,7 @@ def _mixed_bounds(u8, seps, is_end, line_no, path, with_scores):
     for j in range(8):
         inner = j < ncols - 1
         bounds[:, j] = np.where(inner, commas[np.minimum(first_comma + j, last)] if len(commas) else 0, ends)
-    return starts, line_no[rows], bounds
+    return starts, line_no[rows], bounds, pairs
 
 
 def _raise_columns(path, line, got, with_scores):
@@ -855,9 +945,23 @@ def voc_average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
 
 
 def ranked_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
-    """VOC AP of detections ranked as the official code ranks them (``argsort(scores)[::-1]``)."""
-    order = np.argsort(scores)[::-1]
-    tp = tp[order].astype(np.int64)
+    """VOC AP of detections ranked as the official code ranks them (``argsort(scores)[::-1]``).
+
+    That order can put tied detections in another order than they were matched in (the
+    official frame-mAP does so, and its protocols keep it); APs of our own use
+    :func:`average_precision_in_order` with the matching order instead.
+    """
+    return average_precision_in_order(tp[np.argsort(scores)[::-1]], num_gt)
+
+
+def average_precision_in_order(tp: np.ndarray, num_gt: int) -> float:
+    """VOC AP of detections already in rank order (the order they were matched in).
+
+    Args:
+        tp: (N,) bool, true-positive flag of each detection, best ranked first.
+        num_gt: number of ground-truth instances.
+    """
+    tp = np.asarray(tp).astype(np.int64)
     cum_tp = np.cumsum(tp)
     cum_fp = np.cumsum(1 - tp)
     precision = cum_tp.astype(np.float64) / (cum_tp + cum_fp)
@@ -926,19 +1030,22 @@ def match_detections(gt_group, gt_boxes, det_group, det_boxes, det_rank, iou_thr
 
 
 def _frame_keys(gt: AvaBoxes, det: AvaBoxes, excluded: Iterable[Tuple[str, int]]):
-    """Integer frame keys of both row sets (and of the exclusions) over a shared video vocabulary."""
+    """Integer frame keys ``video * tmax + timestamp`` over a shared video vocabulary: of both
+    row sets, of the exclusions and of the frames the ground truth lists (``gt.frames``)."""
     vocab: Dict[str, int] = {}
     gmap = np.array([vocab.setdefault(v, len(vocab)) for v in gt.video_names] or [0], dtype=np.int64)
     dmap = np.array([vocab.setdefault(v, len(vocab)) for v in det.video_names] or [0], dtype=np.int64)
     excluded = [(vocab[v], int(t)) for v, t in excluded if v in vocab]
     tmax = 1 + max(
         [int(gt.timestamp.max()) if len(gt) else 0, int(det.timestamp.max()) if len(det) else 0]
+        + [int(gt.frames[:, 1].max()) if len(gt.frames) else 0]
         + [t for _, t in excluded]
     )
     gkey = gmap[gt.video] * tmax + gt.timestamp if len(gt) else np.zeros(0, dtype=np.int64)
     dkey = dmap[det.video] * tmax + det.timestamp if len(det) else np.zeros(0, dtype=np.int64)
     ekey = np.array([v * tmax + t for v, t in excluded], dtype=np.int64)
-    return gkey, dkey, ekey, vocab, tmax
+    listed = gmap[gt.frames[:, 0]] * tmax + gt.frames[:, 1] if len(gt.frames) else np.zeros(0, dtype=np.int64)
+    return gkey, dkey, ekey, listed, vocab, tmax
 
 
 def _runs(keys: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -1086,7 +1193,7 @@ def evaluate_frame_map(
     if not class_ids or class_ids[0] < 1:
         raise ValueError(f"class ids must be >= 1 (as the official evaluation requires), got {class_ids[:5]}")
     cls_arr = np.array(class_ids, dtype=np.int64)
-    gkey, dkey, ekey, vocab, tmax = _frame_keys(groundtruth, detections, excluded)
+    gkey, dkey, ekey, listed, vocab, tmax = _frame_keys(groundtruth, detections, excluded)
 
     classes = _id_table(class_ids)
     gsel = _in_table(groundtruth.labels, classes) & ~_isin(gkey, ekey)
@@ -1119,6 +1226,8 @@ def evaluate_frame_map(
             d_rank[order] = np.arange(len(d_key))
 
     keep = ~_isin(d_key, ekey)
+    if protocol == "activitynet":  # detections on frames the ground truth does not list are ignored
+        keep &= _isin(d_key, listed)
     keep &= (d_boxes[:, 1] < d_boxes[:, 3]) & (d_boxes[:, 0] < d_boxes[:, 2])
     if not keep.all():
         d_key, d_boxes, d_labels, d_scores, d_rank = (
@@ -1149,7 +1258,46 @@ def evaluate_frame_map(
         aps[c - 1] = ranked_average_precision(d_scores[idx], tp[idx], int(num_gt[c]))
         per_class[c] = float(aps[c - 1])
     mean_ap = float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
-    return FrameMapResult(mean_ap, per_class, n_gt, n_det)
+    warnings = []
+    unmatched = _unmatched_keyframes(dkey, listed, ekey, vocab, tmax)
+    if unmatched:
+        logger.warning(unmatched)
+        warnings.append(unmatched)
+    return FrameMapResult(mean_ap, per_class, n_gt, n_det, warnings)
+
+
+# Examples of keyframes named in the warning about detections on no ground-truth keyframe.
+_NUM_EXAMPLES = 3
+# AVA timestamps are seconds from the video's start; its annotated clip starts at 900 s.
+_AVA_CLIP_START = 900
+
+
+def _unmatched_keyframes(dkey, listed, ekey, vocab, tmax) -> Optional[str]:
+    """A warning when detections exist, ground truth lists keyframes, and no detected keyframe is
+    one of them (excluded ones left out); it names examples of both and a likely cause."""
+    det = np.unique(dkey)
+    det, gt = det[~np.isin(det, ekey)], listed[~np.isin(listed, ekey)]
+    if len(det) == 0 or len(gt) == 0 or np.isin(det, gt).any():
+        return None
+    names = list(vocab)
+
+    def text(keys):
+        return ", ".join(f"{names[k // tmax]},{k % tmax:04d}" for k in keys[:_NUM_EXAMPLES].tolist())
+
+    msg = (
+        f"none of the {len(det)} keyframes with detections is a ground-truth keyframe ({len(gt)} listed), "
+        f"so the frame-mAP is 0. Ground truth: {text(gt)}, ...; detections: {text(det)}, ... "
+    )
+    gt_pairs = set(zip((gt // tmax).tolist(), (gt % tmax).tolist()))
+    det_video, det_ts = (det // tmax).tolist(), (det % tmax).tolist()
+    for offset in (_AVA_CLIP_START, -_AVA_CLIP_START):
+        if any((v, t + offset) in gt_pairs for v, t in zip(det_video, det_ts)):
+            return msg + (
+                f"The detections' timestamps are {abs(offset)} s {'less' if offset > 0 else 'more'} than the "
+                "ground truth's: AVA timestamps are seconds from the start of the video (keyframes 0902 to "
+                f"1798); write both files the same way ({'add' if offset > 0 else 'subtract'} {abs(offset)})."
+            )
+    return msg + "Check that both files name videos and timestamps (whole seconds) the same way."
 
 
 def evaluate_person_ap(
@@ -1165,8 +1313,10 @@ def evaluate_person_ap(
     """Person-detection AP (VOC, all points) of actor boxes, regardless of actions.
 
     Ground truth is one box per distinct (frame, box) (AVA repeats a person's box on every
-    action row); detections are matched in descending score order; a detection on a frame
-    without ground truth is a false positive; excluded frames are dropped from both sides.
+    action row); detections are matched in descending score order (ties: the given order) and
+    the precision/recall curve follows that same order, so of two tied copies of a detection
+    the one that took the box is ranked first; a detection on a frame without ground truth is
+    a false positive; excluded frames are dropped from both sides.
 
     Args:
         gt_frames / det_frames: ``(video_id, timestamp)`` of each box.
@@ -1194,7 +1344,7 @@ def evaluate_person_ap(
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     tp = match_detections(g_key, g_boxes, dk, det_boxes, rank, iou_threshold)
-    return ranked_average_precision(det_scores, tp, len(g_key))
+    return average_precision_in_order(tp[order], len(g_key))
 
 
 # ----------------------------------------------------------------------------- files and CLI
@@ -1236,11 +1386,16 @@ def evaluate_ava_files(
 
 
 def result_to_json(result: FrameMapResult) -> Dict:
-    """``{"mAP": x, "per_class": {"<id>": ap}}`` in percent; a class without ground truth is null."""
+    """``{"mAP": x, "per_class": {"<id>": ap}, "warnings": [...]}`` in percent; a class without
+    ground truth is null."""
     def pct(v):
         return None if v is None or math.isnan(v) else 100.0 * v
 
-    return {"mAP": pct(result.mean_ap), "per_class": {str(c): pct(ap) for c, ap in result.per_class_ap.items()}}
+    return {
+        "mAP": pct(result.mean_ap),
+        "per_class": {str(c): pct(ap) for c, ap in result.per_class_ap.items()},
+        "warnings": list(result.warnings),
+    }
 
 
 def format_table(result: FrameMapResult, names: Dict[int, str]) -> str:
@@ -1249,6 +1404,7 @@ def format_table(result: FrameMapResult, names: Dict[int, str]) -> str:
         shown = "     n/a" if math.isnan(ap) else f"{100 * ap:8.2f}"
         lines.append(f"{c:>4}  {shown}  {result.num_groundtruth[c]:>7}  {result.num_detections[c]:>9}  {names.get(c, '')}")
     lines.append(f"frame-mAP@0.5IOU: {100 * result.mean_ap:.4f}")
+    lines.extend(f"warning: {w}" for w in result.warnings)
     return "\n".join(lines)
 
 
@@ -1256,17 +1412,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m evad_d2.evaluation.ava",
         description="AVA frame-mAP@0.5 by the official protocol (per-class AP and mAP, in percent).",
+        epilog="How the protocols differ (--protocol):\n\n" + PROTOCOL_TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-g", "--groundtruth", required=True, help="ground-truth CSV (e.g. ava_val_v2.2.csv)")
     parser.add_argument("-d", "--detections", required=True, help="detection CSV (video,ts,x1,y1,x2,y2,action,score)")
-    parser.add_argument("-l", "--labelmap", required=True, help="label map pbtxt of the evaluated classes")
+    parser.add_argument(
+        "-l", "--labelmap", required=True,
+        help="label map pbtxt of the evaluated classes (AVA v2.2: ava_action_list_v2.2_for_activitynet_2019.pbtxt)",
+    )
     parser.add_argument("-e", "--exclusions", default=None, help="excluded timestamps CSV")
-    parser.add_argument("--json", default=None, help="write {'mAP': x, 'per_class': {...}} here (percent)")
+    parser.add_argument("--json", default=None, help="write {'mAP': x, 'per_class': {...}, 'warnings': [...]} here (percent)")
     parser.add_argument("--plot", default=None, help="write a per-class AP bar chart (PNG) here")
     parser.add_argument(
         "--protocol", choices=PROTOCOLS, default="pyslowfast",
-        help="pyslowfast: all detections, file order within a frame (EVAD/PySlowFast); "
-        "activitynet: top-50 detections per frame, score order (ActivityNet get_ava_performance.py)",
+        help="pyslowfast: PySlowFast's ava_eval_helper.py (EVAD's numbers); activitynet: ActivityNet's "
+        "get_ava_performance.py (see the table below)",
     )
     parser.add_argument("--strict-classes", action="store_true", help="a detection class id outside the label map is an error")
     args = parser.parse_args(argv)
