@@ -1,28 +1,75 @@
 """UCF101-24 / JHMDB: frame-mAP and video-mAP of a frame-level detector.
 
-* Frame-mAP@0.5 (per class): every annotated frame of the test videos is ground truth (one box
-  per ground-truth tube through that frame); detections of all processed frames are ranked by
-  score; each takes the ground-truth box of highest IoU in its frame (first on ties) and is a
-  true positive if the IoU is >= 0.5 and no higher-scored detection took that box; VOC
-  all-point AP. A detection on a frame without ground truth of its class is a false positive.
-* Video-mAP at IoU 0.2, 0.5 and 0.5:0.95 (mean over 0.5, 0.55, ..., 0.95): per video and class,
-  per-frame detections are linked into tubes greedily (:func:`link_tubes`, the ACT-style linking
-  used by frame-level detectors), each tube scored by the mean of its detection scores. A tube is
-  a true positive if its spatio-temporal IoU (:func:`tube_iou`: temporal IoU of the frame spans
-  x mean per-frame IoU over the frames both tubes cover) with a not yet matched ground-truth tube
-  of its video and class, the best such, reaches the threshold; tubes are taken in descending
-  score order; VOC all-point AP.
+Two protocols; ``protocol="act"`` (:data:`DEFAULT_PROTOCOL`) is the ACT evaluation code that the
+published UCF101-24 / JHMDB numbers come from (ACT, MOC, TubeR, YOWO, STMixer, ...; its Python 3
+port is ``src/ACT.py`` + ``src/ACT_utils/ACT_utils.py`` of MCG-NJU/MOC-Detector) and equals it on
+the same detections; ``protocol="voc"`` is the PASCAL-VOC variant this project used before.
 
-IoUs use continuous coordinates (area = (x2 - x1) * (y2 - y1)), as detectron2 does; the ACT
-code adds 1 pixel to widths and heights, which changes IoUs of small boxes slightly.
+Notation: a box is (x1, y1, x2, y2) in pixels; for a class, N ranked detections, G ground-truth
+boxes (frame-mAP) or tubes (video-mAP); ``tp_i`` is 1 if the i-th ranked detection is a true
+positive; ``P_i = (tp_1 + ... + tp_i) / i`` and ``R_i = (tp_1 + ... + tp_i) / G``.
 
-Ground truth is the ACT pickle (``UCF101v2-GT.pkl`` / ``JHMDB-GT.pkl``, see :func:`load_gt_pickle`).
+ACT protocol (default):
+
+* Box IoU with inclusive pixel coordinates (:func:`box_iou` with ``pixel_inclusive=True``)::
+
+      w = max(0, min(x2, x2') + 1 - max(x1, x1')),  h likewise,  area = (x2 - x1 + 1) (y2 - y1 + 1)
+      IoU = w h / (area + area' - w h)
+
+* Frame-AP at IoU ``t`` (default 0.5): detections are the rows (video, frame, box, class score)
+  in the order video (of the test list), frame, box, ranked by ``np.argsort(-score)`` (numpy's
+  default sort, as ACT; ties come out in that order, and matching and the curve follow the
+  same order). Each detection, in rank order, takes the ground-truth box of its frame and class
+  of highest IoU among those not yet taken (first on ties); it is a true positive, and takes the
+  box, if that IoU >= ``t``; otherwise it is a false positive and takes nothing (so a later
+  detection may still match a box a better-scored one missed).
+* AP (:func:`act_average_precision`): trapezoid rule over the raw curve, from (R_0, P_0) = (0, 1)::
+
+      AP = sum_{i=1..N} (R_i - R_{i-1}) (P_i + P_{i-1}) / 2
+
+* Video-AP: the tubes of each video and class first go through tube NMS (:func:`tube_nms`, ACT's
+  ``nms3dt``): repeatedly keep the highest-scored remaining tube (the last of
+  ``np.argsort(score)``) and drop the others whose tube IoU with it exceeds 0.3
+  (:data:`ACT_TUBE_NMS_OVERLAP`). Kept tubes of all test videos (video order, then NMS order) are
+  ranked by ``np.argsort(-score)``; each takes the ground-truth tube of its video of highest
+  tube IoU among those not yet taken, and is a true positive if that IoU >= ``t``. Same AP.
+* Tube IoU (:func:`tube_iou`) of tubes spanning frames [s, e] and [s', e']::
+
+      IoU_t = (min(e, e') - max(s, s') + 1) / (max(e, e') - min(s, s') + 1)   (0 if disjoint)
+      tube IoU = IoU_t * mean over the frames both tubes have of the box IoU on that frame
+
+  (ACT requires both tubes to have every frame of the overlap; on such tubes the two agree.)
+* video-mAP@0.5:0.95 is the mean of the video-mAPs at ``0.5 + 0.05 * i``, i = 0..9, the values
+  ACT's loop computes (:data:`VIDEO_MAP_THRESHOLDS`; 0.85 is 0.8500000000000001, not rounded;
+  ``np.arange(0.5, 0.95, 0.05)`` gives other values from 0.6 on).
+
+VOC protocol (``protocol="voc"``):
+
+* Box IoU in continuous coordinates, ``area = (x2 - x1) (y2 - y1)`` (as detectron2).
+* Frame-AP: detections ranked by descending score, ties in the order above (stable sort); each
+  takes the ground-truth box of highest IoU in its frame (first on ties) and is a true positive if
+  the IoU >= ``t`` and no better-ranked detection took that box, else a false positive; the curve
+  is built in that same order.
+* AP: VOC all-point interpolation, ``AP = sum_k (r_k - r_{k-1}) max_{R_i >= r_k} P_i`` over the
+  distinct recall values r_k.
+* Video-AP: no tube NMS; tubes ranked by descending score (stable), each takes the best not yet
+  matched ground-truth tube of its video if its tube IoU (continuous box IoU) >= ``t``.
+
+Both protocols: every annotated frame of the test videos is ground truth (one box per tube
+through it); a detection on a frame without ground truth of its class is a false positive; the
+mAP is the mean over classes with ground truth (a class without any is NaN and left out; ACT
+would count it as 0, or fail on a division by zero if it has detections).
+
+Tubes come from :func:`link_tubes` (greedy linking of the per-frame detections, the frame-level
+analogue of ACT's tubelet linking), each scored by the mean of its detection scores.
+
+Ground truth is the ACT pickle (``UCF101v2-GT.pkl`` / ``JHMDB-GT.pkl``, see :func:`load_gt_pickle`),
+read with a restricted unpickler: a crafted file cannot run code.
 """
 import json
 import logging
 import math
 import os
-import pickle
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -33,32 +80,59 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from iopath.common.file_io import g_pathmgr
 
-from .ava import match_detections, ranked_average_precision, voc_average_precision
+from evad_d2.utils.atomic_io import atomic_write
+from evad_d2.utils.safe_pickle import UnsafePickleError, restricted_load
+
+from .ava import match_detections, voc_average_precision
 from .plots import plot_per_class_ap
 
 __all__ = [
+    "PROTOCOLS",
+    "DEFAULT_PROTOCOL",
+    "ACT_TUBE_NMS_OVERLAP",
+    "VIDEO_MAP_THRESHOLDS",
+    "GTPickleError",
     "load_gt_pickle",
+    "split_videos",
     "test_videos",
     "box_iou",
+    "act_average_precision",
+    "FrameDetections",
     "frame_map",
     "Tube",
     "link_tubes",
     "tube_iou",
+    "tube_nms",
     "video_map",
-    "VIDEO_MAP_THRESHOLDS",
     "UCFJHMDBEvaluator",
 ]
 
 logger = logging.getLogger(__name__)
 
-# 0.5:0.95 in steps of 0.05, as in the video-mAP tables.
-VIDEO_MAP_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+PROTOCOLS = ("act", "voc")
+DEFAULT_PROTOCOL = "act"
+
+# ACT's videoAP: nms3dt(tubes, 0.3) on each video's tubes of a class.
+ACT_TUBE_NMS_OVERLAP = 0.3
+
+# 0.5:0.95 as ACT's loop computes them (0.5 + 0.05 * i); kept unrounded so that a tube exactly at
+# a threshold counts as it does there.
+VIDEO_MAP_THRESHOLDS = tuple(0.5 + 0.05 * i for i in range(10))
+
+# link_tubes drops tubes scoring below this (ACT's BuildTubes does the same at 0.005).
+LINK_MIN_SCORE = 0.005
 
 _GT_KEYS = ("labels", "gttubes", "nframes", "test_videos", "resolution")
 
 
+def _check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return protocol
+
+
 class GTPickleError(ValueError):
-    """A malformed ground-truth pickle; the message names the file and the offending key."""
+    """A malformed or refused ground-truth pickle; the message names the file and the offending key."""
 
 
 def load_gt_pickle(path: str) -> Dict:
@@ -67,19 +141,24 @@ def load_gt_pickle(path: str) -> Dict:
     Layout: ``labels`` (class names), ``gttubes`` ``{video: {label index: [array (n, 5) of
     frame, x1, y1, x2, y2 in pixels]}}``, ``nframes`` ``{video: int}``, ``train_videos`` /
     ``test_videos`` (one video list per split), ``resolution`` ``{video: (height, width)}``.
-    Pickles written by Python 2 (the released ones) are read with latin-1 strings.
+    Read with :func:`evad_d2.utils.safe_pickle.restricted_load`: only containers, numbers,
+    strings and numpy arrays are admitted (all these files hold), so a crafted file cannot run
+    code. Pickles written by Python 2 (the released ones) are read with latin-1 strings.
 
     Returns:
         The dict with every tube as a float64 (n, 5) array sorted by frame.
 
     Raises:
-        GTPickleError: unreadable file, missing keys, or a tube that is not (n, 5) / has an
-            unknown label; the message names the file and the key path.
+        GTPickleError: unreadable or refused file (a global outside numpy arrays / builtins),
+            missing keys, or a tube that is not (n, 5) / has an unknown label; the message names
+            the file and the key path.
     """
     try:
         with g_pathmgr.open(path, "rb") as f:
-            gt = pickle.load(f, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, AttributeError, ImportError) as e:
+            gt = restricted_load(f, source=path, encoding="latin1")
+    except UnsafePickleError as e:
+        raise GTPickleError(str(e)) from None
+    except ImportError as e:  # an admitted numpy global of another numpy major version
         raise GTPickleError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
     if not isinstance(gt, dict):
         raise GTPickleError(f"{path}: expected a dict at the top level, got {type(gt).__name__}")
@@ -117,19 +196,41 @@ def load_gt_pickle(path: str) -> Dict:
     return gt
 
 
+def split_videos(gt: Dict, split: str, split_index: int) -> List[str]:
+    """Videos of ``gt["<split>_videos"][split_index]`` (``split`` "train" or "test", 0-based index)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    lists = gt.get(f"{split}_videos")
+    if lists is None:
+        raise KeyError(f"ground truth has no '{split}_videos'")
+    if not 0 <= split_index < len(lists):
+        raise KeyError(f"ground truth has no {split} split index {split_index} ({split}_videos has {len(lists)} entries)")
+    return list(lists[split_index])
+
+
 def test_videos(gt: Dict, split: int = 1) -> List[str]:
-    """Test videos of a 1-based split (``test_videos[split - 1]``, as ACT indexes them)."""
-    lists = gt["test_videos"]
-    try:
-        return list(lists[split - 1])
-    except (IndexError, KeyError):
-        raise KeyError(f"ground truth has no test split {split} (test_videos has {len(lists)} entries)") from None
+    """Test videos of a 1-based split (``test_videos[split - 1]``, as ACT's ``--split`` indexes them)."""
+    return split_videos(gt, "test", split - 1)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) x1, y1, x2, y2 boxes -> (N, M)."""
+def box_iou(a: np.ndarray, b: np.ndarray, *, pixel_inclusive: bool = False) -> np.ndarray:
+    """Pairwise IoU of (N, 4) and (M, 4) x1, y1, x2, y2 boxes -> (N, M).
+
+    Args:
+        pixel_inclusive: ACT's IoU, widths and heights ``x2 - x1 + 1`` (same arithmetic as its
+            ``iou2d``; a zero union gives NaN there and here). Else continuous coordinates
+            (``x2 - x1``; a zero union gives 0).
+    """
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    if pixel_inclusive:
+        iw = np.maximum(0.0, np.minimum(a[:, None, 2] + 1, b[None, :, 2] + 1) - np.maximum(a[:, None, 0], b[None, :, 0]))
+        ih = np.maximum(0.0, np.minimum(a[:, None, 3] + 1, b[None, :, 3] + 1) - np.maximum(a[:, None, 1], b[None, :, 1]))
+        inter = iw * ih
+        area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+        area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return inter / (area_a[:, None] + area_b[None, :] - inter)
     iw = np.maximum(0.0, np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]))
     ih = np.maximum(0.0, np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]))
     inter = iw * ih
@@ -138,6 +239,90 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / union, 0.0)
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray, pixel_inclusive: bool) -> np.ndarray:
+    """IoU of (P, 4) boxes ``a[i]`` with ``b[i]`` -> (P,), the arithmetic of :func:`box_iou`."""
+    one = 1.0 if pixel_inclusive else 0.0
+    iw = np.maximum(0.0, np.minimum(a[:, 2] + one, b[:, 2] + one) - np.maximum(a[:, 0], b[:, 0]))
+    ih = np.maximum(0.0, np.minimum(a[:, 3] + one, b[:, 3] + one) - np.maximum(a[:, 1], b[:, 1]))
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
+    area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
+    union = area_a + area_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / union
+    return iou if pixel_inclusive else np.where(union > 0, iou, 0.0)
+
+
+def act_average_precision(tp: np.ndarray, num_gt: int) -> float:
+    """ACT's AP of detections in rank order: trapezoid rule over (R_i, P_i) from (0, 1).
+
+    Args:
+        tp: (N,) true-positive flags, best-ranked first.
+        num_gt: G, the number of ground-truth boxes or tubes (> 0).
+    """
+    tp = np.asarray(tp, dtype=bool)
+    cum_tp = np.cumsum(tp, dtype=np.float64)
+    precision = np.concatenate([[1.0], cum_tp / np.arange(1, len(tp) + 1)])
+    recall = np.concatenate([[0.0], cum_tp / num_gt])
+    return float(np.sum((recall[1:] - recall[:-1]) * (precision[1:] + precision[:-1]) * 0.5))
+
+
+def _voc_ranked_ap(tp: np.ndarray, num_gt: int) -> float:
+    """VOC all-point AP of detections in rank order (the curve in the order they were matched)."""
+    cum_tp = np.cumsum(np.asarray(tp, dtype=bool), dtype=np.float64)
+    return voc_average_precision(cum_tp / np.arange(1, len(cum_tp) + 1), cum_tp / num_gt)
+
+
+def _match_greedy_unmatched(gt_key, gt_boxes, det_key, det_boxes, order, iou_threshold) -> np.ndarray:
+    """ACT's frame matching: detections in ``order`` take the best not yet taken box of their group.
+
+    A detection with a NaN IoU among the free boxes of its group takes nothing (``np.argmax``
+    returns the NaN, which fails the threshold), as in ACT. Groups are independent, so the k-th
+    detection of every group is matched at once (k = 0, 1, ...).
+
+    Args:
+        gt_key: (M,) group of each ground-truth box, sorted (stable within a group).
+        gt_boxes: (M, 4).
+        det_key: (N,) group of each detection; det_boxes: (N, 4).
+        order: (N,) detection indices in rank order.
+    Returns:
+        (N,) bool true-positive flags.
+    """
+    tp = np.zeros(len(det_key), dtype=bool)
+    if len(det_key) == 0 or len(gt_key) == 0:
+        return tp
+    lo = np.searchsorted(gt_key, det_key, "left")
+    hi = np.searchsorted(gt_key, det_key, "right")
+    ranked = order[hi[order] > lo[order]]
+    if len(ranked) == 0:
+        return tp
+    grouped = ranked[np.argsort(det_key[ranked], kind="stable")]  # by group, rank order within
+    keys = det_key[grouped]
+    new_group = np.concatenate([[True], keys[1:] != keys[:-1]])
+    group_start = np.flatnonzero(new_group)
+    position = np.arange(len(grouped)) - group_start[np.cumsum(new_group) - 1]
+    taken = np.zeros(len(gt_key), dtype=bool)
+    for k in range(int(position.max()) + 1):
+        dets = grouped[position == k]
+        counts = hi[dets] - lo[dets]
+        seg_start = np.cumsum(counts) - counts
+        local = np.repeat(np.arange(len(dets)), counts)
+        pair_gt = lo[dets][local] + (np.arange(len(local)) - seg_start[local])
+        iou = _pair_iou(gt_boxes[pair_gt], det_boxes[dets][local], True)
+        free = ~taken[pair_gt]
+        nan = np.isnan(iou) & free
+        value = np.where(free & ~nan, iou, -np.inf)
+        best = np.maximum.reduceat(value, seg_start)
+        hit = (best >= iou_threshold) & ~np.logical_or.reduceat(nan, seg_start)
+        cand = np.flatnonzero((value == best[local]) & hit[local])
+        if len(cand) == 0:
+            continue
+        first = cand[np.concatenate([[True], local[cand[1:]] != local[cand[:-1]]])]
+        taken[pair_gt[first]] = True
+        tp[dets[local[first]]] = True
+    return tp
 
 
 # ----------------------------------------------------------------------------- frame-mAP
@@ -167,19 +352,23 @@ def frame_map(
     *,
     iou_threshold: float = 0.5,
     only_processed_frames: bool = False,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> Tuple[float, Dict[int, float]]:
-    """Frame-mAP over the annotated frames of ``videos``.
+    """Frame-mAP over the annotated frames of ``videos`` (formulas in the module docstring).
 
     Args:
         gt: from :func:`load_gt_pickle`.
-        detections: per-frame detections (frames of videos outside ``videos`` are ignored).
-        videos: the test videos.
+        detections: per-frame detections (frames of videos outside ``videos`` are ignored);
+            every box is a detection of every class, with that class's score.
+        videos: the test videos, in the order of the test list (ACT's detection order).
         only_processed_frames: score only ground truth of frames present in ``detections``.
+        protocol: "act" or "voc".
 
     Returns:
         (mAP, {label index: AP}) as fractions; classes without ground truth are NaN and left
         out of the mean.
     """
+    _check_protocol(protocol)
     vindex = {v: i for i, v in enumerate(videos)}
     last_gt = [int(t[-1, 0]) for v in videos for ts in gt["gttubes"].get(v, {}).values() for t in ts]
     stride = 1 + max(last_gt + [int(f) for f in detections.frame] + [0])
@@ -195,6 +384,9 @@ def frame_map(
     det_key = np.concatenate(det_key) if det_key else np.zeros(0, dtype=np.int64)
     det_boxes = np.concatenate(det_boxes) if det_boxes else np.zeros((0, 4))
     det_scores = np.concatenate(det_scores) if det_scores else np.zeros((0, num_classes))
+    # ACT's row order (video of the list, frame, box): results do not depend on the input order.
+    by_frame = np.argsort(det_key, kind="stable")
+    det_key, det_boxes, det_scores = det_key[by_frame], det_boxes[by_frame], det_scores[by_frame]
     processed = {vindex[v] * stride + int(f) for v, f in zip(detections.video, detections.frame) if v in vindex}
 
     aps = {}
@@ -212,12 +404,19 @@ def frame_map(
         if len(g_key) == 0:
             aps[label] = float("nan")
             continue
-        order = np.argsort(g_key, kind="stable")
+        by_group = np.argsort(g_key, kind="stable")
+        g_key, g_boxes = g_key[by_group], g_boxes[by_group]
         scores = det_scores[:, label]
-        rank = np.empty(len(scores), dtype=np.int64)
-        rank[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
-        tp = match_detections(g_key[order], g_boxes[order], det_key, det_boxes, rank, iou_threshold)
-        aps[label] = ranked_average_precision(scores, tp, len(g_key))
+        if protocol == "act":
+            order = np.argsort(-scores)  # numpy's default sort, ties as in ACT's frameAP
+            tp = _match_greedy_unmatched(g_key, g_boxes, det_key, det_boxes, order, iou_threshold)
+            aps[label] = act_average_precision(tp[order], len(g_key))
+        else:
+            order = np.argsort(-scores, kind="stable")
+            rank = np.empty(len(scores), dtype=np.int64)
+            rank[order] = np.arange(len(scores))
+            tp = match_detections(g_key, g_boxes, det_key, det_boxes, rank, iou_threshold)
+            aps[label] = _voc_ranked_ap(tp[order], len(g_key))
     values = np.array(list(aps.values()))
     mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     return mean, aps
@@ -264,7 +463,7 @@ def link_tubes(
     link_iou: float = 0.2,
     max_gap: Optional[int] = None,
     min_length: int = 15,
-    min_score: float = 0.005,
+    min_score: float = LINK_MIN_SCORE,
 ) -> List[Tube]:
     """Greedy online linking of one class's per-frame detections into tubes (ACT-style).
 
@@ -334,11 +533,13 @@ def link_tubes(
     return out
 
 
-def tube_iou(a: np.ndarray, b: np.ndarray) -> float:
+
+def tube_iou(a: np.ndarray, b: np.ndarray, *, pixel_inclusive: bool = False) -> float:
     """Spatio-temporal IoU of two (L, 5) tubes (frame, x1, y1, x2, y2; frames ascending).
 
-    Temporal IoU of the frame spans times the mean IoU of the boxes on the frames both tubes
-    have inside the temporal overlap.
+    Temporal IoU of the frame spans times the mean box IoU (:func:`box_iou` arithmetic,
+    ``pixel_inclusive`` as there) on the frames both tubes have; ACT's ``iou3dt`` when both tubes
+    have every frame of their overlap.
     """
     a0, a1, b0, b1 = a[0, 0], a[-1, 0], b[0, 0], b[-1, 0]
     inter = min(a1, b1) - max(a0, b0) + 1
@@ -348,8 +549,31 @@ def tube_iou(a: np.ndarray, b: np.ndarray) -> float:
     common, ia, ib = np.intersect1d(a[:, 0], b[:, 0], assume_unique=True, return_indices=True)
     if len(common) == 0:
         return 0.0
-    ious = box_iou(a[ia, 1:5], b[ib, 1:5]).diagonal()
+    ious = _pair_iou(a[ia, 1:5], b[ib, 1:5], pixel_inclusive)
     return float(inter / union * ious.mean())
+
+
+def tube_nms(tubes: Sequence[Tube], overlap: float = ACT_TUBE_NMS_OVERLAP) -> np.ndarray:
+    """ACT's tube NMS (``nms3dt``) of one video's tubes of one class.
+
+    Repeatedly keeps the highest-scored remaining tube (the last of ``np.argsort(scores)``, so
+    ties as in ACT) and drops the remaining tubes whose ACT tube IoU with it exceeds ``overlap``.
+
+    Returns:
+        Indices of the kept tubes, in the order they were kept.
+    """
+    if not tubes:
+        return np.zeros(0, dtype=np.int64)
+    arrays = [t.as_array() for t in tubes]
+    remaining = np.argsort(np.array([t.score for t in tubes], dtype=np.float64))
+    keep = []
+    while remaining.size:
+        i = remaining[-1]
+        keep.append(int(i))
+        rest = remaining[:-1]
+        ious = np.array([tube_iou(arrays[j], arrays[i], pixel_inclusive=True) for j in rest], dtype=np.float64)
+        remaining = rest[ious <= overlap]  # NaN compares False: dropped, as in ACT
+    return np.array(keep, dtype=np.int64)
 
 
 def video_map(
@@ -357,44 +581,62 @@ def video_map(
     tubes: Dict[Tuple[str, int], List[Tube]],
     videos: Sequence[str],
     thresholds: Iterable[float] = (0.2, 0.5) + VIDEO_MAP_THRESHOLDS,
+    *,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> Dict[float, Tuple[float, Dict[int, float]]]:
-    """Video-mAP of detection tubes at each IoU threshold.
+    """Video-mAP of detection tubes at each IoU threshold (formulas in the module docstring).
 
     Args:
         gt: from :func:`load_gt_pickle`.
-        tubes: ``{(video, label): [Tube]}``.
-        videos: the videos whose ground-truth tubes count.
+        tubes: ``{(video, label): [Tube]}``; ``protocol="act"`` applies :func:`tube_nms` to each.
+        videos: the videos whose ground-truth tubes count, in the order of the test list.
+        protocol: "act" or "voc".
 
     Returns:
         ``{threshold: (mAP, {label: AP})}`` as fractions (NaN for classes without ground truth).
     """
+    act = _check_protocol(protocol) == "act"
     videos = list(videos)
-    out = {}
-    for thr in sorted(set(float(t) for t in thresholds)):
-        aps = {}
-        for label in range(len(gt["labels"])):
-            gts = {v: [t for t in gt["gttubes"].get(v, {}).get(label, [])] for v in videos}
-            num_gt = sum(len(g) for g in gts.values())
-            if num_gt == 0:
-                aps[label] = float("nan")
-                continue
-            dets = [(t.score, v, t) for v in videos for t in tubes.get((v, label), [])]
-            dets.sort(key=lambda d: -d[0])
+    thresholds = sorted(set(float(t) for t in thresholds))
+    aps = {thr: {} for thr in thresholds}
+    for label in range(len(gt["labels"])):
+        gts = {v: gt["gttubes"].get(v, {}).get(label, []) for v in videos}
+        num_gt = sum(len(g) for g in gts.values())
+        if num_gt == 0:
+            for thr in thresholds:
+                aps[thr][label] = float("nan")
+            continue
+        dets = []
+        for v in videos:
+            video_tubes = tubes.get((v, label), [])
+            if act:
+                video_tubes = [video_tubes[i] for i in tube_nms(video_tubes)]
+            dets.extend((v, t) for t in video_tubes)
+        scores = np.array([t.score for _, t in dets], dtype=np.float64)
+        # ACT ranks with numpy's default sort (its ties); the VOC variant stably.
+        order = np.argsort(-scores) if act else np.argsort(-scores, kind="stable")
+        # Tube IoUs with the video's ground truth do not depend on the threshold: once.
+        ious = [
+            np.array([tube_iou(g, t.as_array(), pixel_inclusive=act) for g in gts[v]], dtype=np.float64)
+            for v, t in dets
+        ]
+        for thr in thresholds:
+            taken = {v: np.zeros(len(g), dtype=bool) for v, g in gts.items()}
             tp = np.zeros(len(dets), dtype=bool)
-            for i, (_, v, tube) in enumerate(dets):
-                remaining = gts[v]
-                if not remaining:
+            for rank, i in enumerate(order):
+                v = dets[i][0]
+                free = np.flatnonzero(~taken[v])
+                if len(free) == 0:
                     continue
-                ious = [tube_iou(tube.as_array(), g) for g in remaining]
-                j = int(np.argmax(ious))
-                if ious[j] >= thr:
-                    tp[i] = True
-                    del remaining[j]
-            cum_tp = np.cumsum(tp)
-            precision = cum_tp / np.arange(1, len(dets) + 1, dtype=np.float64)
-            aps[label] = voc_average_precision(precision, cum_tp / float(num_gt))
-        values = np.array(list(aps.values()))
-        out[thr] = (float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"), aps)
+                j = int(np.argmax(ious[i][free]))  # first best; a NaN first, failing the threshold
+                if ious[i][free[j]] >= thr:
+                    taken[v][free[j]] = True
+                    tp[rank] = True
+            aps[thr][label] = act_average_precision(tp, num_gt) if act else _voc_ranked_ap(tp, num_gt)
+    out = {}
+    for thr in thresholds:
+        values = np.array(list(aps[thr].values()))
+        out[thr] = (float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"), aps[thr])
     return out
 
 
@@ -409,7 +651,8 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
     ``pred_action_scores`` (N, C) in the pickle's label order; the class score of a box is its
     action score. Boxes are rescaled to the pickle's ``resolution`` if the input size differs.
 
-    Metadata: ``gt_file`` (the pickle), ``split`` (1-based, default 1), ``action_classes``.
+    Metadata (set by :func:`evad_d2.data.register_ucf_jhmdb`): ``gt_file`` (the pickle),
+    ``split`` ("train" or "test"), ``split_index`` (0-based), ``action_classes``.
     Writes ``ucf_jhmdb_metrics.json`` and ``ucf_jhmdb_per_class_ap.png`` to ``output_dir``.
     """
 
@@ -422,6 +665,7 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
         compute_video_map: bool = True,
         only_processed_frames: bool = False,
         link_kwargs: Optional[Dict] = None,
+        protocol: str = DEFAULT_PROTOCOL,
     ):
         """
         Args:
@@ -429,18 +673,28 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
             only_processed_frames: score only ground truth of processed frames (frame-mAP) and
                 of videos with at least one processed frame (video-mAP), for partial runs.
             link_kwargs: overrides of :func:`link_tubes`'s parameters.
+            protocol: "act" (the ACT evaluation code the published numbers come from) or "voc"
+                (PASCAL-VOC matching and AP, continuous IoU, no tube NMS); see the module docstring.
         """
         meta = MetadataCatalog.get(dataset_name)
         if not hasattr(meta, "gt_file"):
             raise KeyError(f"dataset '{dataset_name}': metadata lacks 'gt_file' needed by UCFJHMDBEvaluator")
+        split, split_index = meta.get("split", None), meta.get("split_index", None)
+        if split not in ("train", "test") or not isinstance(split_index, int):
+            raise ValueError(
+                f"dataset '{dataset_name}': metadata 'split' must be 'train' or 'test' and 'split_index' a "
+                f"0-based int (as register_ucf_jhmdb sets them), got split={split!r}, split_index={split_index!r}"
+            )
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
         self._video_map = compute_video_map
         self._only_processed = only_processed_frames
         self._link_kwargs = dict(link_kwargs or {})
+        self._protocol = _check_protocol(protocol)
         self._gt_file = meta.gt_file
-        self._split = int(getattr(meta, "split", 1))
+        self._split = split
+        self._split_index = split_index
         self._names = list(getattr(meta, "action_classes", []))
         self.reset()
 
@@ -476,35 +730,45 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
                 f"dataset '{self._dataset_name}': {len(self._names)} action_classes but {self._gt_file} has {len(labels)} labels"
             )
         names = self._names or labels
-        videos = test_videos(gt, self._split)
+        try:
+            videos = split_videos(gt, self._split, self._split_index)
+        except KeyError as e:
+            raise KeyError(f"dataset '{self._dataset_name}': {self._gt_file}: {e.args[0]}") from None
         dets = self._to_detections(frames, gt, len(labels))
         if self._only_processed:
             seen = set(dets.video)
             videos = [v for v in videos if v in seen]
-        f_map, f_aps = frame_map(gt, dets, videos, only_processed_frames=self._only_processed)
+        f_map, f_aps = frame_map(gt, dets, videos, only_processed_frames=self._only_processed, protocol=self._protocol)
         results = OrderedDict()
         results["frame_mAP@0.5"] = 100.0 * f_map
-        metrics = {"frame_mAP@0.5": _pct(f_map), "frame_AP@0.5": {names[c]: _pct(a) for c, a in f_aps.items()}}
+        metrics = {
+            "protocol": self._protocol,
+            "frame_mAP@0.5": _pct(f_map),
+            "frame_AP@0.5": {names[c]: _pct(a) for c, a in f_aps.items()},
+        }
         if self._video_map:
             tubes = self._link(dets, len(labels))
-            v_maps = video_map(gt, tubes, videos)
+            v_maps = video_map(gt, tubes, videos, protocol=self._protocol)
             results["video_mAP@0.2"] = 100.0 * v_maps[0.2][0]
             results["video_mAP@0.5"] = 100.0 * v_maps[0.5][0]
             results["video_mAP@0.5:0.95"] = 100.0 * float(np.mean([v_maps[t][0] for t in VIDEO_MAP_THRESHOLDS]))
-            metrics["video_mAP"] = {str(t): _pct(m) for t, (m, _) in v_maps.items()}
+            metrics["video_mAP"] = {f"{t:.2f}": _pct(m) for t, (m, _) in v_maps.items()}
             metrics["video_mAP@0.5:0.95"] = results["video_mAP@0.5:0.95"]
         for c, ap in f_aps.items():
             if not math.isnan(ap):
                 results[f"AP-{names[c]}"] = 100.0 * ap
-        logger.info("'%s': %s", self._dataset_name, ", ".join(f"{k} = {v:.2f}" for k, v in results.items() if "AP-" not in k))
+        logger.info(
+            "'%s' (%s protocol): %s", self._dataset_name, self._protocol,
+            ", ".join(f"{k} = {v:.2f}" for k, v in results.items() if "AP-" not in k),
+        )
         if self._output_dir:
             g_pathmgr.mkdirs(self._output_dir)
-            with g_pathmgr.open(os.path.join(self._output_dir, "ucf_jhmdb_metrics.json"), "w") as f:
+            with atomic_write(os.path.join(self._output_dir, "ucf_jhmdb_metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=2)
             plot_per_class_ap(
                 {names[c]: 100.0 * a for c, a in f_aps.items()},
                 os.path.join(self._output_dir, "ucf_jhmdb_per_class_ap.png"),
-                title=f"{self._dataset_name}: frame-mAP@0.5 = {results['frame_mAP@0.5']:.2f}",
+                title=f"{self._dataset_name}: frame-mAP@0.5 = {results['frame_mAP@0.5']:.2f} ({self._protocol})",
             )
         return OrderedDict(ucf_jhmdb=results)
 
@@ -534,7 +798,7 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
         per_video = defaultdict(list)
         for i, v in enumerate(dets.video):
             per_video[v].append(i)
-        min_score = self._link_kwargs.get("min_score", 0.005)
+        min_score = self._link_kwargs.get("min_score", LINK_MIN_SCORE)
         tubes = {}
         for v, idx in per_video.items():
             frames = [int(dets.frame[i]) for i in idx]

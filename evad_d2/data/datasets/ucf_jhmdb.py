@@ -37,9 +37,14 @@ logger = logging.getLogger(__name__)
 def read_ucf_jhmdb_gt(path: str) -> dict:
     """Load and check a UCF101-24/JHMDB ground-truth pickle (the evaluation's validating reader).
 
+    The pickle is read with :func:`evad_d2.utils.safe_pickle.restricted_load`: only containers,
+    numbers, strings and numpy arrays are admitted, so a crafted file cannot run code.
+
     Raises:
         FileNotFoundError: missing file.
-        ValueError: not a pickle of the expected structure (naming the file and the key).
+        ValueError: not a pickle of the expected structure, or one naming a global outside numpy
+            arrays and builtins (refused before anything runs); the message names the file and
+            the key or global.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ground-truth pickle {path} not found; see datasets/README.md")
