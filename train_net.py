@@ -17,6 +17,7 @@ import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import hooks
 from detectron2.evaluation import DatasetEvaluators, verify_results
 from detectron2.utils import comm
 
@@ -24,6 +25,7 @@ from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import EVADCheckpointer
 from evad_d2.data.clip_mapper import ClipDatasetMapper
 from evad_d2.engine import RNGState, ResumableTrainingSampler, build_optimizer, resolve_epoch_schedule
+from evad_d2.engine.checkpointing import ResumablePeriodicCheckpointer
 from evad_d2.evaluation import AVAEvaluator, UCFJHMDBEvaluator
 
 logger = logging.getLogger("evad_d2")
@@ -71,7 +73,14 @@ class Trainer(DefaultTrainer):
         self.checkpointer = EVADCheckpointer(
             self.cfg, self.checkpointer.model, self.cfg.OUTPUT_DIR, rng=RNGState(), **self.checkpointer.checkpointables
         )
-        return super().build_hooks()
+        # detectron2's PeriodicCheckpointer becomes one that also completes a finished run resumed
+        # after a kill during its final save (saves model_final.pth again).
+        return [
+            ResumablePeriodicCheckpointer(h.checkpointer, h.period, file_prefix=h.file_prefix)
+            if type(h) is hooks.PeriodicCheckpointer
+            else h
+            for h in super().build_hooks()
+        ]
 
     @classmethod
     def build_optimizer(cls, cfg, model):

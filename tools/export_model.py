@@ -29,6 +29,7 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
+from evad_d2.checkpoint import CheckpointFormatError  # noqa: E402
 from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
 from evad_d2.export import EXPORT_FORMATS, export_evad  # noqa: E402
 from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
@@ -55,8 +56,13 @@ def main(argv=None) -> int:
     if cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
         print(f"export_model.py: error: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} does not exist", file=sys.stderr)
         return 2
-    # The predictor builds the model, loads the weights and knows the class names.
-    predictor = EVADPredictor(cfg)
+    # The predictor builds the model, loads the weights (never running code from them) and knows
+    # the class names.
+    try:
+        predictor = EVADPredictor(cfg)
+    except CheckpointFormatError as e:
+        print(f"export_model.py: error: MODEL.WEIGHTS: {e}", file=sys.stderr)
+        return 2
     model = predictor.model
     if args.keep_rate is not None:
         model.set_keep_rates(scaled_keep_rates(list(cfg.MODEL.EVAD.KEEP_RATES), args.keep_rate))

@@ -26,6 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
+from evad_d2.checkpoint import CheckpointFormatError  # noqa: E402
 from evad_d2.data.video_io import VideoReadError  # noqa: E402
 from evad_d2.engine.predictor import EVADPredictor, read_clip_at, video_stream_info  # noqa: E402
 from evad_d2.utils.pruning_vis import inspect_clip, render_decoder_attention, render_pruning_grid  # noqa: E402
@@ -66,7 +67,11 @@ def main(argv=None) -> int:
     except VideoReadError as e:
         print(f"visualize_pruning.py: error: {e}", file=sys.stderr)
         return 2
-    predictor = EVADPredictor(get_evad_cfg(args.config_file, args.opts))
+    try:
+        predictor = EVADPredictor(get_evad_cfg(args.config_file, args.opts))
+    except (CheckpointFormatError, FileNotFoundError) as e:
+        print(f"visualize_pruning.py: error: MODEL.WEIGHTS: {e}", file=sys.stderr)
+        return 2
     if args.keep_rates is not None:
         predictor.model.set_keep_rates(args.keep_rates)
 

@@ -214,7 +214,11 @@ class EVADCheckpointer(DetectionCheckpointer):
         if path and "://" not in path and not os.path.isfile(path):
             # fvcore would assert; say which file and where the name came from.
             raise FileNotFoundError(f"{path}: checkpoint file not found (from MODEL.WEIGHTS or {LAST_CHECKPOINT})")
-        return super().load(path, *args, **kwargs)
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            # detectron2 resets this only on success; a failed load would make the next one assert.
+            self._parsed_url_during_load = None
 
     def _torch_load(self, f):
         loaded = load_checkpoint_file(f)

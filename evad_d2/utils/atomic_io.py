@@ -13,7 +13,7 @@ import contextlib
 import glob
 import os
 import secrets
-from typing import IO, Iterator, List, Tuple
+from typing import IO, Iterator, List
 
 __all__ = ["atomic_write", "remove_stale_temporaries", "temporary_pattern"]
 
@@ -26,17 +26,16 @@ def temporary_pattern(path: str) -> str:
     return os.path.join(glob.escape(folder), "." + glob.escape(name) + ".*" + _SUFFIX)
 
 
-def _open_temporary(path: str, binary: bool) -> Tuple[int, str]:
-    """(file descriptor, path) of a new hidden temporary next to ``path``."""
+def _open_temporary(path: str, mode: str, encoding: str, newline) -> IO:
+    """A new hidden temporary next to ``path``, open for writing (its ``name`` is its path)."""
     folder, name = os.path.split(os.path.abspath(path))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    if binary:
-        flags |= getattr(os, "O_BINARY", 0)  # Windows: no newline translation
     while True:
         tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{_SUFFIX}")
         try:
-            # 0o666 as for open(): the process umask applies, as for the file being replaced.
-            return os.open(tmp, flags, 0o666), tmp
+            # "x": create, never overwrite; permissions from the umask, as for open(path, "w").
+            if mode == "wb":
+                return open(tmp, "xb")
+            return open(tmp, "x", encoding=encoding, newline=newline)
         except FileExistsError:  # pragma: no cover - 32 random bits collide
             continue
 
@@ -70,26 +69,16 @@ def atomic_write(path: str, mode: str = "wb", *, encoding: str = "utf-8", newlin
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
-    binary = mode == "wb"
-    fd, tmp = _open_temporary(path, binary)
-    try:
-        if binary:
-            f = os.fdopen(fd, "wb")
-        else:
-            f = os.fdopen(fd, "w", encoding=encoding, newline=newline)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
+    f = _open_temporary(path, mode, encoding, newline)
     try:
         with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(f.name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(f.name)
         raise
     _fsync_folder(os.path.dirname(os.path.abspath(path)))
 
