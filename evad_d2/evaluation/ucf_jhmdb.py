@@ -17,12 +17,13 @@ ACT protocol (default):
       IoU = w h / (area + area' - w h)
 
 * Frame-AP at IoU ``t`` (default 0.5): detections are the rows (video, frame, box, class score)
-  in the order video (of the test list), frame, box, ranked by ``np.argsort(-score)`` (numpy's
-  default sort, as ACT; ties come out in that order, and matching and the curve follow the
-  same order). Each detection, in rank order, takes the ground-truth box of its frame and class
-  of highest IoU among those not yet taken (first on ties); it is a true positive, and takes the
-  box, if that IoU >= ``t``; otherwise it is a false positive and takes nothing (so a later
-  detection may still match a box a better-scored one missed).
+  in the order video (of the test list), frame, box, ranked by ``np.argsort(-score)`` on float32
+  scores (ACT's row type and numpy's default sort: scores equal in float32 tie, and ties come out
+  in ACT's order, which is numpy's and may differ between machines; matching and the curve follow
+  that one order). Each detection, in rank order, takes the ground-truth box of its frame and
+  class of highest IoU among those not yet taken (first on ties); it is a true positive, and
+  takes the box, if that IoU >= ``t``; otherwise it is a false positive and takes nothing (so a
+  later detection may still match a box a better-scored one missed).
 * AP (:func:`act_average_precision`): trapezoid rule over the raw curve, from (R_0, P_0) = (0, 1)::
 
       AP = sum_{i=1..N} (R_i - R_{i-1}) (P_i + P_{i-1}) / 2
@@ -31,8 +32,9 @@ ACT protocol (default):
   ``nms3dt``): repeatedly keep the highest-scored remaining tube (the last of
   ``np.argsort(score)``) and drop the others whose tube IoU with it exceeds 0.3
   (:data:`ACT_TUBE_NMS_OVERLAP`). Kept tubes of all test videos (video order, then NMS order) are
-  ranked by ``np.argsort(-score)``; each takes the ground-truth tube of its video of highest
-  tube IoU among those not yet taken, and is a true positive if that IoU >= ``t``. Same AP.
+  ranked by ``np.argsort(-score)``; each takes the ground-truth tube of its video of highest tube
+  IoU among those not yet taken, and is a true positive if that IoU >= ``t``. Same AP. Tube
+  scores are float32 in both sorts, as ACT's tubes carry them.
 * Tube IoU (:func:`tube_iou`) of tubes spanning frames [s, e] and [s', e']::
 
       IoU_t = (min(e, e') - max(s, s') + 1) / (max(e, e') - min(s, s') + 1)   (0 if disjoint)
@@ -408,7 +410,8 @@ def frame_map(
         g_key, g_boxes = g_key[by_group], g_boxes[by_group]
         scores = det_scores[:, label]
         if protocol == "act":
-            order = np.argsort(-scores)  # numpy's default sort, ties as in ACT's frameAP
+            # ACT's frameAP: float32 rows (load_frame_detections), numpy's default sort; its ties.
+            order = np.argsort(-scores.astype(np.float32))
             tp = _match_greedy_unmatched(g_key, g_boxes, det_key, det_boxes, order, iou_threshold)
             aps[label] = act_average_precision(tp[order], len(g_key))
         else:
@@ -556,8 +559,8 @@ def tube_iou(a: np.ndarray, b: np.ndarray, *, pixel_inclusive: bool = False) -> 
 def tube_nms(tubes: Sequence[Tube], overlap: float = ACT_TUBE_NMS_OVERLAP) -> np.ndarray:
     """ACT's tube NMS (``nms3dt``) of one video's tubes of one class.
 
-    Repeatedly keeps the highest-scored remaining tube (the last of ``np.argsort(scores)``, so
-    ties as in ACT) and drops the remaining tubes whose ACT tube IoU with it exceeds ``overlap``.
+    Repeatedly keeps the highest-scored remaining tube (the last of ``np.argsort(scores)`` on
+    float32 scores, so ties as in ACT) and drops the remaining tubes whose ACT tube IoU with it exceeds ``overlap``.
 
     Returns:
         Indices of the kept tubes, in the order they were kept.
@@ -565,7 +568,7 @@ def tube_nms(tubes: Sequence[Tube], overlap: float = ACT_TUBE_NMS_OVERLAP) -> np
     if not tubes:
         return np.zeros(0, dtype=np.int64)
     arrays = [t.as_array() for t in tubes]
-    remaining = np.argsort(np.array([t.score for t in tubes], dtype=np.float64))
+    remaining = np.argsort(np.array([t.score for t in tubes], dtype=np.float32))  # ACT's float32 scores
     keep = []
     while remaining.size:
         i = remaining[-1]
@@ -613,8 +616,9 @@ def video_map(
                 video_tubes = [video_tubes[i] for i in tube_nms(video_tubes)]
             dets.extend((v, t) for t in video_tubes)
         scores = np.array([t.score for _, t in dets], dtype=np.float64)
-        # ACT ranks with numpy's default sort (its ties); the VOC variant stably.
-        order = np.argsort(-scores) if act else np.argsort(-scores, kind="stable")
+        # ACT ranks float32 scores (as its BuildTubes makes them) with numpy's default sort, so its
+        # ties; the VOC variant ranks stably.
+        order = np.argsort(-scores.astype(np.float32)) if act else np.argsort(-scores, kind="stable")
         # Tube IoUs with the video's ground truth do not depend on the threshold: once.
         ious = [
             np.array([tube_iou(g, t.as_array(), pixel_inclusive=act) for g in gts[v]], dtype=np.float64)
