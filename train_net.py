@@ -11,20 +11,33 @@ iterations from the training set size; set SOLVER.MAX_EPOCHS 0 to use SOLVER.MAX
 """
 import logging
 import os
+import weakref
 from collections import OrderedDict
 
 import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import get_detection_dataset_dicts
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, default_argument_parser, default_setup, launch
 from detectron2.engine import hooks
 from detectron2.evaluation import DatasetEvaluators, verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import EVADCheckpointer
 from evad_d2.data.clip_mapper import ClipDatasetMapper
-from evad_d2.engine import RNGState, ResumableTrainingSampler, build_optimizer, resolve_epoch_schedule
+from evad_d2.config import check_evad_cfg
+from evad_d2.engine import (
+    GatherRNGStates,
+    RNGState,
+    ResumableTrainingSampler,
+    build_optimizer,
+    check_backend_for_device,
+    create_ddp_model,
+    resolve_epoch_schedule,
+)
+from evad_d2.utils.atomic_io import atomic_write
 from evad_d2.engine.checkpointing import ResumablePeriodicCheckpointer
 from evad_d2.evaluation import AVAEvaluator, UCFJHMDBEvaluator
 
@@ -46,9 +59,29 @@ class Trainer(DefaultTrainer):
         cfg.defrost()
         resolve_epoch_schedule(cfg, len(self._train_dataset))
         cfg.freeze()
-        super().__init__(cfg)
+        # DefaultTrainer.__init__'s steps, but with a DistributedDataParallel that also takes a CPU
+        # model (detectron2's create_ddp_model passes device_ids=[rank], which DDP refuses there).
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):  # default_setup was not called
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            # default_setup saved the config before the schedule was resolved: save what runs.
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            write_config(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         if amp_precision is not None:
             self._trainer.precision = amp_precision
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     @staticmethod
     def _amp_precision(cfg):
@@ -67,15 +100,17 @@ class Trainer(DefaultTrainer):
         return precision
 
     def build_hooks(self):
-        # Called by DefaultTrainer.__init__ right after it made its checkpointer: swap in one that
+        # Called by __init__ right after it made its checkpointer: swap in one that
         # also reads VideoMAE / official-EVAD weights and saves the RNG states (exact resume),
         # before the checkpointing hook takes a reference to it.
+        rng = RNGState()
         self.checkpointer = EVADCheckpointer(
-            self.cfg, self.checkpointer.model, self.cfg.OUTPUT_DIR, rng=RNGState(), **self.checkpointer.checkpointables
+            self.cfg, self.checkpointer.model, self.cfg.OUTPUT_DIR, rng=rng, **self.checkpointer.checkpointables
         )
+        # First: every process hands its RNG state to the main process before that one saves.
         # detectron2's PeriodicCheckpointer becomes one that also completes a finished run resumed
         # after a kill during its final save (saves model_final.pth again).
-        return [
+        return [GatherRNGStates(rng, self.cfg.SOLVER.CHECKPOINT_PERIOD)] + [
             ResumablePeriodicCheckpointer(h.checkpointer, h.period, file_prefix=h.file_prefix)
             if type(h) is hooks.PeriodicCheckpointer
             else h
@@ -123,20 +158,32 @@ class Trainer(DefaultTrainer):
 
 
 def cpu_threads_for(cfg) -> int:
-    """Intra-op threads for CPU training: the cores the loader workers leave free (at least 1).
+    """Intra-op threads of each CPU training process: its share of the cores (the cores over the
+    processes on this machine) less its loader workers, at least 1.
 
     Oversubscribing the cores is catastrophic for EVAD's many small ops: with one of two cores
     busy, a quick-start step took 11.6 s with 2 threads and 0.83 s with 1 (measured).
     """
-    return max(1, (os.cpu_count() or 1) - cfg.DATALOADER.NUM_WORKERS)
+    return max(1, (os.cpu_count() or 1) // comm.get_local_size() - cfg.DATALOADER.NUM_WORKERS)
+
+
+def write_config(cfg, path: str) -> None:
+    """``cfg`` as YAML at ``path``, atomically (a reader never sees a partial file)."""
+    with atomic_write(path, "w") as f:
+        f.write(cfg.dump())
 
 
 def setup(args):
-    cfg = get_evad_cfg(args.config_file, args.opts)
+    cfg = get_evad_cfg(args.config_file, args.opts)  # checks every value
+    check_evad_cfg(cfg, world_size=comm.get_world_size())
+    check_backend_for_device(cfg.MODEL.DEVICE)
     default_setup(cfg, args)
+    # default_setup sets up detectron2's and fvcore's loggers only: evad_d2's messages (schedule,
+    # mapper, skipped samples, per-class tables) go to the console and OUTPUT_DIR/log.txt too.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="evad_d2")
     if cfg.MODEL.DEVICE == "cpu":
         torch.set_num_threads(min(torch.get_num_threads(), cpu_threads_for(cfg)))
-        logger.info("CPU training with %d intra-op threads", torch.get_num_threads())
+        logger.info("CPU training with %d intra-op threads per process", torch.get_num_threads())
     return cfg
 
 

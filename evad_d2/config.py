@@ -6,7 +6,9 @@ MODEL.FPN.OUT_CHANNELS, INPUT.MIN_SIZE_TEST, SOLVER.*) are set here only where E
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_evad_config", "get_evad_cfg"]
+from .config_check import ConfigValueError, check_evad_cfg
+
+__all__ = ["ConfigValueError", "add_evad_config", "check_evad_cfg", "get_evad_cfg"]
 
 
 def add_evad_config(cfg):
@@ -171,12 +173,21 @@ def add_evad_config(cfg):
 
 
 def get_evad_cfg(config_file=None, opts=(), freeze: bool = True):
-    """detectron2's defaults plus EVAD's keys, merged from a YAML file and ``KEY VALUE`` overrides."""
+    """detectron2's defaults plus EVAD's keys, merged from a YAML file and ``KEY VALUE`` overrides.
+
+    Every value is checked (``check_evad_cfg``): a ConfigValueError names the file, the key, the
+    value and the allowed range.
+    """
     cfg = add_evad_config(get_cfg())
     if config_file:
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(list(opts))
+    try:
+        check_evad_cfg(cfg)
+    except ConfigValueError as e:
+        source = f"{config_file} with overrides {list(opts)}" if opts else (config_file or "the default config")
+        raise ConfigValueError(f"{source}: {e}") from None
     if freeze:
         cfg.freeze()
     return cfg

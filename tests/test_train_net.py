@@ -1,5 +1,6 @@
 """train_net end to end on the CPU: real iterations, exact resume, and --eval-only."""
 import json
+import logging
 import math
 import os
 import subprocess
@@ -13,18 +14,24 @@ from detectron2.utils.events import EventStorage
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import train_net  # noqa: E402
+from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.data import register_ava  # noqa: E402
 
 TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 
-def generate_dataset(root, prefix):
+def generate_dataset(root, prefix, num_val_videos=2):
     """A small generated AVA-like dataset in ``root``, registered as ``{prefix}_train/val``."""
     subprocess.run(
         [sys.executable, os.path.join(ROOT, "datasets", "generate_ava_like.py"), "--out", str(root), "--seed", "3",
-         "--num-train-videos", "3", "--num-val-videos", "2", "--duration", "5", "--quiet"],
+         "--num-train-videos", "3", "--num-val-videos", str(num_val_videos), "--duration", "5", "--quiet"],
         check=True,
     )
+    return register_dataset(root, prefix)
+
+
+def register_dataset(root, prefix):
+    """Register the generated dataset in ``root`` as ``{prefix}_train/val`` (also in a spawned process)."""
     names = {}
     for split in ("train", "val"):
         names[split] = f"{prefix}_{split}"
@@ -91,6 +98,28 @@ def test_training_runs_and_writes_checkpoints_and_metrics(dataset, tmp_path):
     assert any("loss_action" in line for line in lines)
     results = trainer._last_eval_results
     assert "frame_mAP@0.5" in results["ava"]
+    # evad_d2's own messages reach OUTPUT_DIR/log.txt, the evaluator's summary included.
+    log = (tmp_path / "log.txt").read_text()
+    assert f"AVA '{dataset['val']}': frame-mAP@0.5 = " in log
+
+
+def test_evad_d2_log_lines_and_the_resolved_config_land_in_the_output_dir(dataset, tmp_path):
+    args = make_args(dataset, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.STEP_EPOCHS", "(1,)", "SOLVER.WARMUP_EPOCHS", "0.5")
+    trainer = train_net.Trainer(train_net.setup(args))
+    n = len(trainer._train_dataset)
+    per_epoch = math.ceil(n / 2)
+    log = (tmp_path / "log.txt").read_text()
+    assert "CPU training with 1 intra-op threads per process" in log  # conftest: 1 thread
+    assert f"schedule: {n} samples, {per_epoch} iterations/epoch -> MAX_ITER {2 * per_epoch}" in log
+    assert "ClipDatasetMapper(is_train=True): 8x2 frames, keyframe at 4" in log
+    # Any evad_d2 module's logger goes there (e.g. the mapper's skipped-sample warnings).
+    logging.getLogger("evad_d2.data.clip_mapper").warning("Skipping sample vid@902 (test line)")
+    assert "Skipping sample vid@902 (test line)" in (tmp_path / "log.txt").read_text()
+    # config.yaml is the config that runs: the schedule resolved from epochs, not MAX_ITER 6.
+    saved = get_evad_cfg(str(tmp_path / "config.yaml"))
+    assert saved.SOLVER.MAX_ITER == trainer.max_iter == 2 * per_epoch
+    assert tuple(saved.SOLVER.STEPS) == (per_epoch,) and saved.SOLVER.WARMUP_ITERS == round(0.5 * per_epoch)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]  # written atomically, no leftovers
 
 
 def test_resume_continues_exactly(dataset, tmp_path):

@@ -2,6 +2,8 @@
 import logging
 import math
 
+from ..config_check import check_epoch_schedule
+
 __all__ = ["resolve_epoch_schedule"]
 
 logger = logging.getLogger(__name__)
@@ -18,10 +20,7 @@ def resolve_epoch_schedule(cfg, num_train_samples: int):
         return None
     if num_train_samples <= 0:
         raise ValueError(f"the training set {tuple(cfg.DATASETS.TRAIN)} is empty")
-    if any(e <= 0 or e >= s.MAX_EPOCHS for e in s.STEP_EPOCHS):
-        raise ValueError(f"SOLVER.STEP_EPOCHS {tuple(s.STEP_EPOCHS)} must lie strictly inside (0, SOLVER.MAX_EPOCHS={s.MAX_EPOCHS})")
-    if not 0 <= s.WARMUP_EPOCHS < s.MAX_EPOCHS:
-        raise ValueError(f"SOLVER.WARMUP_EPOCHS {s.WARMUP_EPOCHS} must be in [0, SOLVER.MAX_EPOCHS={s.MAX_EPOCHS})")
+    check_epoch_schedule(cfg)
     iters_per_epoch = math.ceil(num_train_samples / s.IMS_PER_BATCH)
     s.MAX_ITER = int(round(s.MAX_EPOCHS * iters_per_epoch))
     s.STEPS = tuple(int(round(e * iters_per_epoch)) for e in s.STEP_EPOCHS)

@@ -1,0 +1,125 @@
+"""train_net on 2 CPU processes (detectron2's launch, gloo): sharded training, exact resume, and an
+--eval-only whose gathered predictions and metrics equal one process's.
+
+One launch runs every 2-process step (starting processes is most of the cost on a small machine):
+train 6 iterations (checkpoints at 2, 5 and final), "interrupt" it by resuming a copy of the run
+from its iteration-2 checkpoint, and evaluate the final model. The tests then read the files.
+"""
+import csv
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+from detectron2.engine import launch
+from detectron2.utils import comm
+from detectron2.utils.events import EventStorage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from test_train_net import generate_dataset, make_args, register_dataset, train_net  # noqa: E402
+
+PREFIX = "dist_test"
+
+
+def _two_process_session(data_root, out):
+    """Runs in each of the 2 processes that launch starts (spawned: registrations are redone)."""
+    torch.set_num_threads(1)  # as the test process (conftest): same kernels, same rounding
+    names = register_dataset(data_root, PREFIX)
+    straight, split = os.path.join(out, "straight"), os.path.join(out, "split")
+    info = {"ddp": []}
+    trainer_cls = train_net.Trainer
+
+    class Recording(trainer_cls):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            model = self._trainer.model
+            info["ddp"].append((type(model).__name__, getattr(model, "device_ids", "absent")))
+
+    train_net.Trainer = Recording
+    try:
+        train_net.main(make_args(names, straight))
+        if comm.is_main_process():
+            # An interruption right after the iteration-2 checkpoint: the run's state at that point.
+            os.makedirs(split)
+            shutil.copy(os.path.join(straight, "model_0000002.pth"), split)
+            with open(os.path.join(split, "last_checkpoint"), "w") as f:
+                f.write("model_0000002.pth")
+        comm.synchronize()
+        train_net.main(make_args(names, split, resume=True))
+    finally:
+        train_net.Trainer = trainer_cls
+    final = os.path.join(straight, "model_final.pth")
+    with EventStorage():
+        train_net.main(make_args(names, os.path.join(out, "eval2"), "MODEL.WEIGHTS", final, eval_only=True))
+    with open(os.path.join(out, f"ddp_rank{comm.get_rank()}.json"), "w") as f:
+        json.dump(info, f)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    data_root = tmp_path_factory.mktemp("ava_like_dist")
+    names = generate_dataset(data_root, PREFIX, num_val_videos=3)  # 4 keyframes
+    out = str(tmp_path_factory.mktemp("dist_runs"))
+    launch(_two_process_session, 2, dist_url="auto", args=(str(data_root), out))
+    return names, out
+
+
+def _metrics(folder, name):
+    with open(os.path.join(folder, "inference", name, "ava_metrics.json")) as f:
+        return json.load(f)
+
+
+def _detections(folder, name):
+    with open(os.path.join(folder, "inference", name, "ava_detections.csv")) as f:
+        return list(csv.reader(f))
+
+
+def test_two_cpu_processes_train_with_ddp_and_write_checkpoints(runs):
+    names, out = runs
+    straight = os.path.join(out, "straight")
+    for rank in (0, 1):
+        with open(os.path.join(out, f"ddp_rank{rank}.json")) as f:
+            # Both runs of both processes: DDP without device_ids (what DDP wants for a CPU module).
+            assert json.load(f)["ddp"] == [["DistributedDataParallel", None]] * 2
+    for name in ("model_0000002.pth", "model_0000005.pth", "model_final.pth"):
+        assert os.path.getsize(os.path.join(straight, name)) > 0, name
+    ckpt = torch.load(os.path.join(straight, "model_final.pth"), weights_only=True)
+    assert ckpt["iteration"] == 5
+    # Each process's own RNG state is in the checkpoint, and they differ (seed + rank).
+    ranks = ckpt["rng"]["ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    lines = [json.loads(line) for line in open(os.path.join(straight, "metrics.json"))]
+    assert [line["iteration"] for line in lines if "total_loss" in line][-1] == 5
+    # Only the main process writes the log file; the other one writes log.txt.rank1.
+    assert os.path.exists(os.path.join(straight, "log.txt")) and os.path.exists(os.path.join(straight, "log.txt.rank1"))
+
+
+def test_two_process_resume_continues_exactly(runs):
+    _, out = runs
+    straight = torch.load(os.path.join(out, "straight", "model_final.pth"), weights_only=True)
+    resumed = torch.load(os.path.join(out, "split", "model_final.pth"), weights_only=True)
+    assert resumed["iteration"] == straight["iteration"] == 5
+    for k, v in straight["model"].items():
+        assert torch.equal(resumed["model"][k], v), k
+    sched = [c["trainer"]["hooks"]["LRScheduler"] for c in (straight, resumed)]
+    assert sched[0] == sched[1]
+
+
+def test_two_process_eval_only_equals_one_process(runs, tmp_path):
+    names, out = runs
+    final = os.path.join(out, "straight", "model_final.pth")
+    args = make_args(names, tmp_path, "MODEL.WEIGHTS", final, eval_only=True)
+    with EventStorage():
+        one = train_net.main(args)
+    two_folder = os.path.join(out, "eval2")
+    metrics = _metrics(str(tmp_path), names["val"])
+    assert _metrics(two_folder, names["val"]) == metrics
+    assert metrics["num_keyframes"] == 4  # 2 per process
+    assert 100.0 * metrics["mAP"] == pytest.approx(one["ava"]["frame_mAP@0.5"], abs=1e-9)
+    # The gathered detections are one process's: every keyframe once, same boxes and scores, same order.
+    two, single = _detections(two_folder, names["val"]), _detections(str(tmp_path), names["val"])
+    assert len({(row[0], row[1]) for row in single}) == 4
+    assert two == single
