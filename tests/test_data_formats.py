@@ -1,4 +1,5 @@
 """AVA-format and UCF101-24/JHMDB dataset loading on small files written here."""
+import logging
 import os
 import pickle
 
@@ -9,7 +10,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from evad_d2.data import load_ava_dataset, load_ucf_jhmdb_dataset, register_ava, register_ucf_jhmdb
-from evad_d2.data.ava_format import AvaFormatError
+from evad_d2.data import skip_bad_samples_at_load
+from evad_d2.data.ava_format import AvaFormatError, iter_ava_rows, iter_frame_list, read_exclusions, read_label_map
+from evad_d2.data.ava_format import read_label_map_entries
+from evad_d2.data.validate import validate_ava_root
 from evad_d2.data.video_io import VideoReadError
 
 W, H, NFRAMES = 64, 48, 150  # 5 s at 30 fps: timestamps 900..904
@@ -185,7 +189,7 @@ def test_ava_bad_exclusions_and_label_map(ava_root):
         load_ava_dataset(str(ava_root), "train", "2.2", "video")
     (ann / "ava_train_excluded_timestamps_v2.2.csv").write_text("")
     (ann / "ava_action_list_v2.2.pbtxt").write_text('item {\n  name: "x"\n}\n')
-    with pytest.raises(AvaFormatError, match=r"pbtxt:1: label map item needs both"):
+    with pytest.raises(AvaFormatError, match=r"pbtxt:1: 'item' block 'x' has no 'id'"):
         load_ava_dataset(str(ava_root), "train", "2.2", "video")
 
 
@@ -316,3 +320,174 @@ def test_row_parser_agrees_with_iter_ava_rows_and_frame_lists(tmp_path):
     assert items[0].frame_id == 0 and items[0].path == "v/v_000001.jpg" and items[0].line == 2
     assert str(items[1]).startswith(f"{fl}:3: video_idx and frame_id must be integers")
     assert str(items[2]).startswith(f"{fl}:4: expected 5 space-separated columns")
+
+
+# ---------------------------------------------------------------- label maps as released
+
+# The first lines of AVA's own action list, as released (ava_action_list_v2.2.pbtxt, 80 classes;
+# v2.1's has the same form), with a comment and blank lines added.
+AVA_ACTION_LIST = """# AVA v2.2 action list
+label {
+  name: "bend/bow (at the waist)"
+  label_id: 1
+  label_type: PERSON_MOVEMENT
+}
+
+label {
+  name: "crawl"
+  label_id: 2
+  label_type: PERSON_MOVEMENT
+}
+label {
+  name: "answer phone"
+  label_id: 80
+  label_type: OBJECT_MANIPULATION
+}
+"""
+# The ActivityNet evaluation list (ava_action_list_v2.2_for_activitynet_2019.pbtxt, 60 classes).
+ACTIVITYNET_LIST = """item {
+  name: "bend/bow (at the waist)"
+  id: 1
+}
+
+# evaluated subset
+item {
+  name: "answer phone"
+  id: 80
+}
+"""
+
+
+def write_text(path, text, bom=False):
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return str(path)
+
+
+def test_label_maps_in_both_released_forms(tmp_path):
+    ava = read_label_map_entries(write_text(tmp_path / "ava_action_list_v2.2.pbtxt", AVA_ACTION_LIST))
+    assert [(e.class_id, e.name, e.label_type, e.block, e.line) for e in ava] == [
+        (1, "bend/bow (at the waist)", "PERSON_MOVEMENT", "label", 2),
+        (2, "crawl", "PERSON_MOVEMENT", "label", 8),
+        (80, "answer phone", "OBJECT_MANIPULATION", "label", 13),
+    ]
+    anet = write_text(tmp_path / "anet.pbtxt", ACTIVITYNET_LIST)
+    assert read_label_map(anet) == {1: "bend/bow (at the waist)", 80: "answer phone"}
+    # One block per line, no spaces, display_name (TF label maps), escaped quotes.
+    compact = write_text(tmp_path / "c.pbtxt", 'item{name:"a" id:3 display_name:"Alpha"} item { name: "say \\"hi\\"" id: 4 }')
+    assert read_label_map(compact) == {3: "Alpha", 4: 'say "hi"'}
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        # An unclosed block used to merge the next class into it silently.
+        ('item {\n  name: "a"\n  id: 1\nitem {\n  name: "b"\n  id: 2\n}\n', 1,
+         r"'item \{' opened here is not closed before the 'item \{' of line 4"),
+        ('label {\n  name: "a"\n  label_id: 1\n', 1, r"'label \{' opened here is not closed \(end of file"),
+        ('item {\n  name: "a"\n  id: 1\n  id: 2\n}\n', 4, "'item' block of line 1 has a second id"),
+        ('label {\n  name: "a"\n  label_id: 1\n  id: 2\n}\n', 4, "second id"),
+        ('item {\n  name: "a"\n  name: "b"\n  id: 2\n}\n', 3, "has a second 'name'"),
+        ('label {\n  name: "a"\n  label_type: PERSON_MOVEMENT\n}\n', 1, "'label' block 'a' has no 'label_id'"),
+        ('item {\n  id: 1\n}\n', 1, "'item' block has no 'name'"),
+        ('item { name: "a" id: 1 }\n\nitem { name: "b" id: 1 }\n', 3, r"duplicate class id 1 \(also on line 1\)"),
+        ('item {\n  name: "a"\n  id: 1\n  colour: "red"\n}\n', 4, "unknown field 'colour'"),
+        ('item {\n  name: "a"\n  id: one\n}\n', 3, "field 'id' must be an integer, got 'one'"),
+        ('name: "a"\nid: 1\n', 1, "field 'name' outside a 'label"),
+        ('item {\n  name: "a\n  id: 1\n}\n', 2, "a string not closed on its line"),
+        ('# only a comment\n\n', None, "no 'label { name: ... label_id: ... }' or 'item { name: ... id: ... }' blocks"),
+    ],
+)
+def test_malformed_label_maps_name_file_and_line(tmp_path, text, line, message):
+    path = write_text(tmp_path / "bad.pbtxt", text)
+    with pytest.raises(AvaFormatError, match=message) as e:
+        read_label_map(path)
+    assert str(e.value).startswith(f"{path}:{line}: " if line is not None else f"{path}: ")
+
+
+def test_ava_label_form_is_read_by_datasets_validate_and_evaluation(ava_root, tmp_path, capsys):
+    ann = ava_root / "annotations"
+    (ann / "ava_action_list_v2.2.pbtxt").write_text(
+        "".join(f'label {{\n  name: "a{i}"\n  label_id: {i}\n  label_type: PERSON_MOVEMENT\n}}\n' for i in (1, 2, 3, 5))
+    )
+    register_ava("_t_ava_label_form", str(ava_root), "train", "2.2", "video")
+    try:
+        meta = MetadataCatalog.get("_t_ava_label_form")
+        assert meta.action_ids == [1, 2, 3, 5] and meta.eval_action_ids == [1, 5]
+        assert len(DatasetCatalog.get("_t_ava_label_form")) == 3
+    finally:
+        DatasetCatalog.remove("_t_ava_label_form")
+        MetadataCatalog.remove("_t_ava_label_form")
+    assert validate_ava_root(str(ava_root), "video", "2.2", "header", out=open(os.devnull, "w")) == []
+    # The evaluation's command line reads the 80-class form too.
+    from evad_d2.evaluation.ava import main as evaluate
+
+    gt = write_text(tmp_path / "gt.csv", "v,0902,0.1,0.1,0.5,0.5,1,0\n")
+    det = write_text(tmp_path / "det.csv", "v,0902,0.1,0.1,0.5,0.5,1,0.9\n")
+    out = tmp_path / "m.json"
+    assert evaluate(["--groundtruth", gt, "--detections", det, "--labelmap", str(ann / "ava_action_list_v2.2.pbtxt"),
+                     "--json", str(out)]) in (0, None)
+    assert "frame-mAP@0.5IOU: 100.0000" in capsys.readouterr().out
+
+
+def test_files_with_a_byte_order_mark(ava_root):
+    ann = ava_root / "annotations"
+    for name in ("ava_train_v2.2.csv", "ava_train_excluded_timestamps_v2.2.csv", "ava_action_list_v2.2.pbtxt"):
+        path = ann / name
+        write_text(path, path.read_text(), bom=True)
+    dicts = load_ava_dataset(str(ava_root), "train", "2.2", "video")
+    # Not "\ufeffvidA"; and vidB@904 is still excluded (the exclusions' first id has the BOM).
+    assert [(d["video_id"], d["timestamp"]) for d in dicts] == [("vidA", 901), ("vidA", 902), ("vidB", 903)]
+    assert read_exclusions(str(ann / "ava_train_excluded_timestamps_v2.2.csv")) == {("vidB", 904)}
+    assert read_label_map(str(ann / "ava_action_list_v2.2.pbtxt")) == {1: "a1", 2: "a2", 3: "a3", 5: "a5"}
+    assert next(iter_ava_rows(str(ann / "ava_train_v2.2.csv"))).video_id == "vidA"
+    frame_list = write_text(ava_root / "train.csv", "original_vido_id video_idx frame_id path labels\nvidA 0 0 vidA/vidA_000001.jpg \"\"\n", bom=True)
+    assert [r.video_id for r in iter_frame_list(frame_list)] == ["vidA"]
+
+
+def test_empty_annotation_csv_is_an_error_naming_the_file(ava_root, capsys):
+    csv_path = ava_root / "annotations" / "ava_train_v2.2.csv"
+    csv_path.write_text("\n")
+    with pytest.raises(AvaFormatError, match=rf"{csv_path}: the annotation CSV has no rows \(empty file\)"):
+        load_ava_dataset(str(ava_root), "train", "2.2", "video")
+    # Training loads registered datasets through DatasetCatalog: the same error, not "Dataset is empty".
+    register_ava("_t_ava_empty", str(ava_root), "train", "2.2", "video")
+    try:
+        from detectron2.data.build import get_detection_dataset_dicts
+
+        with pytest.raises(AvaFormatError, match="no rows"):
+            get_detection_dataset_dicts(["_t_ava_empty"])
+    finally:
+        DatasetCatalog.remove("_t_ava_empty")
+        MetadataCatalog.remove("_t_ava_empty")
+    problems = validate_ava_root(str(ava_root), "video", "2.2", "header")
+    assert problems == [f"{csv_path}: the annotation CSV has no rows (empty file)"]
+    assert "1 problem(s) found" in capsys.readouterr().out
+
+
+def test_skipping_bad_videos_at_load_covers_every_kind(ava_root, caplog):
+    from PIL import Image
+
+    # frames/ source: vidA's folder has a gap, vidB is fine.
+    for vid, n in (("vidA", 100), ("vidB", 120)):
+        d = ava_root / "frames" / vid
+        d.mkdir(parents=True)
+        for i in range(1, n + 1):
+            Image.new("RGB", (W, H)).save(d / f"{vid}_{i:06d}.jpg")
+    os.remove(ava_root / "frames" / "vidA" / "vidA_000007.jpg")
+    with pytest.raises(VideoReadError, match=r"vidA_000007\.jpg.*gap"):
+        load_ava_dataset(str(ava_root), "train", "2.2", "frames")
+    with caplog.at_level(logging.WARNING, logger="evad_d2"), skip_bad_samples_at_load(True) as skips:
+        dicts = load_ava_dataset(str(ava_root), "train", "2.2", "frames")
+    assert [(d["video_id"], d["timestamp"]) for d in dicts] == [("vidB", 903)]
+    assert skips.total == 2  # vidA's keyframes 901 and 902
+    assert any("vidA_000007.jpg" in r.getMessage() and "gap" in r.getMessage() for r in caplog.records)
+    # video source: vidA does not open, vidB is missing: every keyframe is bad, a clear error.
+    (ava_root / "videos" / "vidA.mp4").write_bytes(b"not a video" * 50)
+    os.remove(ava_root / "videos" / "vidB.mp4")
+    with skip_bad_samples_at_load(True), pytest.raises(RuntimeError, match="every one of the 3 keyframes .* skipped as bad"):
+        load_ava_dataset(str(ava_root), "train", "2.2", "video")
+    # Off (the default, and outside the context), the first bad video stops loading.
+    with skip_bad_samples_at_load(False) as none:
+        assert none is None
+        with pytest.raises(VideoReadError, match="vidA.mp4: cannot open video"):
+            load_ava_dataset(str(ava_root), "train", "2.2", "video")

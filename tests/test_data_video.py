@@ -1,5 +1,7 @@
 """Video decoding, frame folders, clip indexing and the clip mapper on tiny synthetic videos."""
+import logging
 import os
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -11,15 +13,18 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from evad_d2 import add_evad_config
-from evad_d2.data import ClipDatasetMapper
+from evad_d2.data import BadSampleSummary, ClipDatasetMapper, RetryMapDataset
 from evad_d2.data.video_io import (
     VideoReadError,
     clip_frame_indices,
     count_frames_in_folder,
+    iter_video_frames,
     keyframe_frame_index,
     probe_video,
     read_frame_folder,
     read_video_frames,
+    scan_video,
+    timeline_frame_count,
 )
 
 W, H = 64, 48
@@ -42,15 +47,28 @@ def decode_index(frame):
     return hi * 16 + lo
 
 
-def write_video(path, frames, rate=30, faststart=False, gop=10):
-    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"} if faststart else {}) as c:
+def write_video(path, frames, rate=30, faststart=False, gop=10, *, times_ms=None, rotation=None, hflip=False,
+                vflip=False, container_format="mp4", tags=None):
+    """Encode ``frames`` (H.264). ``times_ms``: presentation times in ms (a variable frame rate);
+    ``rotation`` (degrees counter-clockwise) / ``hflip`` / ``vflip``: a display matrix as phones
+    write it (PyAV's ``set_display_rotation``); ``tags``: stream metadata (e.g. an old ``rotate`` tag)."""
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format=container_format, options=options) as c:
         s = c.add_stream("libx264", rate=rate)
         s.height, s.width = frames[0].shape[:2]
         s.pix_fmt = "yuv420p"
         # Near-lossless (crf 4) so that decoded frames are within a few levels of the source.
         s.options = {"crf": "4", "g": str(gop), "bf": "0", "threads": "1"}
-        for img in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        if times_ms is not None:
+            s.codec_context.time_base = Fraction(1, 1000)
+        if rotation is not None or hflip or vflip:
+            s.set_display_rotation(rotation or 0, hflip=hflip, vflip=vflip)
+        s.metadata.update(tags or {})
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if times_ms is not None:
+                frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
+            for p in s.encode(frame):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
@@ -98,9 +116,12 @@ def test_video_decoding_returns_the_requested_frames(coded_video):
 def test_video_at_another_frame_rate_is_sampled_by_time(tmp_path):
     path = tmp_path / "v15.mp4"
     write_video(path, [coded_frame(i) for i in range(45)], rate=15)  # 3 s at 15 fps
-    # Timeline index i (30 fps) shows native frame round(i / 2).
-    frames = read_video_frames(str(path), [0, 1, 2, 30, 31, 88], frame_rate=30)
-    assert [decode_index(f) for f in frames] == [0, 0, 1, 15, 16, 44]
+    # Timeline index i (30 fps, time i/30) shows the nearest native frame; an odd i lies half-way
+    # between frames (i - 1)/2 and (i + 1)/2 and takes the earlier, as `ffmpeg -r 30` repeats it.
+    frames = read_video_frames(str(path), [0, 1, 2, 30, 31, 88, 89], frame_rate=30)
+    assert [decode_index(f) for f in frames] == [0, 0, 1, 15, 15, 44, 44]
+    info = probe_video(str(path))
+    assert (info.num_frames, info.fps, info.duration, timeline_frame_count(info, 30)) == (45, 15, 3, 90)
 
 
 def test_video_and_frame_folder_give_the_same_frames(coded_video, tmp_path):
@@ -276,5 +297,225 @@ def test_mapper_edge_padding_and_bad_samples(coded_video, tmp_path):
     missing = dict(d, video_path=str(tmp_path / "gone.mp4"))
     with pytest.raises(VideoReadError, match="gone.mp4"):
         mapper(missing)
-    skipping = ClipDatasetMapper(False, augmentations=[], num_frames=8, sampling_rate=2, skip_bad_samples=True)
-    assert skipping(missing) is None and skipping.num_skipped == 1
+    with pytest.raises(ValueError, match="skip_bad_samples is for training only"):
+        ClipDatasetMapper(False, augmentations=[], num_frames=8, sampling_rate=2, skip_bad_samples=True)
+    skipping = ClipDatasetMapper(True, augmentations=[], num_frames=8, sampling_rate=2, action_ids=[1],
+                                 skip_bad_samples=True)
+    assert skipping(missing) is None and skipping.num_skipped == 1 and skipping.bad_samples.total == 1
+
+
+# ---------------------------------------------------------------- variable frame rate
+
+# Presentation times (ms) of a variable-frame-rate video: irregular steps, a burst, a 0.5 s gap,
+# then 10 fps to 3 s. Its header's average rate (about 11.3 fps) matches none of them.
+VFR_MS = [0, 30, 50, 120, 135, 300, 310, 320, 400, 433, 466, 500, 1000, 1033] + list(range(1100, 3001, 100))
+
+
+@pytest.fixture(scope="module")
+def vfr_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vfr") / "vfr.mp4"
+    write_video(path, [coded_frame(i) for i in range(len(VFR_MS))], times_ms=VFR_MS)
+    return str(path)
+
+
+def test_variable_frame_rate_video_is_read_by_time(vfr_video):
+    # Timeline index i (30 fps) is the frame nearest to i/30 s, worked out by hand from VFR_MS:
+    # 1 -> 33.3 ms: 30 (3.3 away) not 50; 3 -> 100: 120 (20) not 50 (50); 5 -> 166.7: 135;
+    # 10 -> 333.3: 320; 22 -> 733.3: 500 (233) not 1000 (267); 23 -> 766.7: 1000 (233);
+    # 31 -> 1033.3: 1033; 34 -> 1133.3: 1100 (33.3) not 1200; 90 -> 3000: the last frame.
+    wanted = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 4, 9: 5, 10: 7, 12: 8, 15: 11, 22: 11, 23: 12, 30: 12, 31: 13,
+              34: 14, 60: 23, 90: 33}
+    frames = read_video_frames(vfr_video, list(wanted))
+    assert [decode_index(f) for f in frames] == list(wanted.values())
+    # The header: 34 frames ending at 3 s + one nominal interval (1/30 s) -> 91 timeline frames.
+    info = probe_video(vfr_video)
+    assert info.num_frames == 34 and timeline_frame_count(info, 30) == 91
+    # The demo's path: the same decoder gives every frame with its own time.
+    demo = list(iter_video_frames(vfr_video))
+    assert [round(f.time * 1000) for f in demo] == VFR_MS
+    assert [decode_index(f.image) for f in demo] == list(range(len(VFR_MS)))
+    np.testing.assert_array_equal(frames[-1], demo[-1].image)
+    # The validator's full decode agrees that the video is whole.
+    scan = scan_video(vfr_video)
+    assert scan.num_frames == 34 and abs(scan.last_time - 3.0) < 1e-9
+
+
+def test_a_clip_of_a_variable_frame_rate_video_through_the_mapper(vfr_video):
+    d = {"video_id": "vfr", "timestamp": 901, "height": H, "width": W, "frame_index": 30, "num_frames": 91,
+         "frame_rate": 30, "video_path": vfr_video,
+         "annotations": [{"bbox": [1.0, 1.0, 30.0, 40.0], "bbox_mode": BoxMode.XYXY_ABS, "action_ids": [1], "person_id": 0}]}
+    mapper = ClipDatasetMapper(True, augmentations=[], num_frames=4, sampling_rate=8, action_ids=[1])
+    clip = mapper(d)["clip"].permute(1, 2, 3, 0).numpy().astype(np.uint8)
+    # Indices 14, 22, 30, 38 -> 466.7 ms: 466; 733.3: 500; 1000; 1266.7: 1300 (33.3) not 1200 (66.7).
+    assert [decode_index(f) for f in clip] == [10, 11, 12, 16]
+
+
+def test_truncated_video_fails_the_same_way_in_validation_and_training(tmp_path):
+    fast = tmp_path / "fast.mp4"
+    write_video(fast, [coded_frame(i) for i in range(180)], faststart=True)
+    data = open(fast, "rb").read()
+    fast.write_bytes(data[: len(data) // 2])
+    assert timeline_frame_count(probe_video(str(fast)), 30) == 180  # the header still promises 6 s
+    # Both stop where the data does (here a packet cut in half), naming the file.
+    with pytest.raises(VideoReadError, match=r"fast\.mp4: (decoding failed after 6\d frames|.*truncated)"):
+        scan_video(str(fast))
+    with pytest.raises(VideoReadError, match=r"fast\.mp4: (decoding failed after|.*5\.833 s.*truncated or corrupt video)"):
+        read_video_frames(str(fast), [175])
+    assert decode_index(read_video_frames(str(fast), [40])[0]) == 40
+
+
+# ---------------------------------------------------------------- rotation metadata
+
+
+def orientation_frame():
+    """Asymmetric markers: red top-left, green bottom-right, blue along the top right."""
+    img = np.full((H, W, 3), 40, np.uint8)
+    img[:12, :16] = (250, 30, 30)
+    img[-12:, -8:] = (30, 250, 30)
+    img[:6, -20:] = (30, 30, 250)
+    return img
+
+
+@pytest.fixture(scope="module")
+def upright(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rot") / "upright.mp4"
+    write_video(path, [orientation_frame()] * 6)
+    return read_video_frames(str(path), [3])[0]
+
+
+@pytest.mark.parametrize(
+    "ccw, hflip, vflip, clockwise, mirrored",
+    [(-90, False, False, 90, False),  # a phone held upright: "rotate 90" (clockwise) in the old tag
+     (90, False, False, 270, False), (180, False, False, 180, False), (0, True, False, 0, True),
+     (0, False, True, 180, True), (90, True, False, 270, True), (90, False, True, 90, True)],
+)
+def test_rotation_metadata_is_applied(tmp_path, upright, ccw, hflip, vflip, clockwise, mirrored):
+    path = tmp_path / "rotated.mp4"
+    # The encoded pixels are the upright video's; only the display matrix differs.
+    write_video(path, [orientation_frame()] * 6, rotation=ccw, hflip=hflip, vflip=vflip)
+    # The display matrix means: turn `ccw` degrees counter-clockwise, then mirror.
+    expected = np.rot90(upright, ccw // 90)
+    expected = expected[:, ::-1] if hflip else expected
+    expected = expected[::-1] if vflip else expected
+    info = probe_video(str(path))
+    assert (info.height, info.width, info.rotation, info.mirrored) == (*expected.shape[:2], clockwise, mirrored)
+    np.testing.assert_array_equal(read_video_frames(str(path), [3])[0], expected)  # training
+    np.testing.assert_array_equal(list(iter_video_frames(str(path)))[3].image, expected)  # demo
+    scan_video(str(path))  # validation
+
+
+def test_old_rotate_tag_is_applied(tmp_path, upright):
+    path = tmp_path / "tagged.mkv"
+    write_video(path, [orientation_frame()] * 6, container_format="matroska", tags={"rotate": "90"})
+    assert probe_video(str(path)).rotation == 90
+    # "rotate: 90" is clockwise: the red top-left marker ends at the top right.
+    got = read_video_frames(str(path), [3])[0]
+    np.testing.assert_array_equal(got, np.rot90(upright, -1))
+    assert got[2, -2, 0] > 200 and got[2, 2, 0] < 100
+
+
+def test_rotated_video_through_the_mapper_has_upright_boxes(tmp_path):
+    path = tmp_path / "portrait.mp4"
+    write_video(path, [red_box_frame(i) for i in range(40)], rotation=-90)  # shown turned clockwise
+    info = probe_video(str(path))
+    assert (info.width, info.height) == (H, W)
+    # The red box (40..56 x 10..38 in the stored 64x48 image) is at x 10..38, y 40..56 when shown.
+    d = {"video_id": "p", "timestamp": 900, "height": info.height, "width": info.width, "frame_index": 10,
+         "num_frames": 40, "frame_rate": 30, "video_path": str(path),
+         "annotations": [{"bbox": [48 - 38.0, 40.0, 48 - 10.0, 56.0], "bbox_mode": BoxMode.XYXY_ABS,
+                          "action_ids": [1], "person_id": 0}]}
+    out = ClipDatasetMapper(True, augmentations=[], num_frames=2, sampling_rate=2, action_ids=[1])(d)
+    assert out["clip"].shape == (3, 2, W, H)
+    assert redness(out["clip"], 12, 42, 36, 54) > 0.95 and redness(out["clip"], 0, 0, 48, 30) < 0.01
+
+
+# ---------------------------------------------------------------- bad samples in training
+
+
+def test_bad_samples_are_skipped_counted_and_all_bad_stops_clearly(coded_video, tmp_path, caplog):
+    good = {"video_id": "v", "timestamp": 901, "height": H, "width": W, "frame_index": 30, "num_frames": 180,
+            "frame_rate": 30, "video_path": coded_video, "annotations": []}
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(4096))
+    bad = [dict(good, video_id=f"bad{i}", video_path=str(p)) for i, p in
+           enumerate([tmp_path / "gone.mp4", corrupt])]
+    wrong_size = dict(good, video_id="small", height=H // 2)
+    mapper = ClipDatasetMapper(True, augmentations=[], num_frames=2, sampling_rate=2, action_ids=[1],
+                               skip_bad_samples=True)
+    with caplog.at_level(logging.WARNING, logger="evad_d2"):
+        assert [mapper(d) for d in (bad[0], bad[1], wrong_size)] == [None, None, None]
+        # A skipped sample is replaced by another one.
+        assert RetryMapDataset([bad[0], good], mapper)[0]["video_id"] == "v"
+    # Every kind of failure is skipped, counted once per skip and logged naming the file.
+    assert mapper.bad_samples.total == 4
+    logged = [r.getMessage() for r in caplog.records if "Skipping bad sample" in r.getMessage()]
+    assert len(logged) == 4
+    assert "gone.mp4: video file not found" in logged[0] and "corrupt.mp4: cannot open video" in logged[1]
+    assert "frames are 64x48 but the dataset says 64x24" in logged[2] and "gone.mp4" in logged[3]
+    # Nothing good left: a clear error, not random.sample's "Sample larger than population".
+    all_bad = RetryMapDataset(bad, mapper)
+    with pytest.raises(RuntimeError, match="every one of the 2 training samples failed to read"):
+        all_bad[0]
+    # Off (the default), the first bad sample stops training with its own error.
+    strict = ClipDatasetMapper(True, augmentations=[], num_frames=2, sampling_rate=2, action_ids=[1])
+    with pytest.raises(VideoReadError, match="gone.mp4"):
+        RetryMapDataset(bad, strict)[0]
+
+
+def test_bad_sample_summary_after_each_epoch_and_at_the_end(caplog):
+    from evad_d2.data.bad_samples import BadSampleCounter, LoadSkips
+
+    counter, load = BadSampleCounter(), LoadSkips()
+    load.add("train.csv", 2, "vidB.mp4: video file not found")
+    hook = BadSampleSummary(counter, BadSampleSummary.iters_per_epoch_for(10, 4), load)  # 3 iterations/epoch
+    hook.trainer = type("T", (), {"iter": 0})()
+    with caplog.at_level(logging.INFO, logger="evad_d2"):
+        hook.before_train()
+        for it in range(7):
+            hook.trainer.iter = it
+            if it in (1, 4, 5):
+                counter.add()
+            hook.after_step()
+        hook.after_train()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Bad samples")]
+    assert lines == [
+        "Bad samples, epoch 1 (iteration 3): 1 clip(s) skipped as unreadable, 1 in all; 2 keyframe(s) dropped at dataset load",
+        "Bad samples, epoch 2 (iteration 6): 2 clip(s) skipped as unreadable, 3 in all; 2 keyframe(s) dropped at dataset load",
+        "Bad samples, end of training (iteration 7): 0 clip(s) skipped as unreadable, 3 in all; 2 keyframe(s) dropped at dataset load",
+    ]
+
+
+def test_variable_rate_and_rotated_videos_pass_validation_and_train(tmp_path, vfr_video):
+    """validate's verdict is training's: both videos pass validation, load and read as clips; the
+    demo's header gives the displayed size."""
+    from evad_d2.data import load_ava_dataset
+    from evad_d2.data.validate import validate_ava_root
+    from evad_d2.engine.predictor import video_stream_info
+
+    root = tmp_path / "ava"
+    (root / "annotations").mkdir(parents=True)
+    (root / "videos").mkdir()
+    (root / "videos" / "vfr.mp4").write_bytes(open(vfr_video, "rb").read())
+    write_video(root / "videos" / "phone.mp4", [coded_frame(i) for i in range(90)], rotation=-90)
+    (root / "annotations" / "ava_action_list_v2.2.pbtxt").write_text(
+        'label {\n  name: "stand"\n  label_id: 1\n  label_type: PERSON_MOVEMENT\n}\n'
+    )
+    (root / "annotations" / "ava_train_v2.2.csv").write_text(
+        "vfr,0901,0.1,0.1,0.5,0.9,1,0\nvfr,0903,0.1,0.1,0.5,0.9,1,0\nphone,0902,0.2,0.1,0.6,0.5,1,0\n"
+    )
+    assert validate_ava_root(str(root), "video", "2.2", "full", out=open(os.devnull, "w")) == []
+    dicts = load_ava_dataset(str(root), "train", "2.2", "video")
+    assert [(d["video_id"], d["width"], d["height"], d["num_frames"]) for d in dicts] == [
+        ("vfr", W, H, 91), ("vfr", W, H, 91), ("phone", H, W, 90)
+    ]
+    mapper = ClipDatasetMapper(True, augmentations=[], num_frames=4, sampling_rate=8, action_ids=[1])
+    clips = [mapper(d) for d in dicts]
+    # vfr@903 is frame 90 (3 s): 74, 82, 90, 90 -> 2466.7 ms: 2500 (33.3) not 2400; 2733.3: 2700; 3000.
+    vfr_last = clips[1]["clip"].permute(1, 2, 3, 0).numpy().astype(np.uint8)
+    assert [decode_index(f) for f in vfr_last] == [28, 30, 33, 33]
+    assert clips[2]["clip"].shape == (3, 4, W, H)
+    # Un-rotating the clip (the display turned it clockwise) recovers the coded frames 44, 52, 60, 68.
+    phone = clips[2]["clip"].permute(1, 2, 3, 0).numpy().astype(np.uint8)
+    assert [decode_index(np.rot90(f, 1)) for f in phone] == [44, 52, 60, 68]
+    stream = video_stream_info(str(root / "videos" / "phone.mp4"))
+    assert (stream.width, stream.height, stream.num_frames) == (H, W, 90)

@@ -10,6 +10,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from .bad_samples import BadSampleCounter
 from .transforms import apply_transform_to_clip, clip_output_size, color_jitter_clip, sample_clip_transform
 from .video_io import VideoReadError, clip_frame_indices, read_frame_folder, read_video_frames
 
@@ -61,8 +62,12 @@ class ClipDatasetMapper:
             keyframe_index: position of the keyframe in the clip; -1 for T // 2.
             action_ids: label-map ids in model column order; required for training.
             color_jitter: colour jitter strength (training only; 0 disables).
-            skip_bad_samples: on an unreadable video/frame, log it, count it and return None
-                (detectron2's loader then draws another sample) instead of raising.
+            skip_bad_samples: on an unreadable video/frame (decoding error, truncated video,
+                missing or corrupt image, frames of another size), log it through the ``evad_d2``
+                logger, count it in :attr:`bad_samples` (shared with the loader workers) and return
+                None (``RetryMapDataset`` or detectron2's loader then draws another sample) instead
+                of raising. Training only: an evaluation that skipped keyframes would report a
+                different metric.
         """
         if keyframe_index < 0:
             keyframe_index = num_frames // 2
@@ -70,6 +75,8 @@ class ClipDatasetMapper:
             raise ValueError(f"keyframe_index {keyframe_index} outside a clip of {num_frames} frames")
         if is_train and not action_ids:
             raise ValueError("training needs action_ids (the label-map ids in model column order)")
+        if skip_bad_samples and not is_train:
+            raise ValueError("skip_bad_samples is for training only: evaluating without the bad keyframes changes the metric")
         self.is_train = is_train
         self.augmentations = list(augmentations)
         self.num_frames = num_frames
@@ -79,7 +86,8 @@ class ClipDatasetMapper:
         self._column = {aid: i for i, aid in enumerate(self.action_ids or [])}
         self.color_jitter = color_jitter if is_train else 0.0
         self.skip_bad_samples = skip_bad_samples
-        self.num_skipped = 0
+        self.num_skipped = 0  # in this process
+        self.bad_samples = BadSampleCounter() if skip_bad_samples else None  # in all processes
         logger.info(
             f"ClipDatasetMapper(is_train={is_train}): {num_frames}x{sampling_rate} frames, keyframe at "
             f"{keyframe_index}, augmentations {self.augmentations}, colour jitter {self.color_jitter}"
@@ -111,7 +119,7 @@ class ClipDatasetMapper:
             "keyframe_index": cfg.INPUT.KEYFRAME_INDEX,
             "action_ids": action_ids,
             "color_jitter": cfg.INPUT.COLOR_JITTER,
-            "skip_bad_samples": cfg.DATASETS.AVA.SKIP_BAD_SAMPLES,
+            "skip_bad_samples": is_train and cfg.DATASETS.AVA.SKIP_BAD_SAMPLES,
         }
 
     def frame_indices(self, dataset_dict: dict) -> List[int]:
@@ -128,22 +136,31 @@ class ClipDatasetMapper:
             return read_video_frames(dataset_dict["video_path"], indices, frame_rate=dataset_dict.get("frame_rate", 30))
         return read_frame_folder(dataset_dict["frame_dir"], dataset_dict["frame_pattern"], indices)
 
-    def __call__(self, dataset_dict: dict) -> Optional[dict]:
-        try:
-            frames = self.read_frames(dataset_dict)
-        except VideoReadError as e:
-            if not self.skip_bad_samples:
-                raise
-            self.num_skipped += 1
-            logger.warning(f"Skipping sample {dataset_dict['video_id']}@{dataset_dict['timestamp']} "
-                           f"({self.num_skipped} skipped so far in this process): {e}")
-            return None
+    def read_checked_frames(self, dataset_dict: dict) -> np.ndarray:
+        """``read_frames``, checking that the frames have the size the dataset dict says."""
+        frames = self.read_frames(dataset_dict)
         h, w = frames.shape[1:3]
         if (h, w) != (dataset_dict["height"], dataset_dict["width"]):
             raise VideoReadError(
                 dataset_dict.get("video_path") or dataset_dict["frame_dir"],
                 f"frames are {w}x{h} but the dataset says {dataset_dict['width']}x{dataset_dict['height']}",
             )
+        return frames
+
+    def __call__(self, dataset_dict: dict) -> Optional[dict]:
+        try:
+            frames = self.read_checked_frames(dataset_dict)
+        except VideoReadError as e:
+            if not self.skip_bad_samples:
+                raise
+            self.num_skipped += 1
+            total = self.bad_samples.add()
+            logger.warning(
+                f"Skipping bad sample {dataset_dict['video_id']}@{dataset_dict['timestamp']} "
+                f"({total} skipped so far): {e}"
+            )
+            return None
+        h, w = frames.shape[1:3]
         tfm = sample_clip_transform(self.augmentations, h, w)
         # (T, H, W, 3) uint8 -> (3, T, H, W) float, made contiguous while still 1 byte per value.
         clip = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous().float()

@@ -5,10 +5,12 @@
 
 Checks: label maps parse (and the evaluated subset lies inside the model's classes); every CSV
 row of the train/val annotations (and proposal files, if any) has the right columns, numbers,
-boxes inside [0, 1] and known class ids; excluded-timestamp files parse; every referenced video
-(or frame folder) exists, opens and, with ``--decode full``, decodes completely with the frame
-count its header declares; every timestamp falls inside its video; frame lists parse and name
-existing frames. Exits 0 when nothing is wrong, 1 otherwise (2 for bad arguments).
+boxes inside [0, 1] and known class ids (and an annotation CSV has rows); excluded-timestamp files parse; every
+referenced video (or frame folder) exists, opens and, with ``--decode full``, decodes completely
+up to the length its header declares, read by training's own decoder (frame times from
+timestamps, rotation metadata applied: ``evad_d2.data.video_io``), so a video that passes here
+reads in training; every timestamp falls inside its video; frame lists parse and name existing
+frames. Exits 0 when nothing is wrong, 1 otherwise (2 for bad arguments).
 """
 import argparse
 import os
@@ -20,10 +22,11 @@ from .ava_format import AvaFormatError, iter_ava_rows_or_errors, iter_frame_list
 from .datasets.ava import AVA_FRAME_RATE, AVA_VIDEO_START_SEC, ava_files, index_video_files
 from .video_io import (
     VideoReadError,
-    count_decodable_frames,
     count_frames_in_folder,
     keyframe_frame_index,
     probe_video,
+    scan_video,
+    timeline_frame_count,
 )
 
 __all__ = ["validate_ava_root", "main"]
@@ -50,14 +53,12 @@ def _check_videos(root, source, decode, used: "OrderedDict[str, tuple]", report)
                 path = video_index.get(video_id)
                 if path is None:
                     raise VideoReadError(os.path.join(root, "videos", f"{video_id}.mp4"), "video file not found")
+                # The training reader's own decoding and rules (evad_d2.data.video_io): what passes
+                # here reads in training, variable frame rates and rotation metadata included.
                 info = probe_video(path)
-                n = info.num_frames
                 if decode == "full":
-                    decoded = count_decodable_frames(path)
-                    if decoded != n:
-                        raise VideoReadError(path, f"header declares {n} frames but {decoded} decode (truncated?)")
-                # Frames on the 30 fps timeline (the video may have another rate).
-                counts[video_id] = int((n - 0.5) * AVA_FRAME_RATE / float(info.fps)) + 1
+                    scan_video(path, frame_rate=AVA_FRAME_RATE)
+                counts[video_id] = timeline_frame_count(info, AVA_FRAME_RATE)
             else:
                 frame_dir = os.path.join(root, "frames", video_id)
                 pattern = video_id + "_{:06d}.jpg"
@@ -83,9 +84,11 @@ def _verify_images(frame_dir, pattern, n):
 
 
 def validate_ava_root(
-    root: str, frame_source: str = "auto", version: str = "2.2", decode: str = "full", out=sys.stdout
+    root: str, frame_source: str = "auto", version: str = "2.2", decode: str = "full", out=None
 ) -> List[str]:
-    """Validate the AVA-format dataset at ``root``; returns the problems (also printed to ``out``)."""
+    """Validate the AVA-format dataset at ``root``; returns the problems (also printed to ``out``,
+    by default the standard output)."""
+    out = sys.stdout if out is None else out
     report = _Report(out)
     if frame_source == "auto":
         frame_source = "video" if os.path.isdir(os.path.join(root, "videos")) else "frames"
@@ -125,12 +128,16 @@ def validate_ava_root(
                 report.error(str(e))
         used: "OrderedDict[str, tuple]" = OrderedDict()
         keyframes = []
+        bad_rows = 0
         for item in iter_ava_rows_or_errors(f["groundtruth"], label_map=label_map):
             if isinstance(item, AvaFormatError):
                 report.error(str(item))
+                bad_rows += 1
                 continue
             used.setdefault(item.video_id, (f["groundtruth"], item.line))
             keyframes.append(item)
+        if not keyframes and not bad_rows:
+            report.error(f"{f['groundtruth']}: the annotation CSV has no rows (empty file)")
         if os.path.isfile(f["proposals"]):
             for item in iter_ava_rows_or_errors(f["proposals"], allow_missing_action=True):
                 if isinstance(item, AvaFormatError):

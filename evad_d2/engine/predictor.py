@@ -8,7 +8,8 @@ Time, not frame numbers, decides which frames form a clip: frame ``i`` of a clip
 frame nearest to ``t_key + (i - keyframe_index) * SAMPLING_RATE / frame_rate`` seconds, where
 ``frame_rate`` is the rate of the timeline the model was trained on (30 for AVA). A video of any
 frame rate, variable ones included, thus gives the model the temporal spacing it was trained on.
-Frame times come from the decoded frames' presentation timestamps.
+Frame times come from the decoded frames' presentation timestamps, and rotation metadata is
+applied, by the decoding that training uses (``evad_d2.data.video_io.iter_video_frames``).
 """
 
 import bisect
@@ -28,7 +29,9 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from ..data.transforms import apply_transform_to_clip, sample_clip_transform
-from ..data.video_io import VideoReadError
+# Videos are decoded by the one path that training and the data validator use (frame times
+# from presentation timestamps, rotation metadata applied).
+from ..data.video_io import VideoFrame, VideoReadError, iter_video_frames, probe_video
 from .precision import autocast_for, check_precision
 
 try:  # the project's checkpointer understands VideoMAE and official EVAD weights too
@@ -42,7 +45,6 @@ __all__ = [
     "KeyframeClipSampler",
     "VideoFrame",
     "VideoStreamInfo",
-    "open_video_stream",
     "video_stream_info",
     "iter_video_frames",
     "read_clip_at",
@@ -55,18 +57,9 @@ DEFAULT_MODEL_FRAME_RATE = 30.0
 
 
 @dataclass(frozen=True)
-class VideoFrame:
-    """One decoded frame: 0-based decode-order ``index``, ``time`` in seconds from the first
-    frame, ``image`` uint8 (H, W, 3) RGB."""
-
-    index: int
-    time: float
-    image: np.ndarray
-
-
-@dataclass(frozen=True)
 class VideoStreamInfo:
-    """What the container header says (``num_frames`` is an estimate, 0 when unknown)."""
+    """What the container header says (``num_frames`` is an estimate, 0 when unknown); ``width``
+    and ``height`` are the displayed size, after the video's rotation metadata."""
 
     path: str
     width: int
@@ -75,77 +68,17 @@ class VideoStreamInfo:
     num_frames: int
 
 
-def open_video_stream(path: str):
-    """Open ``path`` with PyAV and return ``(container, stream, info)``.
+def video_stream_info(path: str) -> VideoStreamInfo:
+    """Header information of ``path`` (``evad_d2.data.video_io.probe_video``: the header and the
+    first frame's rotation metadata).
 
     Raises:
         VideoReadError: naming ``path`` when it is missing, not a video, or has no usable stream.
     """
-    import av  # imported here so that importing the predictor stays cheap
-
     if not os.path.isfile(path):
         raise VideoReadError(path, "input video not found")
-    try:
-        container = av.open(path)
-    except Exception as e:  # PyAV raises a family of av.error.* for non-video or corrupt input
-        raise VideoReadError(path, f"cannot open as a video (unreadable, corrupt or not a video file): {e}") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoReadError(path, "the file has no video stream")
-    stream = container.streams.video[0]
-    width, height = stream.codec_context.width, stream.codec_context.height
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if not width or not height:
-        container.close()
-        raise VideoReadError(path, f"the video stream has no frame size ({width}x{height})")
-    fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(DEFAULT_MODEL_FRAME_RATE)
-    n = stream.frames or 0
-    if not n and stream.duration is not None and stream.time_base is not None:
-        n = int(round(float(stream.duration * stream.time_base * fps)))
-    stream.thread_type = "AUTO"
-    return container, stream, VideoStreamInfo(path, int(width), int(height), fps, int(n))
-
-
-def video_stream_info(path: str) -> VideoStreamInfo:
-    """Header information of ``path`` (see :func:`open_video_stream`); decodes nothing."""
-    container, _, info = open_video_stream(path)
-    container.close()
-    return info
-
-
-def iter_video_frames(path: str) -> Iterator[VideoFrame]:
-    """Decode ``path`` frame by frame (nothing but the current frame is kept).
-
-    Times are presentation timestamps relative to the first decoded frame; a frame without a
-    timestamp is placed one nominal frame interval after the previous one.
-
-    Raises:
-        VideoReadError: naming the file, on open or decoding errors or when no frame decodes.
-    """
-    import av
-
-    container, stream, info = open_video_stream(path)
-    index, t0, prev = 0, None, None
-    try:
-        with container:
-            for frame in container.decode(stream):
-                if frame.pts is None or frame.time_base is None:
-                    t = (prev + 1.0 / float(info.fps)) if prev is not None else 0.0
-                else:
-                    t_abs = float(frame.pts * frame.time_base)
-                    if t0 is None:
-                        t0 = t_abs
-                    t = t_abs - t0
-                if prev is not None and t <= prev:
-                    # Non-increasing timestamps (broken muxing): keep decode order, nudge forward.
-                    t = prev + 1e-6
-                prev = t
-                yield VideoFrame(index, t, frame.to_ndarray(format="rgb24"))
-                index += 1
-    except (av.error.FFmpegError, ValueError) as e:
-        raise VideoReadError(path, f"decoding failed after {index} frames: {e}") from None
-    if index == 0:
-        raise VideoReadError(path, "no frame decodes (empty, truncated or corrupt video)")
+    info = probe_video(path)
+    return VideoStreamInfo(path, info.width, info.height, info.fps.limit_denominator(1001), info.num_frames)
 
 
 @dataclass
@@ -294,6 +227,21 @@ def _dataset_classes(cfg, num_classes: int) -> Tuple[Optional[List[int]], Option
     return None, None, None
 
 
+def _as_uint8(clip: torch.Tensor) -> torch.Tensor:
+    """A clip of whole numbers in [0, 255] as uint8 (the official resize works on uint8 frames)."""
+    if clip.is_floating_point() and not torch.equal(clip, clip.round()):
+        raise ValueError(
+            "MODEL.EVAD.OFFICIAL_MODE resizes uint8 frames as the official code does, but the clip has "
+            "fractional values: pass the decoded uint8 frames"
+        )
+    if clip.numel() and (clip.min() < 0 or clip.max() > 255):
+        raise ValueError(
+            f"MODEL.EVAD.OFFICIAL_MODE needs pixels in [0, 255], got values in "
+            f"[{float(clip.min()):g}, {float(clip.max()):g}]"
+        )
+    return clip.to(torch.uint8)
+
+
 class EVADPredictor:
     """Build an EVAD model from a config, load ``MODEL.WEIGHTS`` and run it on clips or videos.
 
@@ -362,6 +310,11 @@ class EVADPredictor:
     def preprocess(self, clip: Union[np.ndarray, torch.Tensor]) -> Dict:
         """Model input for one clip.
 
+        uint8 frames are resized before they become float, one frame at a time, so memory
+        follows the model's input size, not the video's. With ``MODEL.EVAD.OFFICIAL_MODE`` the
+        resize is OpenCV's uint8 bilinear (the official code's), which needs uint8 values: a
+        float clip must then hold whole numbers in [0, 255].
+
         Args:
             clip: uint8 array (T, H, W, 3) RGB, or tensor (3, T, H, W) RGB in [0, 255].
 
@@ -371,18 +324,22 @@ class EVADPredictor:
         if isinstance(clip, np.ndarray):
             if clip.ndim != 4 or clip.shape[-1] != 3:
                 raise ValueError(f"a clip array must be (T, H, W, 3) RGB, got shape {clip.shape}")
-            tensor = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).float()
+            # A (3, T, H, W) view of the frames: nothing is copied at full resolution.
+            tensor = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)
         elif isinstance(clip, torch.Tensor):
             if clip.dim() != 4 or clip.shape[0] != 3:
                 raise ValueError(f"a clip tensor must be (3, T, H, W) RGB, got shape {tuple(clip.shape)}")
-            tensor = clip.float()
+            tensor = clip
         else:
             raise TypeError(f"clip must be a numpy array or a torch tensor, got {type(clip).__name__}")
         t, h, w = tensor.shape[1:]
         if t != self.num_frames:
             raise ValueError(f"the model takes clips of {self.num_frames} frames (INPUT.NUM_FRAMES), got {t}")
+        interpolation = "opencv" if self.cfg.MODEL.EVAD.OFFICIAL_MODE else "bilinear"
+        if tensor.dtype != torch.uint8:
+            tensor = tensor.float() if interpolation == "bilinear" else _as_uint8(tensor)
         tfm = sample_clip_transform(self.augmentations, h, w)
-        return {"clip": apply_transform_to_clip(tfm, tensor), "height": h, "width": w}
+        return {"clip": apply_transform_to_clip(tfm, tensor, interpolation=interpolation), "height": h, "width": w}
 
     def predict_instances(self, clip: Union[np.ndarray, torch.Tensor]) -> Instances:
         """The model's raw output for one clip: Instances in the input frame's size, on the CPU."""

@@ -35,7 +35,8 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from ..ava_format import AvaFormatError, iter_ava_rows, read_exclusions, read_label_map
-from ..video_io import VideoReadError, count_frames_in_folder, keyframe_frame_index, probe_video
+from ..bad_samples import current_load_skips
+from ..video_io import VideoReadError, count_frames_in_folder, keyframe_frame_index, probe_video, timeline_frame_count
 
 __all__ = ["ava_files", "load_ava_dataset", "register_ava", "LazyMetadata"]
 
@@ -115,8 +116,7 @@ class _VideoTimeline:
             if path is None:
                 raise VideoReadError(os.path.join(self.root, "videos", f"{video_id}.mp4"), "video file not found")
             info = probe_video(path)
-            # Last timeline index whose nearest native frame still exists.
-            n = int((info.num_frames - 0.5) * self.frame_rate / float(info.fps)) + 1
+            n = timeline_frame_count(info, self.frame_rate)
             return {"video_path": path, "height": info.height, "width": info.width, "num_frames": n}
         frame_dir = os.path.join(self.root, "frames", video_id)
         pattern = video_id + "_{:06d}.jpg"
@@ -139,7 +139,7 @@ def load_ava_dataset(
     proposal_file: Optional[str] = None,
     frame_rate: int = AVA_FRAME_RATE,
     video_start_sec: float = AVA_VIDEO_START_SEC,
-    skip_bad_videos: bool = False,
+    skip_bad_videos: Optional[bool] = None,
 ) -> List[dict]:
     """Read one AVA split into dataset dicts (see the module docstring for their fields).
 
@@ -152,14 +152,22 @@ def load_ava_dataset(
             ``annotations/ava_{split}_predicted_boxes.csv`` when that exists.
         frame_rate, video_start_sec: the timeline: timestamp t is frame (t - start) * rate. AVA's
             15-minute cut clips start at second 900; use 0 for uncut movies.
-        skip_bad_videos: drop (and count in the log) keyframes of videos that are missing or do not
-            open, and keyframes past the end of their video, instead of raising.
+        skip_bad_videos: drop, log and count the keyframes of videos that are missing or do not
+            open, of frame folders that are missing or have gaps, and keyframes outside their
+            video, instead of raising. None (what registered datasets pass): skip only inside
+            ``evad_d2.data.bad_samples.skip_bad_samples_at_load`` (``DATASETS.AVA.SKIP_BAD_SAMPLES``
+            in training), which also records the drops.
 
     Raises:
         FileNotFoundError: missing annotation files (with how to get them).
-        AvaFormatError: malformed CSV/label map rows, or a timestamp outside its video (file:line).
+        AvaFormatError: malformed CSV/label map rows, an annotation CSV without rows, or a
+            timestamp outside its video (file:line).
         VideoReadError: a missing or unreadable video/frame folder (naming the file and the CSV line).
+        RuntimeError: skipping, and every keyframe was bad.
     """
+    load_skips = current_load_skips()
+    if skip_bad_videos is None:
+        skip_bad_videos = load_skips is not None
     files = ava_files(root, split, version)
     for key in ("groundtruth", "label_map"):
         if not os.path.isfile(files[key]):
@@ -172,6 +180,11 @@ def load_ava_dataset(
     keyframes: "OrderedDict[tuple, list]" = OrderedDict()
     for row in iter_ava_rows(gt_path, label_map=label_map):
         keyframes.setdefault((row.video_id, row.timestamp), []).append(row)
+    if not keyframes:
+        raise AvaFormatError(
+            gt_path, None, "the annotation CSV has no rows (empty file); it needs "
+            "'video_id,timestamp,x1,y1,x2,y2,action_id,person_id' rows (datasets/README.md)"
+        )
     n_excluded = sum(1 for k in keyframes if k in excluded)
 
     if proposal_file is None and os.path.isfile(files["proposals"]):
@@ -184,6 +197,7 @@ def load_ava_dataset(
     timeline = _VideoTimeline(source, root, index_video_files(os.path.join(root, "videos")), frame_rate)
     videos: Dict[str, Optional[dict]] = {}
     dicts, skipped = [], 0
+    bad_videos: Dict[str, str] = {}
     for (video_id, ts), rows in keyframes.items():
         if (video_id, ts) in excluded:
             continue
@@ -193,11 +207,14 @@ def load_ava_dataset(
             except VideoReadError as e:
                 if not skip_bad_videos:
                     raise VideoReadError(e.path, f"{str(e).split(': ', 1)[1]} (video of {gt_path}:{rows[0].line})") from None
-                logger.warning(f"Skipping video {video_id}: {e}")
+                logger.warning(f"Skipping the keyframes of video {video_id} (first at {gt_path}:{rows[0].line}): {e}")
+                bad_videos[video_id] = str(e)
                 videos[video_id] = None
         video = videos[video_id]
         if video is None:
             skipped += 1
+            if load_skips is not None:
+                load_skips.add(gt_path, 1, bad_videos[video_id])
             continue
         frame_index = keyframe_frame_index(ts, frame_rate=frame_rate, start_sec=video_start_sec)
         if not 0 <= frame_index < video["num_frames"]:
@@ -207,8 +224,10 @@ def load_ava_dataset(
             )
             if not skip_bad_videos:
                 raise AvaFormatError(gt_path, rows[0].line, msg)
-            logger.warning(f"Skipping {gt_path}:{rows[0].line}: {msg}")
+            logger.warning(f"Skipping keyframe {gt_path}:{rows[0].line}: {msg}")
             skipped += 1
+            if load_skips is not None:
+                load_skips.add(gt_path, 1, msg)
             continue
         w, h = video["width"], video["height"]
         persons: "OrderedDict[tuple, dict]" = OrderedDict()
@@ -242,6 +261,12 @@ def load_ava_dataset(
                 "scores": np.array([p.extra if p.extra is not None else 1.0 for p in props], dtype=np.float32),
             }
         dicts.append(record)
+    if not dicts and skipped:
+        raise RuntimeError(
+            f"every one of the {skipped} keyframes of {gt_path} was skipped as bad (SKIP_BAD_SAMPLES); "
+            "nothing is left to train on. The warnings before this name each video and error; check the data "
+            f"with `python -m evad_d2.data.validate --dataset-root {root}`."
+        )
     logger.info(
         f"Loaded {len(dicts)} keyframes of {len(videos)} videos from {gt_path} ({source}); "
         f"{n_excluded} excluded timestamps dropped" + (f", {skipped} keyframes skipped as bad" if skipped else "")
