@@ -131,6 +131,12 @@ def add_evad_config(cfg):
     # Reproduce the official code's token-order bug (only for converted official checkpoints).
     _C.MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER = False
 
+    # Official-checkpoint mode: compute what the official code computes, for converted official
+    # checkpoints. Turns on DECODER.OFFICIAL_TOKEN_ORDER and LOC.KEEP_ALL_IF_NONE, and the official
+    # person threshold (>=), box clipping ([0, w-1] x [0, h-1], empty boxes kept) and test resize
+    # (OpenCV's uint8 bilinear); see evad_d2.modeling.meta_arch.evad.OFFICIAL_MODE.
+    _C.MODEL.EVAD.OFFICIAL_MODE = False
+
     # ---------------------------------------------------------------- checkpoints (MODEL.WEIGHTS)
     _C.MODEL.EVAD.CHECKPOINT = CN()
     # Skip (and log) checkpoint tensors whose shape differs from the model's instead of failing.

@@ -21,6 +21,7 @@ from evad_d2.checkpoint import (
     official_config_overrides,
     official_to_evad_d2,
 )
+from evad_d2.checkpoint.official_evad import roi_extension_note
 from evad_d2.config import add_evad_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -245,7 +246,7 @@ def test_checkpointer_loads_official_release_file(tmp_path, caplog):
         assert torch.equal(back[key], value), key
     # The tiny config differs from the file's inference settings: the report says which to set.
     notes = " ".join(info["report"].warnings)
-    assert "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER" in notes and "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE" in notes
+    assert "MODEL.EVAD.OFFICIAL_MODE True" in notes
     assert "MODEL.EVAD.KEEP_RATES" in notes and "MODEL.EVAD.KEYFRAME_WEIGHT" in notes
 
 
@@ -253,7 +254,7 @@ def test_checkpointer_official_settings_match_gives_no_warning(tmp_path):
     path = str(tmp_path / "evad_official.pth")
     torch.save({"epoch": 11, "model_state": official_state_dict(TINY), "cfg": OFFICIAL_CFG_YAML}, path)
     model = build(
-        TINY_CONFIG, "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER", True, "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True,
+        TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True,
         "MODEL.EVAD.KEEP_RATES", [1.0, 0.6, 1.0, 0.6], "MODEL.EVAD.KEYFRAME_WEIGHT", 4.0,
     )
     checkpointer = EVADCheckpointer(model)
@@ -261,13 +262,66 @@ def test_checkpointer_official_settings_match_gives_no_warning(tmp_path):
     assert checkpointer.last_load["report"].warnings == []
 
 
-def test_official_file_without_config_still_checks_the_required_switches(tmp_path):
+def test_official_file_without_config_still_checks_the_official_mode_switch(tmp_path):
     path = str(tmp_path / "evad_official.pth")
     torch.save({"model_state": official_state_dict(TINY)}, path)
-    checkpointer = EVADCheckpointer(build(TINY_CONFIG, "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER", True))
+    # The two older switches alone are not enough: clipping, threshold and resize still differ.
+    model = build(TINY_CONFIG, "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER", True, "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True)
+    checkpointer = EVADCheckpointer(model)
     checkpointer.load(path)
     (warning,) = checkpointer.last_load["report"].warnings
-    assert "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE True" in warning and "OFFICIAL_TOKEN_ORDER" not in warning
+    assert warning.endswith("to reproduce official outputs set MODEL.EVAD.OFFICIAL_MODE True")
+    checkpointer = EVADCheckpointer(build(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True))
+    checkpointer.load(path)
+    assert checkpointer.last_load["report"].warnings == []
+
+
+def test_official_mode_switch_turns_on_every_official_behaviour():
+    default = build(TINY_CONFIG)
+    assert not (default.official_mode or default.keep_all_if_none or default.action_head.official_token_order)
+    official = build(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True)
+    # >= threshold and [0, w-1] clipping (official_mode), all proposals when none passes,
+    # the official decoder token order; the resize is the predictor's (test_predictor_demo).
+    assert official.official_mode and official.keep_all_if_none and official.action_head.official_token_order
+    # The older switches keep working alone, without the rest of official mode.
+    alone = build(TINY_CONFIG, "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True)
+    assert alone.keep_all_if_none and not alone.official_mode and not alone.action_head.official_token_order
+
+
+# The released keep-rate-1.0 config (official ViT_B_16x4.yaml) does not name MODEL.CRD.ROI_EXTENSION:
+# the official default (0, 0) applies; the pruned ones (..._KTP*.yaml) set (0.4, 0.2).
+RHO1_CFG_YAML = OFFICIAL_CFG_YAML.replace("    KEEP_RATES: [1, 0.6, 1, 0.6]\n    ENHANCED_WEIGHT: 4\n", "").replace(
+    "    ROI_EXTENSION: (0.4, 0.2)\n", ""
+)
+
+
+def test_roi_extension_of_rho1_and_pruned_official_configs():
+    assert "KEEP_RATES" not in RHO1_CFG_YAML and "ROI_EXTENSION" not in RHO1_CFG_YAML
+    assert dict(official_config_overrides(RHO1_CFG_YAML)[0])["MODEL.EVAD.DECODER.ROI_EXTEND"] == [0.0, 0.0]
+    assert dict(official_config_overrides(OFFICIAL_CFG_YAML)[0])["MODEL.EVAD.DECODER.ROI_EXTEND"] == [0.4, 0.2]
+    # Written out as a full dump does it (keep rates all 1, extension (0, 0)).
+    dumped = OFFICIAL_CFG_YAML.replace("[1, 0.6, 1, 0.6]", "[1, 1, 1, 1]").replace("(0.4, 0.2)", "[0.0, 0.0]")
+    assert dict(official_config_overrides(dumped)[0])["MODEL.EVAD.DECODER.ROI_EXTEND"] == [0.0, 0.0]
+    assert roi_extension_note(RHO1_CFG_YAML) == (
+        "RoI extension MODEL.EVAD.DECODER.ROI_EXTEND [0.0, 0.0] from the official default; the file's config "
+        "does not set MODEL.CRD.ROI_EXTENSION (keep rates not in the file's config (official default: all 1.0))"
+    )
+    assert "ViT_B_16x4.yaml" in roi_extension_note(dumped)
+    assert roi_extension_note(OFFICIAL_CFG_YAML).startswith(
+        "RoI extension MODEL.EVAD.DECODER.ROI_EXTEND [0.4, 0.2] from the file's MODEL.CRD.ROI_EXTENSION (pruned"
+    )
+    assert "[0.0,0.0] for a keep-rate-1.0 checkpoint" in roi_extension_note(None)
+
+
+def test_checkpointer_reports_the_roi_extension_of_a_rho1_official_checkpoint(tmp_path):
+    path = str(tmp_path / "evad_official_rho1.pth")
+    torch.save({"model_state": official_state_dict(TINY), "cfg": RHO1_CFG_YAML}, path)
+    model = build(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True, "MODEL.EVAD.KEEP_RATES", [1.0] * 4)
+    assert model.action_head.roi_extend == (0.4, 0.2)  # the tiny config's
+    checkpointer = EVADCheckpointer(model)
+    checkpointer.load(path)
+    (warning,) = checkpointer.last_load["report"].warnings
+    assert warning.endswith("to reproduce official outputs set MODEL.EVAD.DECODER.ROI_EXTEND [0.0, 0.0]")
 
 
 def test_official_checkpoint_into_linear_head_model_is_an_error(tmp_path):
@@ -288,7 +342,9 @@ def test_official_config_overrides():
     assert o["MODEL.EVAD.LOC.NUM_STAGES"] == 2 and o["MODEL.EVAD.LOC.NUM_HEADS"] == 4
     assert o["INPUT.MIN_SIZE_TEST"] == 288
     assert o["MODEL.PIXEL_MEAN"] == [114.75] * 3 and o["MODEL.PIXEL_STD"] == [57.375] * 3
-    assert o["MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER"] is True and o["MODEL.EVAD.LOC.KEEP_ALL_IF_NONE"] is True
+    # One switch for every official behaviour; the ones it implies are not listed again.
+    assert o["MODEL.EVAD.OFFICIAL_MODE"] is True
+    assert "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER" not in o and "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE" not in o
     assert warnings == []
     _, warnings = official_config_overrides(OFFICIAL_CFG_YAML.replace("JITTER_BOX: false", "JITTER_BOX: true"))
     assert len(warnings) == 1 and "JITTER_BOX" in warnings[0]
@@ -308,8 +364,12 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, capsys):
     torch.save({"epoch": 11, "model_state": official, "cfg": OFFICIAL_CFG_YAML}, src)
     assert _tool().main([src, dst, "--config-file", TINY_CONFIG]) == 0
     out = capsys.readouterr().out
-    assert "verified: all" in out and "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER True" in out
+    assert "verified: all" in out and "MODEL.EVAD.OFFICIAL_MODE True" in out.splitlines()[-1]
     assert "MODEL.EVAD.KEEP_RATES [1.0,0.6,1.0,0.6]" in out
+    # The tiny config's extension is the pruned file's: nothing to override, and the report says why.
+    assert "RoI extension MODEL.EVAD.DECODER.ROI_EXTEND [0.4, 0.2] from the file's" in out
+    assert "MODEL.EVAD.DECODER.ROI_EXTEND" not in out.splitlines()[-1]
+    assert not [f for f in os.listdir(tmp_path) if f not in ("official.pth", "converted.pth")]  # no temporaries
     model = build(TINY_CONFIG)
     checkpointer = EVADCheckpointer(model)
     extra = checkpointer.load(dst)
@@ -318,6 +378,21 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, capsys):
     back = evad_d2_to_official(model.state_dict())
     for key, value in official.items():
         assert torch.equal(back[key], value), key
+
+
+def test_convert_tool_sets_the_roi_extension_of_a_rho1_checkpoint(tmp_path, capsys):
+    src, dst = str(tmp_path / "official_rho1.pth"), str(tmp_path / "converted.pth")
+    torch.save({"model_state": official_state_dict(TINY), "cfg": RHO1_CFG_YAML}, src)
+    assert _tool().main([src, dst, "--config-file", TINY_CONFIG]) == 0
+    command = capsys.readouterr().out.splitlines()[-1]
+    assert command.startswith("evaluate with: python train_net.py")
+    assert "MODEL.EVAD.DECODER.ROI_EXTEND [0.0,0.0]" in command and "MODEL.EVAD.OFFICIAL_MODE True" in command
+    # Without a stored config the tool cannot know: a warning says which extension fits which checkpoint.
+    torch.save({"model_state": official_state_dict(TINY)}, src)
+    assert _tool().main([src, dst, "--config-file", TINY_CONFIG]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: RoI extension unknown (the file has no training config)" in out
+    assert "MODEL.EVAD.OFFICIAL_MODE True" in out.splitlines()[-1]
 
 
 def test_convert_tool_checks_against_the_model_and_rejects_other_formats(tmp_path):

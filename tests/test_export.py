@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from test_meta_arch import build, random_clip, tiny_cfg  # noqa: E402
 
-from evad_d2.export import EXPORT_FORMATS, export_evad, load_exported  # noqa: E402
+from evad_d2.export import EXPORT_FORMATS, ExportableEVAD, export_evad, load_exported  # noqa: E402
 
 T, H, W = 8, 64, 96  # the test clips of test_meta_arch
 
@@ -137,3 +137,43 @@ def test_export_at_another_keep_rate_and_errors(tmp_path):
         cwd=ROOT, capture_output=True, text=True,
     )
     assert res.returncode == 2 and "missing.pth" in res.stderr and "does not exist" in res.stderr
+
+
+def _wide_box_model(official):
+    """Untamed tiny model whose last stage widens every box past the clip's borders (dw + 2), so
+    that clipping matters, and with threshold 0; some boxes are empty after clipping."""
+    model = build("MODEL.EVAD.OFFICIAL_MODE", official, "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0", tame=False).eval()
+    with torch.no_grad():
+        model.localization_head.stages[-1].bboxes_delta.bias[2] += 2.0
+    return model
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_exportable_module_postprocesses_as_the_model_in_each_mode(official):
+    model = _wide_box_model(official)
+    wrapper = ExportableEVAD(model, (T, H, W))
+    x_max, y_max = (W - 1, H - 1) if official else (W, H)
+    clipped = empty = 0
+    for seed in range(4):
+        clip = random_clip(seed=seed)
+        with torch.no_grad():
+            got = wrapper(clip)
+        _assert_same(got, _eager(model, clip))
+        boxes = got[0]
+        assert (boxes[:, 0::2] <= x_max).all() and (boxes[:, 1::2] <= y_max).all() and (boxes >= 0).all()
+        clipped += int((boxes[:, 2] == x_max).sum())
+        empty += int(((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).sum())
+    assert clipped > 0  # boxes reach the border, where the two modes differ
+    # Official mode keeps the empty boxes (all 8 proposals pass threshold 0), the default drops them.
+    assert (empty > 0) if official else (empty == 0)
+
+
+def test_exported_graph_in_official_mode_equals_the_model(tmp_path):
+    model = _wide_box_model(True)
+    info = export_evad(model, (T, H, W), str(tmp_path / "g"), fmt="exported_program")
+    assert info["official_mode"] is True
+    graph, _ = load_exported(str(tmp_path / "g"))
+    clip = random_clip(seed=1)
+    got = graph(clip)
+    assert len(got[0]) == 8  # empty boxes included
+    _assert_same(got, _eager(model, clip))

@@ -263,6 +263,57 @@ def test_inference_options_come_from_the_config():
 # ------------------------------------------------------------------------------------------ overfitting
 
 
+# ---------------------------------------------------------------- official-checkpoint mode
+def _outputs(boxes, person_probs, num_classes=NUM_CLASSES):
+    """Last-stage outputs for one clip with the given boxes (n, 4) and person probabilities."""
+    p = torch.tensor(person_probs, dtype=torch.float32)
+    loc = {"pred_logits": torch.stack([p.log(), (1 - p).log()], -1)[None], "pred_boxes": torch.tensor(boxes)[None]}
+    return loc, torch.zeros(1, len(person_probs), num_classes)
+
+
+# A 64x96 clip (h, w): a box past every border, one inside, one left of the image (empty once clipped).
+CLIP_BOXES = [[-3.0, -2.0, 100.0, 70.0], [10.0, 20.0, 30.0, 40.0], [-9.0, 5.0, -1.0, 9.0]]
+
+
+@pytest.mark.parametrize(
+    "official, native, rescaled",
+    [
+        # Default: clip to [0, w] x [0, h], detectron2's detector_postprocess drops the empty box.
+        (False, [[0, 0, 96, 64], [10, 20, 30, 40]], [[0, 0, 192, 96], [20, 30, 60, 60]]),
+        # Official: clip to [0, w-1] x [0, h-1], scale to the output size (x2, x1.5), keep the empty box.
+        (True, [[0, 0, 95, 63], [10, 20, 30, 40], [0, 5, 0, 9]], [[0, 0, 190, 94.5], [20, 30, 60, 60], [0, 7.5, 0, 13.5]]),
+    ],
+)
+def test_box_clipping_of_each_mode(official, native, rescaled):
+    model = build("MODEL.EVAD.OFFICIAL_MODE", official).eval()
+    model.score_thresh = 0.5
+    loc, logits = _outputs(CLIP_BOXES, [0.9, 0.8, 0.95])
+    for request, expected in (({}, native), ({"height": 96, "width": 192}, rescaled)):
+        results = model.postprocess(model.inference(loc, logits, [(H, W)]), [request], [(H, W)])
+        inst = results[0]["instances"]
+        assert inst.image_size == ((96, 192) if request else (H, W))
+        torch.testing.assert_close(inst.pred_boxes.tensor, torch.tensor(expected, dtype=torch.float32))
+        assert len(inst.scores) == len(inst.pred_action_scores) == len(expected)
+
+
+@pytest.mark.parametrize("official, kept", [(False, [False, False, True]), (True, [False, True, True])])
+def test_person_threshold_at_exactly_the_threshold(official, kept):
+    model = build("MODEL.EVAD.OFFICIAL_MODE", official).eval()
+    assert model.score_thresh == 0.7
+    # float32(0.7) is what a probability of 0.7 is; the official code keeps it (>=), ours does not (>).
+    person = torch.tensor([0.6999999, 0.7, 0.7000001], dtype=torch.float32)
+    assert person[0] < person[1] < person[2]
+    assert model.keep_mask(person).tolist() == kept
+
+
+def test_official_mode_keeps_all_proposals_when_none_passes():
+    model = build("MODEL.EVAD.OFFICIAL_MODE", True).eval()
+    loc, logits = _outputs(CLIP_BOXES, [0.1, 0.2, 0.3])
+    (inst,) = model.inference(loc, logits, [(H, W)])
+    assert len(inst) == 3
+    torch.testing.assert_close(inst.scores, torch.tensor([0.1, 0.2, 0.3]))
+
+
 def moving_rectangles_clip(boxes, seed=0):
     """Noise with one bright rectangle per box, moving 2 px per frame; at the keyframe (T // 2) each
     rectangle covers its box exactly."""

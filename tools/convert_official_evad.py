@@ -10,8 +10,10 @@ was transformed (the mask token's shape) or left out (the loss's no-object weigh
 model described by ``--config-file`` plus the settings stored in the official file is built on the
 meta device (no memory, no weights) and checked to receive a same-shaped value for every tensor.
 The last lines print the config overrides that make this project compute what the official model
-computes (keep rates, w_kf, test size, and the switches ``MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER``
-and ``MODEL.EVAD.LOC.KEEP_ALL_IF_NONE``).
+computes: keep rates, w_kf, test size, the RoI extension (the released keep-rate-1.0 config uses
+none, (0, 0); the pruned ones (0.4, 0.2); a line says which this checkpoint needs and why), and the
+one switch ``MODEL.EVAD.OFFICIAL_MODE True`` (the official token order, keep-all-if-none, ``>=``
+threshold, box clipping and OpenCV's uint8 test resize). The output file is written atomically.
 """
 
 import argparse
@@ -37,6 +39,8 @@ from evad_d2.checkpoint import (  # noqa: E402
     official_config_overrides,
     official_to_evad_d2,
 )
+from evad_d2.checkpoint.official_evad import roi_extension_note  # noqa: E402
+from evad_d2.utils.atomic_io import atomic_write  # noqa: E402
 
 logger = logging.getLogger("evad_d2.convert_official_evad")
 
@@ -121,11 +125,16 @@ def main(argv=None) -> int:
     print(report.summary())
 
     cfg_text = loaded.get("cfg") if isinstance(loaded, dict) else None
-    if isinstance(cfg_text, str):
+    if not isinstance(cfg_text, str):
+        cfg_text = None
+    if cfg_text is not None:
         overrides, warnings = official_config_overrides(cfg_text)
+        print(roi_extension_note(cfg_text))
     else:
-        overrides, warnings = list(REQUIRED_OVERRIDES), [
-            "no training config in the file: set the model's settings by hand"
+        overrides = list(REQUIRED_OVERRIDES)
+        warnings = [
+            "no training config in the file: set the model's settings (keep rates, w_kf, sizes) by hand",
+            roi_extension_note(None),
         ]
     for w in warnings:
         print(f"WARNING: {w}")
@@ -143,10 +152,16 @@ def main(argv=None) -> int:
     if isinstance(loaded, dict) and "epoch" in loaded:
         out["official_epoch"] = loaded["epoch"]
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save(out, args.output)
+    with atomic_write(args.output) as f:
+        torch.save(out, f)
     print(f"wrote {args.output} ({len(converted)} tensors, from the '{container or 'raw'}' state dict)")
     # Only what differs from the config file, so the command stays readable.
     opts = " ".join(f"{k} {_format_opt(v)}" for k, v in changed)
+    if any(k == "MODEL.EVAD.OFFICIAL_MODE" for k, _ in changed):
+        print(
+            "MODEL.EVAD.OFFICIAL_MODE True is needed to reproduce the official outputs (token order, keep-all-if-none, "
+            ">= threshold, [0, w-1] box clipping, OpenCV uint8 test resize): keep it in the command below"
+        )
     print(
         f"evaluate with: python train_net.py --config-file {args.config_file} --eval-only "
         f"MODEL.WEIGHTS {args.output} {opts}"

@@ -325,6 +325,8 @@ class EVADCheckpointer(DetectionCheckpointer):
             actual["MODEL.EVAD.LOC.KEEP_ALL_IF_NONE"] = model.keep_all_if_none
         if hasattr(model, "score_thresh"):
             actual["MODEL.EVAD.LOC.SCORE_THRESH_TEST"] = model.score_thresh
+        if hasattr(model, "official_mode"):
+            actual["MODEL.EVAD.OFFICIAL_MODE"] = model.official_mode
         wanted = dict(overrides)
         differ = [
             (k, wanted[k])

@@ -38,6 +38,8 @@ __all__ = [
     "official_to_evad_d2",
     "evad_d2_to_official",
     "official_config_overrides",
+    "roi_extension_note",
+    "OFFICIAL_DEFAULT_ROI_EXTENSION",
     "REQUIRED_OVERRIDES",
 ]
 
@@ -93,13 +95,15 @@ _TO_OFFICIAL: List[_Rule] = [
 _EMPTY_WEIGHT = "criterion.empty_weight"
 _EMPTY_WEIGHT_WHY = "loss buffer (1, no-object weight), rebuilt from MODEL.EVAD.LOSS.NO_OBJECT_WEIGHT"
 
-# Switches without which a converted model does not compute what the official one computes.
-REQUIRED_OVERRIDES: List[Tuple[str, Any]] = [
-    # The official decoder's token placement (see evad_d2.modeling.heads.action.official_token_positions).
-    ("MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER", True),
-    # The official inference outputs all proposals of a clip where none passes the threshold.
-    ("MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True),
-]
+# The switch without which a converted model does not compute what the official one computes: the
+# official token order, keep-all-if-none, >= threshold, [0, w-1] box clipping with empty boxes kept,
+# OpenCV's uint8 test resize (see evad_d2.modeling.meta_arch.evad.OFFICIAL_MODE).
+REQUIRED_OVERRIDES: List[Tuple[str, Any]] = [("MODEL.EVAD.OFFICIAL_MODE", True)]
+
+# MODEL.CRD.ROI_EXTENSION where an official config does not set it (the official
+# projects/evad/models/config.py): the released keep-rate-1.0 config (ViT_B_16x4.yaml) relies on it;
+# the pruned ones (ViT_B_16x4_KTP*.yaml, ViT_L_16x4_KTP*.yaml) set (0.4, 0.2).
+OFFICIAL_DEFAULT_ROI_EXTENSION = (0.0, 0.0)
 
 
 def is_official_evad_state_dict(state_dict: Mapping[str, Tensor]) -> bool:
@@ -190,8 +194,53 @@ def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
+def _load_official_cfg(cfg_text: str) -> Mapping[str, Any]:
+    try:
+        cfg = yaml.safe_load(cfg_text)
+    except yaml.YAMLError as e:
+        raise CheckpointFormatError(f"the official checkpoint's cfg is not readable YAML: {e}") from e
+    if not isinstance(cfg, Mapping):
+        raise CheckpointFormatError("the official checkpoint's cfg is not a YAML mapping")
+    return cfg
+
+
+def _roi_extension(cfg: Mapping[str, Any]) -> List[float]:
+    value = _get(cfg, "MODEL.CRD.ROI_EXTENSION")
+    return [float(r) for r in _as_tuple(OFFICIAL_DEFAULT_ROI_EXTENSION if value is None else value)]
+
+
+def roi_extension_note(cfg_text: Optional[str]) -> str:
+    """One line: the RoI extension (``MODEL.EVAD.DECODER.ROI_EXTEND``) a converted official
+    checkpoint needs and where it comes from (``cfg_text``: the checkpoint's stored config, None
+    when the file has none)."""
+    if cfg_text is None:
+        return (
+            "RoI extension unknown (the file has no training config): set MODEL.EVAD.DECODER.ROI_EXTEND "
+            "[0.0,0.0] for a keep-rate-1.0 checkpoint (official ViT_B_16x4.yaml) or [0.4,0.2] for a pruned one "
+            "(official *_KTP*.yaml)"
+        )
+    cfg = _load_official_cfg(cfg_text)
+    ext = _roi_extension(cfg)
+    source = (
+        "the file's MODEL.CRD.ROI_EXTENSION"
+        if _get(cfg, "MODEL.CRD.ROI_EXTENSION") is not None
+        else "the official default; the file's config does not set MODEL.CRD.ROI_EXTENSION"
+    )
+    rates = _get(cfg, "MODEL.KTP.KEEP_RATES")
+    if rates is None:
+        kind = "keep rates not in the file's config (official default: all 1.0)"
+    elif all(float(r) == 1.0 for r in rates):
+        kind = "keep rates all 1.0, as the released ViT_B_16x4.yaml (extension (0, 0))"
+    else:
+        kind = "pruned keep rates, as the released *_KTP*.yaml (extension (0.4, 0.2))"
+    return f"RoI extension MODEL.EVAD.DECODER.ROI_EXTEND {ext} from {source} ({kind})"
+
+
 def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], List[str]]:
     """evad_d2 config overrides equivalent to an official checkpoint's stored training config.
+
+    The RoI extension is always among them: where the config does not name it, the official
+    default :data:`OFFICIAL_DEFAULT_ROI_EXTENSION` (what the official code then uses).
 
     Args:
         cfg_text: the ``cfg`` entry of the official checkpoint (PySlowFast YAML dump).
@@ -200,12 +249,7 @@ def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], Lis
         (overrides as (KEY, value) pairs, in the order to apply them, including
         :data:`REQUIRED_OVERRIDES`; warnings about official settings that have no equivalent).
     """
-    try:
-        cfg = yaml.safe_load(cfg_text)
-    except yaml.YAMLError as e:
-        raise CheckpointFormatError(f"the official checkpoint's cfg is not readable YAML: {e}") from e
-    if not isinstance(cfg, Mapping):
-        raise CheckpointFormatError("the official checkpoint's cfg is not a YAML mapping")
+    cfg = _load_official_cfg(cfg_text)
 
     # (official key, evad_d2 key, conversion)
     table = [
@@ -238,7 +282,6 @@ def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], Lis
         ("MODEL.CRD.NUM_HEADS", "MODEL.EVAD.DECODER.NUM_HEADS", int),
         ("MODEL.CRD.MLP_RATIO", "MODEL.EVAD.DECODER.MLP_RATIO", float),
         ("MODEL.CRD.DROP_PATH_RATE", "MODEL.EVAD.DECODER.DROP_PATH_RATE", float),
-        ("MODEL.CRD.ROI_EXTENSION", "MODEL.EVAD.DECODER.ROI_EXTEND", lambda v: [float(r) for r in _as_tuple(v)]),
         ("MODEL.SparseRCNN.ACT_FC_DIM", "MODEL.EVAD.DECODER.CLS_HIDDEN_DIM", int),
         ("DETECTION.ROI_XFORM_RESOLUTION", "MODEL.EVAD.DECODER.POOLER_RESOLUTION", int),
         ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "MODEL.EVAD.DECODER.POOLER_SAMPLING_RATIO", int),
@@ -254,6 +297,7 @@ def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], Lis
         value = _get(cfg, official)
         if value is not None:
             overrides.append((ours, conv(value)))
+    overrides.append(("MODEL.EVAD.DECODER.ROI_EXTEND", _roi_extension(cfg)))
     overrides.extend(REQUIRED_OVERRIDES)
 
     warnings = []

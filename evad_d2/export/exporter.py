@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..modeling.meta_arch.evad import clip_boxes
+
 __all__ = ["ExportableEVAD", "EXPORT_FORMATS", "export_evad", "load_exported", "make_graph"]
 
 logger = logging.getLogger(__name__)
@@ -77,14 +79,15 @@ class ExportableEVAD(nn.Module):
         images = model.preprocess_clips([{"clip": clip}])
         loc_outputs, action_logits = model.run_network(images)
         person, boxes, actions = model.output_scores(loc_outputs[-1], action_logits[-1])
-        # What EVAD.inference and detector_postprocess do with detectron2's Boxes (clip to the
-        # clip's size, keep non-empty boxes above the threshold), in tensor ops: Boxes asserts on
-        # values, which torch.export cannot trace.
+        # What EVAD.inference and EVAD.postprocess do with detectron2's Boxes, in tensor ops (Boxes
+        # asserts on values, which torch.export cannot trace): clip to the clip's size and keep
+        # the proposals above the threshold; by default only non-empty boxes (as
+        # detector_postprocess), in official mode all of them, clipped to [0, w-1] x [0, h-1].
         h, w = self.input_shape[2:]
-        x1, y1, x2, y2 = boxes[0].unbind(-1)
-        boxes = torch.stack([x1.clamp(0, w), y1.clamp(0, h), x2.clamp(0, w), y2.clamp(0, h)], dim=-1)
-        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        keep = model.keep_mask(person[0]) & nonempty
+        boxes = clip_boxes(boxes[0], h, w, official=model.official_mode)
+        keep = model.keep_mask(person[0])
+        if not model.official_mode:
+            keep = keep & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return boxes[keep], person[0][keep], actions[0][keep]
 
 
@@ -150,6 +153,8 @@ def export_evad(
         "device": str(device),
         "keep_rates": [float(r) for r in model.backbone.net.keep_rates],
         "score_thresh": float(model.score_thresh),
+        # Official-checkpoint mode: threshold >=, boxes clipped to [0, w-1] x [0, h-1], empty ones kept.
+        "official_mode": bool(model.official_mode),
         "torch": torch.__version__,
         "max_abs_diff": max_diff,
         # Actors on the check clip: with 0 (e.g. random weights) the check compared shapes only.

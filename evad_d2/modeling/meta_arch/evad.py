@@ -14,7 +14,33 @@ from ..backbone import ViTSimpleFPN
 from ..heads import LocalizationHead, build_action_head
 from ..losses import SetCriterion
 
-__all__ = ["EVAD"]
+__all__ = ["EVAD", "OFFICIAL_MODE", "clip_boxes"]
+
+# What MODEL.EVAD.OFFICIAL_MODE changes, to compute what the official EVAD code (MCG-NJU/EVAD)
+# computes for its released checkpoints. Keys it turns on (their own values are then ignored):
+OFFICIAL_MODE = {
+    # The official decoder's token placement (see heads.action.official_token_positions).
+    "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER": True,
+    # All proposals of a clip are output where none passes the threshold.
+    "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE": True,
+}
+# and, without keys of their own (the defaults are the right choice for our own models):
+#   * person threshold: probability >= SCORE_THRESH_TEST (default: >);
+#   * boxes clipped to [0, w-1] x [0, h-1] of the resized, unpadded clip, then scaled to the
+#     requested output size and clamped to [0, W] x [0, H]; empty boxes are kept (default: clipped
+#     to [0, w] x [0, h], detectron2's ``detector_postprocess``, which drops empty boxes);
+#   * test-time resize: OpenCV's uint8 bilinear, rounded to uint8 before normalising (default:
+#     torch's float bilinear); done where clips are prepared (``EVADPredictor``), see
+#     ``evad_d2.data.transforms.resize_uint8_opencv``.
+
+
+def clip_boxes(boxes: Tensor, height: int, width: int, official: bool = False) -> Tensor:
+    """(N, 4) XYXY boxes clipped to a ``height`` x ``width`` image: to [0, width] x [0, height]
+    (continuous pixel coordinates), or with ``official`` to [0, width - 1] x [0, height - 1] (the
+    official code's pixel-index convention). Tensor ops only, for traced and exported graphs."""
+    x_max, y_max = (width - 1, height - 1) if official else (width, height)
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([x1.clamp(0, x_max), y1.clamp(0, y_max), x2.clamp(0, x_max), y2.clamp(0, y_max)], dim=-1)
 
 
 def _pad_clips(clips: List[Tensor], size_divisibility: int) -> ImageList:
@@ -51,6 +77,7 @@ class EVAD(nn.Module):
         pixel_std: Sequence[float],
         score_thresh: float = 0.7,
         keep_all_if_none: bool = False,
+        official_mode: bool = False,
     ):
         """
         Args:
@@ -62,6 +89,9 @@ class EVAD(nn.Module):
             score_thresh: person probability a proposal needs to be output.
             keep_all_if_none: output every proposal of a clip where none passes the threshold
                 (the official code's behaviour; off by default: a clip may have no actor).
+            official_mode: the official code's threshold (>=) and box clipping (see
+                :data:`OFFICIAL_MODE`); ``from_config`` also turns on ``keep_all_if_none`` and the
+                action head's official token order with it.
         """
         super().__init__()
         if not 0.0 <= score_thresh < 1.0:
@@ -72,6 +102,7 @@ class EVAD(nn.Module):
         self.criterion = criterion
         self.score_thresh = score_thresh
         self.keep_all_if_none = keep_all_if_none
+        self.official_mode = bool(official_mode)
         # (C, 1, 1, 1): broadcast over (C, T, H, W) clips.
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1, 1), persistent=False)
@@ -80,6 +111,15 @@ class EVAD(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        if cfg.MODEL.EVAD.OFFICIAL_MODE:
+            cfg = cfg.clone()
+            cfg.defrost()
+            for key, value in OFFICIAL_MODE.items():
+                node = cfg
+                *parents, leaf = key.split(".")
+                for part in parents:
+                    node = node[part]
+                node[leaf] = value
         backbone = build_backbone(cfg)
         if not isinstance(backbone, ViTSimpleFPN):
             raise ValueError(f"EVAD needs MODEL.BACKBONE.NAME 'ViTSimpleFPN' (pruning ViT + simple FPN), got {cfg.MODEL.BACKBONE.NAME!r}")
@@ -92,6 +132,7 @@ class EVAD(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "score_thresh": cfg.MODEL.EVAD.LOC.SCORE_THRESH_TEST,
             "keep_all_if_none": cfg.MODEL.EVAD.LOC.KEEP_ALL_IF_NONE,
+            "official_mode": cfg.MODEL.EVAD.OFFICIAL_MODE,
         }
 
     @property
@@ -195,36 +236,48 @@ class EVAD(nn.Module):
 
     def keep_mask(self, person: Tensor) -> Tensor:
         """(n,) proposals of one clip that are output: person probability above the threshold
-        (all of them where none passes, with ``keep_all_if_none``). Tensor ops only, so that
-        traced and exported graphs keep the threshold dynamic."""
-        keep = person > self.score_thresh
+        (at least the threshold in official mode; all of them where none passes, with
+        ``keep_all_if_none``). Tensor ops only, so that traced and exported graphs keep the
+        threshold dynamic."""
+        keep = person >= self.score_thresh if self.official_mode else person > self.score_thresh
         if self.keep_all_if_none:
             keep = keep | ~keep.any()
         return keep
 
     def inference(self, loc_output: Dict[str, Tensor], action_logits: Tensor, image_sizes) -> List[Instances]:
-        """Keep proposals whose person probability exceeds the threshold (see :meth:`output_scores`)."""
+        """Proposals that :meth:`keep_mask` keeps (see :meth:`output_scores`), boxes clipped to
+        each clip's unpadded size (:func:`clip_boxes`)."""
         person, pred_boxes, actions = self.output_scores(loc_output, action_logits)
         results = []
         for b, size in enumerate(image_sizes):
             keep = self.keep_mask(person[b])
             inst = Instances(tuple(size))
-            boxes = Boxes(pred_boxes[b][keep])
-            boxes.clip(tuple(size))
-            inst.pred_boxes = boxes
+            inst.pred_boxes = Boxes(clip_boxes(pred_boxes[b][keep], *size, official=self.official_mode))
             inst.scores = person[b][keep]
             inst.pred_action_scores = actions[b][keep]
             results.append(inst)
         return results
 
-    @staticmethod
-    def postprocess(instances: List[Instances], batched_inputs: List[Dict], image_sizes) -> List[Dict]:
-        """Rescale boxes to each input's requested output size (default: the clip's own size)."""
+    def postprocess(self, instances: List[Instances], batched_inputs: List[Dict], image_sizes) -> List[Dict]:
+        """Rescale boxes to each input's requested output size (default: the clip's own size).
+
+        Default: detectron2's ``detector_postprocess`` (scale, clip to the output size, drop
+        empty boxes). Official mode: scale and clamp to [0, W] x [0, H], keeping every box.
+        """
         processed = []
         for inst, x, size in zip(instances, batched_inputs, image_sizes):
             h = x.get("height", size[0])
             w = x.get("width", size[1])
-            processed.append({"instances": detector_postprocess(inst, h, w)})
+            if not self.official_mode:
+                processed.append({"instances": detector_postprocess(inst, h, w)})
+                continue
+            out = Instances((h, w), **inst.get_fields())
+            boxes = inst.pred_boxes.tensor.clone()
+            # The same float32 arithmetic as detector_postprocess (and the official code).
+            boxes[:, 0::2] *= w / size[1]
+            boxes[:, 1::2] *= h / size[0]
+            out.pred_boxes = Boxes(clip_boxes(boxes, h, w))
+            processed.append({"instances": out})
         return processed
 
     def set_keep_rates(self, keep_rates: Optional[Sequence[float]]) -> None:
