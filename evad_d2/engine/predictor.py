@@ -34,10 +34,9 @@ from ..data.transforms import apply_transform_to_clip, sample_clip_transform
 from ..data.video_io import VideoFrame, VideoReadError, iter_video_frames, probe_video
 from .precision import autocast_for, check_precision
 
-try:  # the project's checkpointer understands VideoMAE and official EVAD weights too
-    from ..checkpoint import EVADCheckpointer as _Checkpointer
-except ImportError:  # pragma: no cover - older trees without evad_d2.checkpoint
-    from detectron2.checkpoint import DetectionCheckpointer as _Checkpointer
+# The project's checkpointer: VideoMAE and official EVAD weights too, and it never runs code from
+# a weights file (no fallback to detectron2's, whose .pkl loader is pickle.load).
+from ..checkpoint import EVADCheckpointer as _Checkpointer
 
 __all__ = [
     "EVADPredictor",
