@@ -72,7 +72,9 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False)
+        # Without deep supervision the earlier stages' class/box layers and the earlier decoder
+        # layers' classifiers get no gradient, which DDP refuses unless told to look for them.
+        model = create_ddp_model(model, broadcast_buffers=False, find_unused_parameters=not cfg.MODEL.EVAD.LOSS.DEEP_SUPERVISION)
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         if amp_precision is not None:
             self._trainer.precision = amp_precision

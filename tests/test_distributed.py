@@ -49,6 +49,9 @@ def _two_process_session(data_root, out):
                 f.write("model_0000002.pth")
         comm.synchronize()
         train_net.main(make_args(names, split, resume=True))
+        # Without deep supervision the early stages' heads get no gradient: DDP must allow that.
+        train_net.main(make_args(names, os.path.join(out, "no_deep_supervision"), "MODEL.EVAD.LOSS.DEEP_SUPERVISION", "False",
+                                 "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0"))
     finally:
         train_net.Trainer = trainer_cls
     final = os.path.join(straight, "model_final.pth")
@@ -83,7 +86,7 @@ def test_two_cpu_processes_train_with_ddp_and_write_checkpoints(runs):
     for rank in (0, 1):
         with open(os.path.join(out, f"ddp_rank{rank}.json")) as f:
             # Both runs of both processes: DDP without device_ids (what DDP wants for a CPU module).
-            assert json.load(f)["ddp"] == [["DistributedDataParallel", None]] * 2
+            assert json.load(f)["ddp"] == [["DistributedDataParallel", None]] * 3
     for name in ("model_0000002.pth", "model_0000005.pth", "model_final.pth"):
         assert os.path.getsize(os.path.join(straight, name)) > 0, name
     ckpt = torch.load(os.path.join(straight, "model_final.pth"), weights_only=True)
@@ -95,6 +98,12 @@ def test_two_cpu_processes_train_with_ddp_and_write_checkpoints(runs):
     assert [line["iteration"] for line in lines if "total_loss" in line][-1] == 5
     # Only the main process writes the log file; the other one writes log.txt.rank1.
     assert os.path.exists(os.path.join(straight, "log.txt")) and os.path.exists(os.path.join(straight, "log.txt.rank1"))
+
+
+def test_two_processes_train_a_model_with_parameters_that_get_no_gradient(runs):
+    _, out = runs
+    ckpt = torch.load(os.path.join(out, "no_deep_supervision", "model_final.pth"), weights_only=True)
+    assert ckpt["iteration"] == 1
 
 
 def test_two_process_resume_continues_exactly(runs):
