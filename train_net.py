@@ -26,6 +26,7 @@ from detectron2.utils.logger import setup_logger
 
 from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import EVADCheckpointer
+from evad_d2.data.bad_samples import BadSampleSummary, RetryMapDataset, skip_bad_samples_at_load
 from evad_d2.data.clip_mapper import ClipDatasetMapper
 from evad_d2.config import check_evad_cfg
 from evad_d2.engine import (
@@ -52,9 +53,11 @@ class Trainer(DefaultTrainer):
         self._train_sampler = None
         # Loaded once here: the epoch schedule is resolved from the size of exactly the list the
         # loader samples (after FILTER_EMPTY_ANNOTATIONS), and build_train_loader reuses it.
-        self._train_dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
+        # DATASETS.AVA.SKIP_BAD_SAMPLES: keyframes of videos that do not open are dropped and counted.
+        with skip_bad_samples_at_load(cfg.DATASETS.AVA.SKIP_BAD_SAMPLES) as self._load_skips:
+            self._train_dataset = get_detection_dataset_dicts(
+                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+            )
         cfg = cfg.clone()
         cfg.defrost()
         resolve_epoch_schedule(cfg, len(self._train_dataset))
@@ -117,7 +120,15 @@ class Trainer(DefaultTrainer):
             if type(h) is hooks.PeriodicCheckpointer
             else h
             for h in super().build_hooks()
-        ]
+        ] + self._bad_sample_hooks()
+
+    def _bad_sample_hooks(self):
+        """With SKIP_BAD_SAMPLES: a summary of the skipped samples after every epoch and at the end."""
+        counter = self._train_mapper.bad_samples
+        if counter is None:
+            return []
+        per_epoch = BadSampleSummary.iters_per_epoch_for(len(self._train_dataset), self.cfg.SOLVER.IMS_PER_BATCH)
+        return [BadSampleSummary(counter, per_epoch, self._load_skips)]
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -128,9 +139,12 @@ class Trainer(DefaultTrainer):
         self._train_sampler = ResumableTrainingSampler(
             len(self._train_dataset), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else None
         )
+        self._train_mapper = ClipDatasetMapper(cfg, is_train=True)
         return build_detection_train_loader(
-            self._train_dataset,
-            mapper=ClipDatasetMapper(cfg, is_train=True),
+            # Like detectron2's MapDataset (a skipped bad sample is replaced by another), with a clear
+            # error when every sample is bad.
+            RetryMapDataset(self._train_dataset, self._train_mapper),
+            mapper=None,
             sampler=self._train_sampler,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,

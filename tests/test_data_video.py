@@ -376,11 +376,12 @@ def orientation_frame():
     return img
 
 
-@pytest.fixture(scope="module")
-def upright(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rot") / "upright.mp4"
-    write_video(path, [orientation_frame()] * 6)
-    return read_video_frames(str(path), [3])[0]
+def stored_frame(path, index):
+    """Frame ``index`` of ``path`` as stored, decoded by PyAV without applying any rotation."""
+    with av.open(str(path)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i == index:
+                return frame.to_ndarray(format="rgb24")
 
 
 @pytest.mark.parametrize(
@@ -389,12 +390,11 @@ def upright(tmp_path_factory):
      (90, False, False, 270, False), (180, False, False, 180, False), (0, True, False, 0, True),
      (0, False, True, 180, True), (90, True, False, 270, True), (90, False, True, 90, True)],
 )
-def test_rotation_metadata_is_applied(tmp_path, upright, ccw, hflip, vflip, clockwise, mirrored):
+def test_rotation_metadata_is_applied(tmp_path, ccw, hflip, vflip, clockwise, mirrored):
     path = tmp_path / "rotated.mp4"
-    # The encoded pixels are the upright video's; only the display matrix differs.
     write_video(path, [orientation_frame()] * 6, rotation=ccw, hflip=hflip, vflip=vflip)
-    # The display matrix means: turn `ccw` degrees counter-clockwise, then mirror.
-    expected = np.rot90(upright, ccw // 90)
+    # The display matrix means: turn the stored frame `ccw` degrees counter-clockwise, then mirror.
+    expected = np.rot90(stored_frame(path, 3), ccw // 90)
     expected = expected[:, ::-1] if hflip else expected
     expected = expected[::-1] if vflip else expected
     info = probe_video(str(path))
@@ -404,13 +404,13 @@ def test_rotation_metadata_is_applied(tmp_path, upright, ccw, hflip, vflip, cloc
     scan_video(str(path))  # validation
 
 
-def test_old_rotate_tag_is_applied(tmp_path, upright):
+def test_old_rotate_tag_is_applied(tmp_path):
     path = tmp_path / "tagged.mkv"
     write_video(path, [orientation_frame()] * 6, container_format="matroska", tags={"rotate": "90"})
     assert probe_video(str(path)).rotation == 90
     # "rotate: 90" is clockwise: the red top-left marker ends at the top right.
     got = read_video_frames(str(path), [3])[0]
-    np.testing.assert_array_equal(got, np.rot90(upright, -1))
+    np.testing.assert_array_equal(got, np.rot90(stored_frame(path, 3), -1))
     assert got[2, -2, 0] > 200 and got[2, 2, 0] < 100
 
 
@@ -476,6 +476,7 @@ def test_bad_sample_summary_after_each_epoch_and_at_the_end(caplog):
             if it in (1, 4, 5):
                 counter.add()
             hook.after_step()
+        hook.trainer.iter = 7  # where detectron2's trainer leaves it after 7 iterations
         hook.after_train()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Bad samples")]
     assert lines == [
@@ -519,3 +520,50 @@ def test_variable_rate_and_rotated_videos_pass_validation_and_train(tmp_path, vf
     assert [decode_index(np.rot90(f, 1)) for f in phone] == [44, 52, 60, 68]
     stream = video_stream_info(str(root / "videos" / "phone.mp4"))
     assert (stream.width, stream.height, stream.num_frames) == (H, W, 90)
+
+
+def test_training_with_skip_bad_samples_logs_every_skip_to_log_txt(tmp_path):
+    """DATASETS.AVA.SKIP_BAD_SAMPLES through train_net: a video that does not open is dropped at
+    load, a truncated one is skipped clip by clip, each skip and the epoch summaries are in
+    OUTPUT_DIR/log.txt; with every video bad, training stops with an error that says so."""
+    from test_train_net import generate_dataset, make_args, run_training
+
+    root = tmp_path / "ava_like"
+    names = generate_dataset(root, "skiptest")
+    videos = sorted((root / "videos").glob("train_*.mp4"))
+    broken, truncated = videos[0], videos[1]
+    broken.write_bytes(b"not a video" * 100)
+    # Re-encoded with its index first, then cut: it opens and promises 5 s, but its data ends early.
+    frames = [f.image for f in iter_video_frames(str(truncated))]
+    write_video(truncated, frames, faststart=True)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 4])
+    try:
+        out = tmp_path / "out"
+        args = make_args(names, out, "DATASETS.AVA.SKIP_BAD_SAMPLES", "True", "DATASETS.TEST", "()")
+        trainer, losses = run_training(args)
+        assert sorted(losses) == list(range(6))
+        log = (out / "log.txt").read_text()
+        assert f"Skipping the keyframes of video {broken.stem}" in log and "cannot open video" in log
+        skipped = trainer._train_mapper.bad_samples.total
+        assert skipped >= 1 and log.count("Skipping bad sample train_") == skipped
+        assert f"{truncated.name}:" in log
+        per_epoch = BadSampleSummary.iters_per_epoch_for(len(trainer._train_dataset), 2)
+        assert "Bad samples, end of training (iteration 6)" in log
+        assert (f"Bad samples, epoch 1 (iteration {per_epoch})" in log) == (per_epoch <= 6)
+        # Every annotated keyframe of the broken video, and only those, was dropped at load.
+        gt = (root / "annotations" / "ava_train_v2.2.csv").read_text().splitlines()
+        dropped = len({tuple(r.split(",")[:2]) for r in gt if r.startswith(broken.stem + ",")})
+        assert dropped >= 1 and trainer._load_skips.total == dropped
+        assert f"{dropped} keyframe(s) dropped at dataset load" in log
+        assert broken.stem not in {d["video_id"] for d in trainer._train_dataset}
+        # Every video bad: a clear error at load.
+        for v in videos:
+            v.write_bytes(b"not a video" * 100)
+        with pytest.raises(RuntimeError, match="every one of the .* keyframes .* skipped as bad"):
+            run_training(make_args(names, tmp_path / "out2", "DATASETS.AVA.SKIP_BAD_SAMPLES", "True"))
+    finally:
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+
+        for n in names.values():
+            DatasetCatalog.remove(n)
+            MetadataCatalog.remove(n)

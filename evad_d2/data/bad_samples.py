@@ -20,11 +20,11 @@ Everything is logged through the ``evad_d2`` logger (``train_net.py`` sends it t
 import contextlib
 import logging
 import math
-import multiprocessing
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional
 
+import torch
 import torch.utils.data as torchdata
 from detectron2.data.common import DatasetFromList
 from detectron2.engine import HookBase
@@ -43,20 +43,28 @@ logger = logging.getLogger(__name__)
 
 class BadSampleCounter:
     """Number of samples skipped while reading clips, shared by the process that creates it and the
-    data-loader workers it forks or spawns (a shared-memory integer)."""
+    data-loader workers it forks or spawns.
+
+    A shared-memory int64 tensor with one slot per process (the creating process, then each loader
+    worker by its id), so that no two processes ever write the same number and no lock is needed
+    (a multiprocessing lock cannot cross from a fork to a spawn context).
+    """
+
+    SLOTS = 1024
 
     def __init__(self):
-        self._value = multiprocessing.Value("q", 0)
+        self._slots = torch.zeros(self.SLOTS, dtype=torch.int64).share_memory_()
 
     def add(self, n: int = 1) -> int:
-        """Count ``n`` more skips; returns the new total."""
-        with self._value.get_lock():
-            self._value.value += n
-            return self._value.value
+        """Count ``n`` more skips in this process's slot; returns the new total."""
+        worker = torchdata.get_worker_info()
+        slot = 0 if worker is None else 1 + worker.id % (self.SLOTS - 1)
+        self._slots[slot] += n
+        return self.total
 
     @property
     def total(self) -> int:
-        return self._value.value
+        return int(self._slots.sum())
 
 
 @dataclass
@@ -174,4 +182,5 @@ class BadSampleSummary(HookBase):
             logger.info(self.summary(f"epoch {done // self.iters_per_epoch} (iteration {done})"))
 
     def after_train(self):
-        logger.info(self.summary(f"end of training (iteration {self.trainer.iter + 1})"))
+        # detectron2's trainer leaves ``iter`` at the number of iterations run once training ends.
+        logger.info(self.summary(f"end of training (iteration {self.trainer.iter})"))
