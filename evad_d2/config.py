@@ -186,7 +186,9 @@ def get_evad_cfg(config_file=None, opts=(), freeze: bool = True):
     """
     cfg = add_evad_config(get_cfg())
     if config_file:
-        cfg.merge_from_file(config_file)
+        # detectron2 defaults to allow_unsafe=True: yaml.unsafe_load, where a tag such as
+        # !!python/object/apply:os.system runs a command. A config file is data.
+        cfg.merge_from_file(config_file, allow_unsafe=False)
     if opts:
         cfg.merge_from_list(list(opts))
     try:

@@ -1,7 +1,8 @@
 """Checkpoints that never run code, never appear half-written, and resume after a crash.
 
 * crafted pickles (``os.system`` in ``__reduce__``) through every entry point that loads
-  ``MODEL.WEIGHTS`` or ``last_checkpoint``: refused with an error naming the file, marker not made;
+  ``MODEL.WEIGHTS`` or ``last_checkpoint``: refused with an error naming the file, marker not made
+  (config files with Python YAML tags too);
 * model-zoo ``.pkl`` files of numpy arrays load with detectron2's semantics;
 * empty, truncated and text files are ``DamagedCheckpointError`` naming the file;
 * saves interrupted by Ctrl-C or a full disk leave no file under the checkpoint's name;
@@ -23,6 +24,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from detectron2.utils.events import EventStorage
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -32,6 +34,7 @@ from test_predictor_demo import tiny_cfg, write_video  # noqa: E402
 from test_train_net import ROOT, TINY, generate_dataset, make_args, run_training  # noqa: E402
 
 import train_net  # noqa: E402
+from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.checkpoint import (  # noqa: E402
     CheckpointFormatError,
     DamagedCheckpointError,
@@ -136,24 +139,39 @@ def test_stale_temporaries_of_one_name_are_removed(tmp_path):
     assert folder_files(tmp_path) == [".other.pth.01234567.tmp"]
 
 
+class FailingWrites:
+    """A file whose writes raise ``error`` once ``limit`` bytes are written (Ctrl-C, a full disk)."""
+
+    def __init__(self, f, error, limit):
+        self.f, self.error, self.limit = f, error, limit
+
+    def write(self, b):
+        if self.f.tell() + len(b) > self.limit:
+            raise self.error
+        return self.f.write(b)
+
+    def flush(self):
+        self.f.flush()
+
+
 @pytest.mark.parametrize(
-    "error", [KeyboardInterrupt("Ctrl-C"), OSError(errno.ENOSPC, "No space left on device")], ids=["ctrl_c", "disk_full"]
+    "error, raised, message",
+    [
+        (KeyboardInterrupt(), KeyboardInterrupt, "interrupted while saving"),
+        (OSError(errno.ENOSPC, "No space left on device"), OSError, "No space left on device while saving"),
+    ],
+    ids=["ctrl_c", "disk_full"],
 )
-def test_save_interrupted_inside_torch_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, error):
+def test_save_interrupted_inside_torch_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, error, raised, message):
     model = randomised(build(), 1)
     checkpointer = EVADCheckpointer(model, str(tmp_path))
     checkpointer.save("model_0000002", iteration=2)
     before = dict((k, v.clone()) for k, v in model.state_dict().items())
     real_save = torch.save
-
-    def save_half_then_fail(obj, f, *args, **kwargs):
-        real_save(obj, f, *args, **kwargs)  # the bytes are all there, the write is not finished
-        f.truncate(f.tell() // 2)
-        raise error
-
-    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    # The error comes from the file's write inside torch's zip writer, as a real one does.
+    monkeypatch.setattr(torch, "save", lambda obj, f: real_save(obj, FailingWrites(f, error, limit=20000)))
     randomised(model, 2)
-    with pytest.raises(type(error)):
+    with pytest.raises(raised, match=f"{message} {tmp_path / 'model_0000005.pth'}: nothing was written"):
         checkpointer.save("model_0000005", iteration=5)
     monkeypatch.undo()
     assert folder_files(tmp_path) == ["last_checkpoint", "model_0000002.pth"]
@@ -197,6 +215,19 @@ def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path, caps
     assert vis.main(argv) == 2
     assert "refused to load" in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / "exported" / "model.ts").exists()
+
+
+def test_config_file_with_a_python_tag_is_refused_without_running_it(tmp_path):
+    # detectron2's merge_from_file falls back to yaml.unsafe_load by default.
+    marker = tmp_path / "MARKER"
+    config = tmp_path / "crafted.yaml"
+    config.write_text(f'_BASE_: "{TINY}"\nSEED: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(yaml.constructor.ConstructorError, match=f'python/object/apply:os.system(.|\n)*{config}", line 2'):
+        get_evad_cfg(str(config))
+    convert = load_tool("convert_official_evad")
+    with pytest.raises(yaml.constructor.ConstructorError):
+        convert.make_cfg(str(config), [], [])
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------------------- model-zoo pickles

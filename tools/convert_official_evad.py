@@ -75,7 +75,7 @@ def make_cfg(config_file: str, overrides: List[Tuple[str, Any]], opts: List[str]
     """(the config with the official settings merged, the overrides that changed a value of ``config_file``)."""
     cfg = get_cfg()
     add_evad_config(cfg)
-    cfg.merge_from_file(config_file)
+    cfg.merge_from_file(config_file, allow_unsafe=False)  # no yaml.unsafe_load: a config file is data
     changed = [(k, v) for k, v in overrides if _lookup(cfg, k) != _cfg_value(v)]
     for key, value in overrides:
         cfg.merge_from_list([key, _cfg_value(value)])

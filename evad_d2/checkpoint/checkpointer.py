@@ -144,8 +144,19 @@ class EVADCheckpointer(DetectionCheckpointer):
         for stale in remove_stale_temporaries(save_file):
             self.logger.info(f"Removed {stale}, left by an interrupted save")
         self.logger.info(f"Saving checkpoint to {save_file}")
-        with atomic_write(save_file, "wb") as f:
-            torch.save(data, f)
+        try:
+            with atomic_write(save_file, "wb") as f:
+                torch.save(data, f)
+        except RuntimeError as e:
+            # torch.save turns an error of the file's write (Ctrl-C, a full disk) into its own
+            # "enforce fail at inline_container.cc"; raise what happened, naming the file.
+            cause = e.__context__
+            unchanged = "nothing was written under that name; the previous checkpoints and last_checkpoint are unchanged"
+            if isinstance(cause, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"interrupted while saving {save_file}: {unchanged}") from None
+            if isinstance(cause, OSError):
+                raise type(cause)(cause.errno, f"{cause.strerror} while saving {save_file}: {unchanged}") from e
+            raise
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
