@@ -133,3 +133,29 @@ def test_rng_state_round_trip_through_torch_save(tmp_path):
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     state.load_state_dict(torch.load(tmp_path / "rng.pth", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_ddp_of_a_cpu_model_gets_no_device_ids(monkeypatch):
+    from evad_d2.engine import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "_d2_create_ddp_model", lambda model, **kw: calls.append(kw) or model)
+    model = torch.nn.Linear(2, 2)
+    assert distributed.create_ddp_model(model, broadcast_buffers=False) is model
+    # detectron2 would add device_ids=[local rank], which DDP refuses for a CPU module.
+    assert calls == [{"broadcast_buffers": False, "device_ids": None}]
+    monkeypatch.setattr(distributed.comm, "get_world_size", lambda: 1)
+    assert distributed.create_ddp_model(model) is model and len(calls) == 1  # one process: no DDP
+
+
+def test_cpu_model_with_several_processes_needs_gloo(monkeypatch):
+    from evad_d2.engine import distributed
+
+    monkeypatch.setattr(distributed.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: "nccl")
+    with pytest.raises(RuntimeError, match=r"MODEL.DEVICE 'cpu' with 2 processes needs the gloo backend, .* \(CUDA_VISIBLE_DEVICES=\)"):
+        distributed.check_backend_for_device("cpu")
+    distributed.check_backend_for_device("cuda")  # NCCL is right for CUDA models
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: "gloo")
+    distributed.check_backend_for_device("cpu")

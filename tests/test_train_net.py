@@ -166,6 +166,16 @@ def test_epoch_schedule_comes_from_the_sampled_training_list(dataset, tmp_path):
     assert trainer.cfg.SOLVER.STEPS == (per_epoch,) and trainer.cfg.SOLVER.WARMUP_ITERS == round(0.5 * per_epoch)
 
 
+def test_cpu_threads_are_each_process_share_of_the_cores(monkeypatch):
+    cfg = get_evad_cfg(TINY, ["DATALOADER.NUM_WORKERS", "1"])
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert train_net.cpu_threads_for(cfg) == 15  # one process: the cores its worker leaves
+    monkeypatch.setattr(train_net.comm, "get_local_size", lambda: 4)
+    assert train_net.cpu_threads_for(cfg) == 3  # 4 processes: 16 / 4 cores each, less 1 worker
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert train_net.cpu_threads_for(cfg) == 1  # at least one
+
+
 def test_amp_on_the_cpu_is_refused_before_anything_loads(tmp_path):
     args = make_args({"train": "no_such_dataset", "val": "no_such_dataset"}, tmp_path, "SOLVER.AMP.ENABLED", "True")
     # The dataset is not even registered: the AMP check comes first.
