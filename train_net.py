@@ -6,6 +6,8 @@
     python train_net.py --config-file ... --resume            # continue where a run stopped
 
 Multi-node: ``--num-machines N --machine-rank R --dist-url tcp://HOST:PORT`` (detectron2's launch).
+Several processes on the CPU: ``--num-gpus 2 MODEL.DEVICE cpu`` (gloo; each process gets its share
+of the cores; with a GPU visible launch picks NCCL, so hide it with ``CUDA_VISIBLE_DEVICES=``).
 Schedules are given in epochs (SOLVER.MAX_EPOCHS, STEP_EPOCHS, WARMUP_EPOCHS) and turned into
 iterations from the training set size; set SOLVER.MAX_EPOCHS 0 to use SOLVER.MAX_ITER/STEPS.
 """
