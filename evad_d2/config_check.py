@@ -10,7 +10,7 @@ import math
 from numbers import Integral, Real
 from typing import Optional
 
-__all__ = ["ConfigValueError", "check_evad_cfg", "check_epoch_schedule"]
+__all__ = ["ConfigValueError", "check_epoch_schedule", "check_evad_cfg", "check_optimizer_cfg"]
 
 IMPORTANCE_IMPLS = ("auto", "logsumexp", "recompute", "explicit")
 ACTION_HEADS = ("decoder", "linear")
@@ -93,6 +93,22 @@ def _divisible(cfg, key: str, divisor_key: str):
     v, d = _get(cfg, key), _get(cfg, divisor_key)
     if v % d:
         _fail(key, v, f"a multiple of {divisor_key} = {d}")
+
+
+def check_optimizer_cfg(cfg) -> None:
+    """The keys ``evad_d2.engine.build_optimizer`` reads (it calls this too)."""
+    v = _get(cfg, "SOLVER.OPTIMIZER")
+    if not isinstance(v, str) or v.upper() not in OPTIMIZERS:
+        _fail("SOLVER.OPTIMIZER", v, f"one of {list(OPTIMIZERS)} (any case)")
+    _real(cfg, "SOLVER.BASE_LR", 0, low_open=True)
+    _real(cfg, "SOLVER.WEIGHT_DECAY", 0)
+    _real(cfg, "SOLVER.MOMENTUM", 0, 1, high_open=True)
+    _real(cfg, "SOLVER.LAYER_DECAY", 0, 1, low_open=True, why="1 = off")
+    _real(cfg, "SOLVER.BACKBONE_MULTIPLIER", 0)
+    if _get(cfg, "SOLVER.CLIP_GRADIENTS.ENABLED"):
+        _choice(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", CLIP_TYPES)
+        _real(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 0, low_open=True)
+        _real(cfg, "SOLVER.CLIP_GRADIENTS.NORM_TYPE", 0, low_open=True)
 
 
 def check_epoch_schedule(cfg) -> None:
@@ -204,10 +220,7 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
         _real(cfg, f"{e}.LOSS.{w}", 0)
 
     # ------------------------------------------------------------ solver and loader
-    _choice(cfg, "SOLVER.OPTIMIZER", OPTIMIZERS)
-    _real(cfg, "SOLVER.BASE_LR", 0, low_open=True)
-    _real(cfg, "SOLVER.WEIGHT_DECAY", 0)
-    _real(cfg, "SOLVER.MOMENTUM", 0, 1, high_open=True)
+    check_optimizer_cfg(cfg)
     batch = _int(cfg, "SOLVER.IMS_PER_BATCH", 1)
     if world_size is not None and batch % world_size:
         _fail("SOLVER.IMS_PER_BATCH", batch, f"a multiple of the number of processes ({world_size})", "each process takes an equal share")
@@ -215,13 +228,7 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
     _real(cfg, "SOLVER.WARMUP_FACTOR", 0, 1)
     _choice(cfg, "SOLVER.WARMUP_METHOD", ("linear", "constant"))
     _real(cfg, "SOLVER.GAMMA", 0, 1, low_open=True)
-    _real(cfg, "SOLVER.LAYER_DECAY", 0, 1, low_open=True, why="1 = off")
-    _real(cfg, "SOLVER.BACKBONE_MULTIPLIER", 0)
     _int(cfg, "SOLVER.CHECKPOINT_PERIOD", 1)
-    if _get(cfg, "SOLVER.CLIP_GRADIENTS.ENABLED"):
-        _choice(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", CLIP_TYPES)
-        _real(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 0, low_open=True)
-        _real(cfg, "SOLVER.CLIP_GRADIENTS.NORM_TYPE", 0, low_open=True)
     _choice(cfg, "SOLVER.AMP.PRECISION", AMP_PRECISIONS)
     _int(cfg, "DATALOADER.NUM_WORKERS", 0)
     _int(cfg, "TEST.EVAL_PERIOD", 0, why="0 evaluates at the end only")

@@ -148,7 +148,7 @@ BAD_VALUES = [
     for w in ("CLASS_WEIGHT", "L1_WEIGHT", "GIOU_WEIGHT", "ACTION_WEIGHT", "NO_OBJECT_WEIGHT")
 ] + [
     # solver, loader, test
-    (["SOLVER.OPTIMIZER", "LAMB"], "SOLVER.OPTIMIZER = 'LAMB' is not allowed: it must be one of ['ADAMW', 'SGD']"),
+    (["SOLVER.OPTIMIZER", "LAMB"], "SOLVER.OPTIMIZER = 'LAMB' is not allowed: it must be one of ['ADAMW', 'SGD'] (any case)"),
     (["SOLVER.BASE_LR", "0.0"], "SOLVER.BASE_LR = 0.0 is not allowed: it must be a number > 0"),
     (["SOLVER.WEIGHT_DECAY", "-0.0001"], "SOLVER.WEIGHT_DECAY = -0.0001 is not allowed: it must be a number >= 0"),
     (["SOLVER.MOMENTUM", "1.0"], "SOLVER.MOMENTUM = 1.0 is not allowed: it must be a number in [0, 1)"),
@@ -192,7 +192,7 @@ def test_every_default_and_edge_value_is_accepted():
         "MODEL.EVAD.KEEP_RATES", "[1.0, 0.01, 1.0, 1.0]", "MODEL.EVAD.KEYFRAME_WEIGHT", "0.0",
         "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "1.0", "MODEL.EVAD.LOC.POOLER_SAMPLING_RATIO", "0",
         "MODEL.EVAD.NUM_ACTION_CLASSES", "1", "SOLVER.WARMUP_EPOCHS", "0.0", "SOLVER.STEP_EPOCHS", "()",
-        "SOLVER.LAYER_DECAY", "1.0", "SEED", "-1",
+        "SOLVER.LAYER_DECAY", "1.0", "SEED", "-1", "SOLVER.OPTIMIZER", "adamw",
     ]
     check_evad_cfg(get_evad_cfg(TINY, edges))
 

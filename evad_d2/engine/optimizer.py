@@ -6,6 +6,8 @@ import torch
 from detectron2.solver.build import maybe_add_gradient_clipping
 from torch import nn
 
+from ..config_check import check_optimizer_cfg
+
 __all__ = ["vit_layer_id", "build_param_groups", "build_optimizer"]
 
 logger = logging.getLogger(__name__)
@@ -53,19 +55,14 @@ def build_param_groups(
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer of ``cfg.SOLVER`` (AdamW by default), with gradient clipping if configured."""
+    check_optimizer_cfg(cfg)  # also for configs that did not come through get_evad_cfg
     s = cfg.SOLVER
-    if not 0.0 < s.LAYER_DECAY <= 1.0:
-        raise ValueError(f"SOLVER.LAYER_DECAY must be in (0, 1], got {s.LAYER_DECAY}")
-    if s.BASE_LR <= 0 or s.BACKBONE_MULTIPLIER < 0:
-        raise ValueError(f"SOLVER.BASE_LR must be > 0 and SOLVER.BACKBONE_MULTIPLIER >= 0, got {s.BASE_LR}, {s.BACKBONE_MULTIPLIER}")
     groups = build_param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.LAYER_DECAY, s.BACKBONE_MULTIPLIER)
     name = s.OPTIMIZER.upper()
     if name == "ADAMW":
         cls, kwargs = torch.optim.AdamW, {"betas": (0.9, 0.999)}
-    elif name == "SGD":
+    else:  # "SGD"
         cls, kwargs = torch.optim.SGD, {"momentum": s.MOMENTUM, "nesterov": s.NESTEROV}
-    else:
-        raise ValueError(f"SOLVER.OPTIMIZER must be 'ADAMW' or 'SGD', got {s.OPTIMIZER!r}")
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
         cls = _with_full_model_clipping(cls, clip.CLIP_VALUE, clip.NORM_TYPE)
