@@ -116,8 +116,8 @@ def test_video_decoding_returns_the_requested_frames(coded_video):
 def test_video_at_another_frame_rate_is_sampled_by_time(tmp_path):
     path = tmp_path / "v15.mp4"
     write_video(path, [coded_frame(i) for i in range(45)], rate=15)  # 3 s at 15 fps
-    # Timeline index i (30 fps, time i/30) shows the nearest native frame; an odd i lies half-way
-    # between frames (i - 1)/2 and (i + 1)/2 and takes the earlier, as `ffmpeg -r 30` repeats it.
+    # Timeline index i (30 fps) shows the latest frame before (i + 1/2)/30 s, as `ffmpeg -r 30`
+    # extracts: an odd i repeats frame (i - 1)/2.
     frames = read_video_frames(str(path), [0, 1, 2, 30, 31, 88, 89], frame_rate=30)
     assert [decode_index(f) for f in frames] == [0, 0, 1, 15, 15, 44, 44]
     info = probe_video(str(path))
@@ -319,11 +319,11 @@ def vfr_video(tmp_path_factory):
 
 
 def test_variable_frame_rate_video_is_read_by_time(vfr_video):
-    # Timeline index i (30 fps) is the frame nearest to i/30 s, worked out by hand from VFR_MS:
-    # 1 -> 33.3 ms: 30 (3.3 away) not 50; 3 -> 100: 120 (20) not 50 (50); 5 -> 166.7: 135;
-    # 10 -> 333.3: 320; 22 -> 733.3: 500 (233) not 1000 (267); 23 -> 766.7: 1000 (233);
-    # 31 -> 1033.3: 1033; 34 -> 1133.3: 1100 (33.3) not 1200; 90 -> 3000: the last frame.
-    wanted = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 4, 9: 5, 10: 7, 12: 8, 15: 11, 22: 11, 23: 12, 30: 12, 31: 13,
+    # Timeline index i (30 fps) is the latest frame before (i + 1/2)/30 s (FFmpeg's fps filter),
+    # worked out by hand from VFR_MS: 1 -> before 50 ms: 30 (50 itself is not before); 3 -> before
+    # 116.7: 50 (120 is after); 9 -> before 316.7: 310; 10 -> before 350: 320; 23 -> before 783.3:
+    # 500 (the gap); 30 -> before 1016.7: 1000; 34 -> before 1150: 1100; 90 -> 3000, the last frame.
+    wanted = {0: 0, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 9: 6, 10: 7, 12: 8, 15: 11, 22: 11, 23: 11, 30: 12, 31: 13,
               34: 14, 60: 23, 90: 33}
     frames = read_video_frames(vfr_video, list(wanted))
     assert [decode_index(f) for f in frames] == list(wanted.values())
@@ -346,8 +346,8 @@ def test_a_clip_of_a_variable_frame_rate_video_through_the_mapper(vfr_video):
          "annotations": [{"bbox": [1.0, 1.0, 30.0, 40.0], "bbox_mode": BoxMode.XYXY_ABS, "action_ids": [1], "person_id": 0}]}
     mapper = ClipDatasetMapper(True, augmentations=[], num_frames=4, sampling_rate=8, action_ids=[1])
     clip = mapper(d)["clip"].permute(1, 2, 3, 0).numpy().astype(np.uint8)
-    # Indices 14, 22, 30, 38 -> 466.7 ms: 466; 733.3: 500; 1000; 1266.7: 1300 (33.3) not 1200 (66.7).
-    assert [decode_index(f) for f in clip] == [10, 11, 12, 16]
+    # Indices 14, 22, 30, 38 -> latest before 483.3 ms: 466; 750: 500; 1016.7: 1000; 1283.3: 1200.
+    assert [decode_index(f) for f in clip] == [10, 11, 12, 15]
 
 
 def test_truncated_video_fails_the_same_way_in_validation_and_training(tmp_path):
@@ -511,9 +511,9 @@ def test_variable_rate_and_rotated_videos_pass_validation_and_train(tmp_path, vf
     ]
     mapper = ClipDatasetMapper(True, augmentations=[], num_frames=4, sampling_rate=8, action_ids=[1])
     clips = [mapper(d) for d in dicts]
-    # vfr@903 is frame 90 (3 s): 74, 82, 90, 90 -> 2466.7 ms: 2500 (33.3) not 2400; 2733.3: 2700; 3000.
+    # vfr@903 is frame 90 (3 s): 74, 82, 90, 90 -> latest before 2483.3 ms: 2400; 2750: 2700; 3000.
     vfr_last = clips[1]["clip"].permute(1, 2, 3, 0).numpy().astype(np.uint8)
-    assert [decode_index(f) for f in vfr_last] == [28, 30, 33, 33]
+    assert [decode_index(f) for f in vfr_last] == [27, 30, 33, 33]
     assert clips[2]["clip"].shape == (3, 4, W, H)
     # Un-rotating the clip (the display turned it clockwise) recovers the coded frames 44, 52, 60, 68.
     phone = clips[2]["clip"].permute(1, 2, 3, 0).numpy().astype(np.uint8)
@@ -590,3 +590,34 @@ def test_demo_on_a_rotated_variable_frame_rate_phone_video(tmp_path):
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == len(VFR_MS) and frames[0].shape == (W, H, 3)
+
+
+def ffmpeg_fps_filter(path, rate=30):
+    """Coded index of each frame that FFmpeg's fps filter outputs (what `ffmpeg -r 30` extracts)."""
+    out = []
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        graph = av.filter.Graph()
+        src, fps, sink = graph.add_buffer(template=stream), graph.add("fps", f"fps={rate}"), graph.add("buffersink")
+        src.link_to(fps)
+        fps.link_to(sink)
+        graph.configure()
+        for frame in list(c.decode(stream)) + [None]:
+            graph.push(frame)
+            while True:
+                try:
+                    out.append(decode_index(graph.pull().to_ndarray(format="rgb24")))
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    break
+    return out
+
+
+@pytest.mark.parametrize("rate, times_ms", [(24, None), (25, None), (30, VFR_MS)])
+def test_video_frames_are_the_frames_ffmpeg_extracts_at_30_fps(tmp_path, rate, times_ms):
+    path = tmp_path / "v.mp4"
+    n = len(times_ms) if times_ms else 60
+    write_video(path, [coded_frame(i) for i in range(n)], rate=rate, times_ms=times_ms)
+    extracted = ffmpeg_fps_filter(path)
+    assert timeline_frame_count(probe_video(str(path)), 30) == len(extracted)
+    ours = read_video_frames(str(path), list(range(len(extracted))))
+    assert [decode_index(f) for f in ours] == extracted

@@ -11,11 +11,13 @@ data validator (``scan_video``) and the predictor/demo (``iter_video_frames``):
 * a decoded frame's time is its presentation timestamp minus the stream's start time, in seconds
   (frame numbers are never inferred from a nominal rate), so variable-frame-rate videos, such as
   phone recordings and screen captures, read correctly;
-* timeline index ``i`` is the decoded frame nearest to ``i / frame_rate`` seconds (the earlier
-  one on a tie). For a constant-rate video at ``frame_rate`` that is frame ``i`` itself, the
-  frame ``ffmpeg -i v.mp4 -r 30`` extracts as ``<vid>_{i+1:06d}.jpg``, so both sources give the
-  same frames; for other rates ffmpeg's ``fps`` filter may pick the neighbouring frame where two
-  are nearly equally near;
+* timeline index ``i`` is the frame shown in the middle of slot ``i``: the latest frame whose
+  time is before ``(i + 1/2) / frame_rate`` seconds (the first frame for earlier slots). This is
+  the rule of FFmpeg's ``fps`` filter, so index ``i`` is exactly the frame that
+  ``ffmpeg -i v.mp4 -r 30 <vid>_%06d.jpg`` extracts as ``<vid>_{i+1:06d}.jpg``, at any native rate,
+  variable ones included (checked against libavfilter's ``fps=30`` on constant 15/24/25/30/60
+  fps and variable-rate videos): the video and frame-folder sources give the same frames. For a
+  video at ``frame_rate`` it is frame ``i`` itself;
 * a video covers the times up to the end of its last frame: the header's stream duration
   (``VideoInfo.duration``); ``timeline_frame_count`` turns it into frames on the timeline;
 * rotation metadata (the display matrix a phone writes, or an older ``rotate`` tag) is applied
@@ -26,7 +28,6 @@ Only the needed window is decoded: the reader seeks to the key frame before the 
 time and stops at the first frame after the last one. Every failure raises ``VideoReadError``
 naming the file.
 """
-import bisect
 import logging
 import math
 import os
@@ -394,18 +395,10 @@ def scan_video(path: str, *, frame_rate: float = 30) -> VideoScan:
     return VideoScan(num_frames=n, last_time=float(last), end=float(end))
 
 
-def _nearest(times: List[Fraction], s: Fraction) -> int:
-    """Index of the time nearest to ``s`` in increasing ``times`` (the earlier one on a tie)."""
-    i = bisect.bisect_left(times, s)
-    if i == len(times) or (i > 0 and s - times[i - 1] <= times[i] - s):
-        i -= 1
-    return i
-
-
 def read_video_frames(path: str, indices: Sequence[int], *, frame_rate: float = 30) -> np.ndarray:
     """Decode the frames at ``indices`` (dataset timeline at ``frame_rate``) from a video file.
 
-    Index ``i`` is the frame nearest to ``i / frame_rate`` seconds (see the module docstring).
+    Index ``i`` is the latest frame before ``(i + 1/2) / frame_rate`` seconds (see the module docstring).
 
     Args:
         path: video file.
@@ -433,7 +426,7 @@ def read_video_frames(path: str, indices: Sequence[int], *, frame_rate: float = 
         # containers index by decode time), retry from further back, finally from the start.
         attempts = [t for t in (targets[0], targets[0] - 2) if t > 0] + [None]
         for seek_to in attempts:
-            chosen = _decode_window(path, container, stream, targets, nominal, tag, seek_to)
+            chosen = _decode_window(path, container, stream, targets, 1 / (2 * rate), nominal, tag, seek_to)
             if chosen is not None:
                 break
     images: Dict[Fraction, np.ndarray] = chosen
@@ -443,35 +436,36 @@ def read_video_frames(path: str, indices: Sequence[int], *, frame_rate: float = 
     return np.stack([images[Fraction(int(i)) / rate] for i in indices])
 
 
-def _decode_window(path, container, stream, targets, nominal, tag, seek_to) -> Optional[Dict[Fraction, np.ndarray]]:
-    """Images of the frames nearest to each target time, decoding from the key frame before
-    ``seek_to`` (None: the start) up to the first frame at or after the last target. None when the
-    seek landed after the first target (the caller seeks further back)."""
-    window: List[Tuple[Fraction, object]] = []  # candidate frames, at most one before each target
-    chosen: Dict[Fraction, Fraction] = {}       # target -> time of its frame
+def _decode_window(path, container, stream, targets, half, nominal, tag, seek_to) -> Optional[Dict[Fraction, np.ndarray]]:
+    """Images of the frames shown at each target time ``s``: the latest frame with time before
+    ``s + half`` (the first frame for a time before it), decoding from the key frame before
+    ``seek_to`` (None: the start) up to the first frame past the last target. None when the seek
+    landed after the first target's frame (the caller seeks further back)."""
+    chosen: Dict[Fraction, Fraction] = {}  # target -> time of its frame
     images: Dict[Fraction, np.ndarray] = {}
+    prev = None  # (time, av frame) of the latest frame before the next target's cut-off
     j = 0
     last_end = None
+
+    def take(s, t, frame):
+        chosen[s] = t
+        if t not in images:
+            images[t] = _to_image(frame, _frame_orientation(path, frame, tag))
+
     for t, duration, frame in _decode_timed(path, container, stream, Fraction(0) if seek_to is None else seek_to):
-        if not window and seek_to is not None and t > targets[0]:
+        if prev is None and seek_to is not None and t >= targets[0] + half:
             return None
-        window.append((t, frame))
         last_end = _frame_end(t, duration, nominal)
-        while j < len(targets) and targets[j] <= t:
-            times = [w[0] for w in window]
-            k = _nearest(times, targets[j])
-            chosen[targets[j]] = times[k]
-            if times[k] not in images:
-                images[times[k]] = _to_image(window[k][1], _frame_orientation(path, window[k][1], tag))
+        while j < len(targets) and t >= targets[j] + half:
+            take(targets[j], *(prev if prev is not None else (t, frame)))
             j += 1
         if j == len(targets):
             break
-        window = window[-1:]  # only the latest frame can be nearest to a later target
+        prev = (t, frame)
     if last_end is None:
         where = "the start" if seek_to is None else f"{float(seek_to):.3f} s"
         raise VideoReadError(path, f"no frames decode from {where} on (truncated or corrupt video)")
     if j < len(targets):
-        t, frame = window[-1]
         late = [s for s in targets[j:] if not _shown_by(last_end, s)]
         if late:
             raise VideoReadError(
@@ -479,10 +473,9 @@ def _decode_window(path, container, stream, targets, nominal, tag, seek_to) -> O
                 f"frames at {', '.join(f'{float(s):.3f}' for s in late[:5])}{'...' if len(late) > 5 else ''} s do not "
                 f"decode; the stream ends at {float(last_end):.3f} s (truncated or corrupt video)",
             )
-        images.setdefault(t, _to_image(frame, _frame_orientation(path, frame, tag)))
-        for s in targets[j:]:
-            chosen[s] = t
-    return {s: images[chosen[s]] for s in targets}
+        for target in targets[j:]:
+            take(target, *prev)
+    return {target: images[chosen[target]] for target in targets}
 
 
 def read_frame_folder(frame_dir: str, pattern: str, indices: Sequence[int]) -> np.ndarray:
