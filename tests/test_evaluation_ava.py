@@ -452,9 +452,10 @@ def test_evaluator_end_to_end(tmp_path):
     assert len(rows) == 4 * 3  # 4 people x 3 evaluated classes; class 3 is not evaluated
     assert {int(r[6]) for r in rows} == {1, 2, 4}
     assert all(0.0 <= float(x) <= 1.0 for r in rows for x in r[2:6])
+    # Box by box in the model's order (people A then B on vidA 0902), classes in eval_action_ids order.
     first_frame = [r for r in rows if r[0] == "vidA" and r[1] == "0902"]
-    assert [float(r[7]) for r in first_frame] == sorted((float(r[7]) for r in first_frame), reverse=True)
-    assert [float(x) for x in rows[0][2:6]] in ([0.1, 0.1, 0.4, 0.9], [0.5, 0.2, 0.9, 0.8])
+    assert [[float(x) for x in r[2:6]] for r in first_frame] == [[0.1, 0.1, 0.4, 0.9]] * 3 + [[0.5, 0.2, 0.9, 0.8]] * 3
+    assert [int(r[6]) for r in first_frame] == [1, 2, 4, 1, 2, 4]
     metrics = json.loads((out_dir / "ava_metrics.json").read_text())
     assert metrics["mAP"] == pytest.approx(100.0) and metrics["person_AP"] == pytest.approx(100.0)
     assert (out_dir / "ava_per_class_ap.png").read_bytes()[:4] == b"\x89PNG"
@@ -644,3 +645,31 @@ def test_evaluator_person_ap_with_tied_duplicate_boxes(tmp_path):
     ev.reset()
     ev.process(inputs, [{"instances": twice}])
     assert ev.evaluate()["ava"]["person_AP@0.5"] == 100.0
+
+
+def test_detection_rows_in_box_order():
+    rows = detection_rows(["v", "w"], [902, 903], [2, 1], np.array([A, B, A]),
+                          np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.4]]), [5, 2], row_order="box")
+    assert rows.scores.tolist() == [0.1, 0.9, 0.8, 0.2, 0.3, 0.4]
+    assert rows.labels.tolist() == [5, 2, 5, 2, 5, 2]
+    assert rows.boxes.tolist() == [list(A), list(A), list(B), list(B), list(A), list(A)]
+    with pytest.raises(ValueError, match="row_order"):
+        detection_rows(["v"], [902], [1], np.array([A]), np.array([[0.5, 0.5]]), [5, 2], row_order="class")
+
+
+def test_evaluator_matches_a_frame_in_model_box_order(tmp_path):
+    """Two predictions of one person: the first in the model's order (score 0.3) takes the box,
+    as in EVAD's own evaluation (PySlowFast's code on get_ava_eval_data's box-by-box rows)."""
+    _register(tmp_path, "evad_test_ava_eval_box_order")
+    box_a = [A[0] * W, A[1] * H, A[2] * W, A[3] * H]
+    inst = Instances((H, W), pred_boxes=Boxes(torch.tensor([box_a, box_a])), scores=torch.tensor([0.9, 0.9]),
+                     pred_action_scores=torch.tensor([[0.25, 0.0, 0.0, 0.0], [0.75, 0.0, 0.0, 0.0]]))  # column 0: id 4
+    inputs = [{"video_id": "vidA", "timestamp": 903, "height": H, "width": W}]  # GT: person A, action 4
+    results = {}
+    for protocol in ("pyslowfast", "activitynet"):
+        ev = AVAEvaluator("evad_test_ava_eval_box_order", None, only_processed_keyframes=True, protocol=protocol)
+        ev.reset()
+        ev.process(inputs, [{"instances": inst}])
+        results[protocol] = ev.evaluate()["ava"]["AP-act4"]
+    # PySlowFast: TP at 0.25, FP at 0.75 -> ranked FP, TP: 1/2. ActivityNet matches by score: 1.
+    assert results == {"pyslowfast": 50.0, "activitynet": 100.0}

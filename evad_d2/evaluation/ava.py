@@ -28,14 +28,15 @@ table is :data:`PROTOCOL_TABLE`, shown by the command line's ``--help``):
   exactly as the official reader does) and a frame's rows are matched in descending score
   order; ground truth of a frame is ordered by descending 8th column (the person id, which its
   reader takes for a score); detections on frames the ground-truth file does not list at all
-  are ignored (it logs "... not part of the ground truth. They will be ignored."). A frame is
+  are ignored (it logs "Found detections for image ... which is not part of the the ground
+truth. They will be ignored."). A frame is
   listed by any of its rows: of any class, or a two-column ``video_id, timestamp`` row. The
   script takes no exclusions since 2020 (the ground truth simply omits those frames); given
   here, they are dropped from both sides, as its earlier versions did.
 
-CSV files our own evaluator writes are sorted by descending score within each frame, so both
-protocols agree on them whenever a frame has at most 50 rows and detections fall only on
-ground-truth frames.
+Our own evaluator writes a frame's rows box by box in the model's box order (as EVAD's
+evaluation passes model outputs to PySlowFast's code), so ``pyslowfast`` on its CSV scores what
+EVAD's own evaluation would score on the same outputs, up to the 3/6 decimals of the CSV.
 
 Both were checked beside the reference code on random hard cases (ties, duplicates, empty
 files, frames without ground truth, excluded frames, classes without ground truth, several
@@ -782,12 +783,16 @@ def detection_rows(
     *,
     box_decimals: int = 3,
     score_decimals: int = 6,
+    row_order: str = "score",
     out=None,
 ) -> AvaBoxes:
     """AVA detection rows, one per (box, class), holding exactly the values their CSV text reads.
 
-    Rows go keyframe by keyframe in the given order, by descending score within a keyframe
-    (ties: box order, then class order). Coordinates are written with ``box_decimals`` and
+    Rows go keyframe by keyframe in the given order; within a keyframe by descending score
+    (``row_order="score"``; ties: box order, then class order) or box by box, each box's
+    classes in ``class_ids`` order (``"box"``: the order of PySlowFast's ``get_ava_eval_data``,
+    with which EVAD scores its model outputs in memory; under the PySlowFast protocol a frame's
+    detections are matched in this order). Coordinates are written with ``box_decimals`` and
     scores with ``score_decimals`` decimals; the returned values are those decimals parsed
     (``float(text)``), so scoring them equals scoring the written file.
 
@@ -797,6 +802,7 @@ def detection_rows(
         boxes: (B, 4) x1, y1, x2, y2 normalised to [0, 1].
         scores: (B, K) score of each box for each class.
         class_ids: (K,) class id of each score column.
+        row_order: ``"score"`` or ``"box"``.
         out: a binary file; when given, the rows' CSV text is written to it.
 
     Returns:
@@ -816,14 +822,17 @@ def detection_rows(
         f = int(box_frame[np.flatnonzero(bad)[0]])
         raise ValueError(f"keyframe ({frame_videos[f]}, {frame_timestamps[f]}): non-finite predicted box or score")
 
-    # Per keyframe, a stable descending sort of its box x class scores; keyframes with the same
-    # number of boxes are sorted together as the rows of one matrix.
+    if row_order not in ("score", "box"):
+        raise ValueError(f"row_order must be 'score' or 'box', got {row_order!r}")
     flat = scores.reshape(-1)
-    order = np.arange(num_boxes * k, dtype=np.int64)
-    first_row = (np.cumsum(box_counts) - box_counts) * k
-    for count in np.unique(box_counts[box_counts > 0]):
-        idx = first_row[box_counts == count][:, None] + np.arange(count * k)
-        order[idx] = np.take_along_axis(idx, np.argsort(-flat[idx], axis=1, kind="stable"), axis=1)
+    order = np.arange(num_boxes * k, dtype=np.int64)  # box by box, as in "box" order
+    if row_order == "score":
+        # Per keyframe, a stable descending sort of its box x class scores; keyframes with the
+        # same number of boxes are sorted together as the rows of one matrix.
+        first_row = (np.cumsum(box_counts) - box_counts) * k
+        for count in np.unique(box_counts[box_counts > 0]):
+            idx = first_row[box_counts == count][:, None] + np.arange(count * k)
+            order[idx] = np.take_along_axis(idx, np.argsort(-flat[idx], axis=1, kind="stable"), axis=1)
     row_box = order // k  # a division by a scalar: numpy's fast path
     row_col = order - row_box * k
 

@@ -37,10 +37,12 @@ class AVAEvaluator(DatasetEvaluator):
     Each model output (``{"instances": Instances((height, width))}`` with ``pred_boxes`` in pixels,
     ``scores`` = person probability and ``pred_action_scores`` (N, C) in the column order of the
     metadata's ``action_ids``) becomes one AVA row per (box, evaluated class) with the box
-    normalised by the input's ``width``/``height``. The rows are written, sorted by descending
-    score within each keyframe, to ``<output_dir>/ava_detections.csv`` (coordinates with 3
-    decimals, scores with 6); the metrics are computed from exactly the values that text reads,
-    so ``python -m evad_d2.evaluation.ava`` on the file gives the same numbers.
+    normalised by the input's ``width``/``height``. The rows are written keyframe by keyframe,
+    box by box in the model's order (the order in which EVAD's own evaluation hands its outputs
+    to PySlowFast's code, which matches a frame's detections in that order), to
+    ``<output_dir>/ava_detections.csv`` (coordinates with 3 decimals, scores with 6); the metrics
+    are computed from exactly the values that text reads, so ``python -m evad_d2.evaluation.ava``
+    on the file gives the same numbers.
     ``ava_metrics.json`` and ``ava_per_class_ap.png`` are written beside it.
 
     The metadata must provide ``action_ids``, ``eval_action_ids`` and ``groundtruth_file``, and
@@ -176,12 +178,12 @@ class AVAEvaluator(DatasetEvaluator):
         return OrderedDict(ava=named)
 
     def _detection_rows(self, frames, out):
-        """AVA rows ``video,ts,x1,y1,x2,y2,action,score`` by descending score within a keyframe,
-        written as CSV to the binary file ``out`` unless it is None (see :func:`detection_rows`)."""
+        """AVA rows ``video,ts,x1,y1,x2,y2,action,score`` box by box within a keyframe, written
+        as CSV to the binary file ``out`` unless it is None (see :func:`detection_rows`)."""
         return detection_rows(
             [f[0] for f in frames], [f[1] for f in frames], [len(f[2]) for f in frames],
             np.concatenate([f[2] for f in frames]), np.concatenate([f[4] for f in frames]), self._eval_ids,
-            out=out,
+            row_order="box", out=out,
         )
 
     def _person_ap(self, groundtruth, frames, excluded, keyframes) -> float:
