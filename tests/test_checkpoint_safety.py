@@ -29,6 +29,7 @@ from detectron2.utils.events import EventStorage
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS)
+import test_checkpoint_official  # noqa: E402
 from test_checkpoint_videomae import build  # noqa: E402
 from test_predictor_demo import tiny_cfg, write_video  # noqa: E402
 from test_train_net import ROOT, TINY, generate_dataset, make_args, run_training  # noqa: E402
@@ -276,6 +277,30 @@ def test_pickle_weights_other_than_numeric_arrays_are_an_error_naming_the_key(tm
         pickle.dump({"model": weights, "__author__": "x"}, f)
     with pytest.raises(CheckpointFormatError, match=str(path) + ".*" + message.replace("(", r"\(")):
         load_pickle_checkpoint(str(path))
+
+
+def test_pyth_release_of_official_evad_is_converted(tmp_path):
+    # PySlowFast, which the official EVAD code is, saves .pyth files with "model_state".
+    official = test_checkpoint_official.official_state_dict(test_checkpoint_official.TINY)
+    path = tmp_path / "checkpoint_epoch_00011.pyth"
+    torch.save({"epoch": 11, "model_state": official, "cfg": test_checkpoint_official.OFFICIAL_CFG_YAML}, str(path))
+    model = build()
+    checkpointer = EVADCheckpointer(model)
+    checkpointer.load(str(path))
+    assert checkpointer.last_load["format"] == "official_evad" and checkpointer.last_load["missing"] == []
+
+
+def test_pyth_from_pycls_is_read_as_detectron2_reads_it(tmp_path):
+    source = randomised(build(), 4)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    state["backbone.bn.num_batches_tracked"] = torch.tensor(3)
+    path = tmp_path / "pycls.pyth"
+    torch.save({"model_state": state, "epoch": 1}, str(path))
+    target = build()
+    checkpointer = EVADCheckpointer(target)
+    checkpointer.load(str(path))
+    assert_same_weights(target, state)
+    assert checkpointer.last_load["unexpected"] == []  # num_batches_tracked dropped, as detectron2 does
 
 
 # ---------------------------------------------------------------------------- damaged files
