@@ -11,15 +11,22 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.engine import launch
+from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from test_evaluation_ucf_jhmdb import _gt, _write  # noqa: E402
 from test_train_net import generate_dataset, make_args, register_dataset, train_net  # noqa: E402
+
+from evad_d2.evaluation import UCFJHMDBEvaluator  # noqa: E402
+from evad_d2.evaluation.ucf_jhmdb import load_gt_pickle  # noqa: E402
 
 PREFIX = "dist_test"
 
@@ -59,15 +66,56 @@ def _two_process_session(data_root, out):
         train_net.main(make_args(names, os.path.join(out, "eval2"), "MODEL.WEIGHTS", final, eval_only=True))
     with open(os.path.join(out, f"ddp_rank{comm.get_rank()}.json"), "w") as f:
         json.dump(info, f)
+    _ucf_evaluation(os.path.join(data_root, "ucf_gt.pkl"), os.path.join(out, "ucf2"))
+
+
+def _ucf_predictions(gt):
+    """Noisy per-frame predictions for every frame of the test videos, in frame order."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for v in gt["test_videos"][0]:
+        label = 0 if v.startswith("run") else 1
+        tube = gt["gttubes"][v][label][0]
+        for t in range(1, gt["nframes"][v] + 1):
+            row = tube[tube[:, 0] == t]
+            boxes = np.concatenate([row[:, 1:5], rng.uniform(0, 40, (2, 4))]) + rng.normal(0, 2, (len(row) + 2, 4))
+            boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+            scores = rng.uniform(0, 1, (len(boxes), 2))
+            inst = Instances((60, 80), pred_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+                             scores=torch.tensor(rng.uniform(0.5, 1, len(boxes)), dtype=torch.float32),
+                             pred_action_scores=torch.tensor(scores, dtype=torch.float32))
+            pairs.append(({"video_id": v, "timestamp": t, "height": 60, "width": 80}, {"instances": inst}))
+    return pairs
+
+
+def _ucf_evaluation(gt_path, out):
+    """UCFJHMDBEvaluator over the predictions: split in contiguous shards as detectron2's
+    InferenceSampler splits a test set, the last process also predicting the first process's last
+    frame again (a duplicate the gather must drop)."""
+    name = "dist_test_ucf"
+    MetadataCatalog.get(name).set(gt_file=gt_path, split="test", split_index=0, action_classes=["run", "jump"],
+                                  evaluator_type="ucf_jhmdb")
+    pairs = _ucf_predictions(load_gt_pickle(gt_path))
+    rank, world = comm.get_rank(), comm.get_world_size()
+    size = (len(pairs) + world - 1) // world
+    shard = pairs[rank * size:(rank + 1) * size]
+    if rank == world - 1 and world > 1:
+        shard = [pairs[rank * size - 1]] + shard
+    evaluator = UCFJHMDBEvaluator(name, out, link_kwargs={"min_length": 3}, distributed=world > 1)
+    evaluator.reset()
+    for inputs, outputs in shard:
+        evaluator.process([inputs], [outputs])
+    return evaluator.evaluate()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     data_root = tmp_path_factory.mktemp("ava_like_dist")
     names = generate_dataset(data_root, PREFIX, num_val_videos=3)  # 4 keyframes
+    _write(data_root, _gt(), "ucf_gt.pkl")
     out = str(tmp_path_factory.mktemp("dist_runs"))
     launch(_two_process_session, 2, dist_url="auto", args=(str(data_root), out))
-    return names, out
+    return names, out, str(data_root)
 
 
 def _metrics(folder, name):
@@ -81,7 +129,7 @@ def _detections(folder, name):
 
 
 def test_two_cpu_processes_train_with_ddp_and_write_checkpoints(runs):
-    names, out = runs
+    names, out, _ = runs
     straight = os.path.join(out, "straight")
     for rank in (0, 1):
         with open(os.path.join(out, f"ddp_rank{rank}.json")) as f:
@@ -101,13 +149,13 @@ def test_two_cpu_processes_train_with_ddp_and_write_checkpoints(runs):
 
 
 def test_two_processes_train_a_model_with_parameters_that_get_no_gradient(runs):
-    _, out = runs
+    _, out, _ = runs
     ckpt = torch.load(os.path.join(out, "no_deep_supervision", "model_final.pth"), weights_only=True)
     assert ckpt["iteration"] == 1
 
 
 def test_two_process_resume_continues_exactly(runs):
-    _, out = runs
+    _, out, _ = runs
     straight = torch.load(os.path.join(out, "straight", "model_final.pth"), weights_only=True)
     resumed = torch.load(os.path.join(out, "split", "model_final.pth"), weights_only=True)
     assert resumed["iteration"] == straight["iteration"] == 5
@@ -118,7 +166,7 @@ def test_two_process_resume_continues_exactly(runs):
 
 
 def test_two_process_eval_only_equals_one_process(runs, tmp_path):
-    names, out = runs
+    names, out, _ = runs
     final = os.path.join(out, "straight", "model_final.pth")
     args = make_args(names, tmp_path, "MODEL.WEIGHTS", final, eval_only=True)
     with EventStorage():
@@ -132,3 +180,12 @@ def test_two_process_eval_only_equals_one_process(runs, tmp_path):
     two, single = _detections(two_folder, names["val"]), _detections(str(tmp_path), names["val"])
     assert len({(row[0], row[1]) for row in single}) == 4
     assert two == single
+
+
+def test_ucf_jhmdb_evaluation_gathered_from_two_processes_equals_one_process(runs, tmp_path):
+    _, out, data_root = runs
+    two = json.loads(open(os.path.join(out, "ucf2", "ucf_jhmdb_metrics.json")).read())
+    one_results = _ucf_evaluation(os.path.join(data_root, "ucf_gt.pkl"), str(tmp_path))["ucf_jhmdb"]
+    one = json.loads((tmp_path / "ucf_jhmdb_metrics.json").read_text())
+    assert two == one
+    assert 0 < one_results["frame_mAP@0.5"] < 100 and 0 < one_results["video_mAP@0.2"] <= 100  # not trivial
