@@ -673,3 +673,20 @@ def test_evaluator_matches_a_frame_in_model_box_order(tmp_path):
         results[protocol] = ev.evaluate()["ava"]["AP-act4"]
     # PySlowFast: TP at 0.25, FP at 0.75 -> ranked FP, TP: 1/2. ActivityNet matches by score: 1.
     assert results == {"pyslowfast": 50.0, "activitynet": 100.0}
+
+
+def test_command_line_json_is_written_atomically(tmp_path, monkeypatch):
+    gt, det_p, lm, _ = _files(tmp_path, GT3, [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3])
+    out_json = tmp_path / "m.json"
+    out_json.write_text("old")
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ava_module.json, "dump", fail)
+    with pytest.raises(KeyboardInterrupt):
+        main(["-g", gt, "-d", det_p, "-l", lm, "--json", str(out_json)])
+    assert out_json.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+    assert main(["-g", gt, "-d", det_p, "-l", lm, "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["mAP"] == 100.0

@@ -62,6 +62,7 @@ import numpy as np
 from iopath.common.file_io import g_pathmgr
 
 from evad_d2.data.ava_format import AvaFormatError, read_exclusions, read_label_map
+from evad_d2.utils.atomic_io import atomic_write
 
 __all__ = [
     "AvaBoxes",
@@ -1451,7 +1452,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(format_table(result, names))
     if args.json:
-        with g_pathmgr.open(args.json, "w") as f:
+        with atomic_write(args.json, "w") as f:
             json.dump(result_to_json(result), f, indent=2)
     if args.plot:
         from .plots import plot_per_class_ap

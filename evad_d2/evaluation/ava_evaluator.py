@@ -13,6 +13,7 @@ from detectron2.utils import comm
 from iopath.common.file_io import g_pathmgr
 
 from evad_d2.data.ava_format import read_exclusions
+from evad_d2.utils.atomic_io import atomic_write
 
 from .ava import (
     PROTOCOLS,
@@ -137,7 +138,7 @@ class AVAEvaluator(DatasetEvaluator):
         # scoring the file (and the file need not be parsed back).
         if self._output_dir:
             g_pathmgr.mkdirs(self._output_dir)
-            with g_pathmgr.open(os.path.join(self._output_dir, "ava_detections.csv"), "wb") as f:
+            with atomic_write(os.path.join(self._output_dir, "ava_detections.csv"), "wb") as f:
                 detections = self._detection_rows(frames, f)
         else:
             detections = self._detection_rows(frames, None)
@@ -168,7 +169,7 @@ class AVAEvaluator(DatasetEvaluator):
                 protocol=self._protocol,
                 only_processed_keyframes=self._only_processed,
             )
-            with g_pathmgr.open(os.path.join(self._output_dir, "ava_metrics.json"), "w") as f:
+            with atomic_write(os.path.join(self._output_dir, "ava_metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=2)
             plot_per_class_ap(
                 {self._names.get(c, str(c)): 100.0 * ap for c, ap in result.per_class_ap.items()},
