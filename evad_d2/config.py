@@ -39,7 +39,9 @@ def add_evad_config(cfg):
     _C.DATASETS.AVA = CN()
     # Dataset roots are not config keys: builtin names register under $EVAD_DATASETS (see
     # datasets/README.md); other roots via evad_d2.data.register_ava / register_ucf_jhmdb.
-    # Skip (and count) clips that fail to decode instead of failing; off so nothing is dropped silently.
+    # Training only: skip bad samples (videos that do not open, frame folders with gaps, clips that do
+    # not decode) instead of stopping; each skip is logged, an epoch summary follows, all-bad is an
+    # error (evad_d2/data/bad_samples.py). Off so that nothing is dropped without a decision.
     _C.DATASETS.AVA.SKIP_BAD_SAMPLES = False
 
     # ---------------------------------------------------------------- backbone: pruning video ViT
