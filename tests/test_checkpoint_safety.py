@@ -252,6 +252,18 @@ def test_model_zoo_pickle_of_numpy_arrays_loads(tmp_path, protocol, layout):
     assert checkpointer.last_load["missing"] == [] and len(checkpointer.last_load["loaded"]) == len(arrays)
 
 
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_old_protocol_pickle_with_empty_and_fortran_arrays_loads(tmp_path, protocol):
+    # Protocols 0-2 pickle an empty array's data as bytes(), a Fortran-ordered one transposed.
+    weights = {"a.empty": np.zeros((0, 3), np.float32), "b.weight": np.arange(6, dtype=np.int64).reshape(2, 3).T}
+    path = tmp_path / "old.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": weights, "__author__": "x"}, f, protocol=protocol)
+    loaded = load_pickle_checkpoint(str(path))["model"]
+    assert loaded["a.empty"].shape == (0, 3) and loaded["a.empty"].dtype == np.float32
+    assert np.array_equal(loaded["b.weight"], [[0, 3], [1, 4], [2, 5]])
+
+
 def test_caffe2_pickle_is_read_as_detectron2_reads_it(tmp_path):
     w, b = np.ones((2, 3), np.float32), np.zeros(2, np.float32)
     path = tmp_path / "R-50.pkl"

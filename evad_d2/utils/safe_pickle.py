@@ -8,7 +8,7 @@ what the field's data pickles hold:
 | list | admits | why |
 |---|---|---|
 | :data:`NUMPY_GLOBALS` | numpy arrays, dtypes and scalars (numpy 1 and 2 module names) | arrays pickle as ``_reconstruct(ndarray, ...)`` + ``dtype`` + ``__setstate__`` (protocol 5: ``_frombuffer``) |
-| :data:`BUILTIN_GLOBALS` | ``set``, ``frozenset``, ``slice``, ``complex``, ``bytearray``, ``OrderedDict``, ``_codecs.encode`` | containers and the bytes of Python-2-style pickles (``encode(str, "latin1")``); none runs code |
+| :data:`BUILTIN_GLOBALS` | ``set``, ``frozenset``, ``slice``, ``complex``, ``bytes``, ``bytearray``, ``OrderedDict``, ``_codecs.encode`` | containers and the bytes of Python-2-style pickles (``encode(str, "latin1")``, ``bytes()``); none runs code |
 
 Containers, numbers, strings and bytes need no global at all. Anything else (``os.system``,
 ``builtins.eval``, a class with a ``__reduce__``) is refused before it is called.
@@ -45,8 +45,9 @@ NUMPY_GLOBALS: FrozenSet[Global] = frozenset(
 )
 
 BUILTIN_GLOBALS: FrozenSet[Global] = frozenset(
-    [("builtins", n) for n in ("set", "frozenset", "slice", "complex", "bytearray")]
-    + [("__builtin__", n) for n in ("set", "frozenset", "slice", "complex", "bytearray")]
+    # bytes: protocols 0-2 pickle b"" (an empty array's data) as a call of bytes().
+    [("builtins", n) for n in ("set", "frozenset", "slice", "complex", "bytes", "bytearray")]
+    + [("__builtin__", n) for n in ("set", "frozenset", "slice", "complex", "bytes", "bytearray")]
     + [("collections", "OrderedDict"), ("_codecs", "encode")]
 )
 
