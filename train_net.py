@@ -30,7 +30,7 @@ from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import EVADCheckpointer
 from evad_d2.data.bad_samples import BadSampleSummary, RetryMapDataset, skip_bad_samples_at_load
 from evad_d2.data.clip_mapper import ClipDatasetMapper
-from evad_d2.config import check_evad_cfg
+from evad_d2.config_check import check_batch_split
 from evad_d2.engine import (
     GatherRNGStates,
     RNGState,
@@ -193,7 +193,7 @@ def write_config(cfg, path: str) -> None:
 
 def setup(args):
     cfg = get_evad_cfg(args.config_file, args.opts)  # checks every value
-    check_evad_cfg(cfg, world_size=comm.get_world_size())
+    check_batch_split(cfg, comm.get_world_size())
     check_backend_for_device(cfg.MODEL.DEVICE)
     default_setup(cfg, args)
     # default_setup sets up detectron2's and fvcore's loggers only: evad_d2's messages (schedule,

@@ -3,14 +3,15 @@
 ``check_evad_cfg(cfg)`` raises a :class:`ConfigValueError` naming the key, its value and the
 allowed range for the first value that cannot work (a sampling rate of 0 samples 16 copies of the
 keyframe, a negative one a reversed clip; 0 action classes predicts nothing, ...). It is called by
-``get_evad_cfg`` (so by ``train_net.py`` and the tools) and by ``EVADPredictor``; code that builds a
-config by hand can call it too. World-size-dependent checks take ``world_size``.
+``get_evad_cfg`` (so by ``train_net.py`` and every tool); code that builds a config by hand
+(``add_evad_config`` + merges) should call it before building a model. The check that depends on
+the number of processes takes ``world_size`` (``train_net.setup`` passes it).
 """
 import math
 from numbers import Integral, Real
 from typing import Optional
 
-__all__ = ["ConfigValueError", "check_epoch_schedule", "check_evad_cfg", "check_optimizer_cfg"]
+__all__ = ["ConfigValueError", "check_batch_split", "check_epoch_schedule", "check_evad_cfg", "check_optimizer_cfg"]
 
 IMPORTANCE_IMPLS = ("auto", "logsumexp", "recompute", "explicit")
 ACTION_HEADS = ("decoder", "linear")
@@ -83,7 +84,7 @@ def _seq(cfg, key: str, length: Optional[int] = None, min_length: int = 1, why: 
     return list(v)
 
 
-def _items(cfg, key: str, values, test, allowed: str, why: str = ""):
+def _items(key: str, values, test, allowed: str, why: str = ""):
     for i, x in enumerate(values):
         if not test(x):
             _fail(f"{key}[{i}]", x, allowed, why)
@@ -93,6 +94,13 @@ def _divisible(cfg, key: str, divisor_key: str):
     v, d = _get(cfg, key), _get(cfg, divisor_key)
     if v % d:
         _fail(key, v, f"a multiple of {divisor_key} = {d}")
+
+
+def check_batch_split(cfg, world_size: int) -> None:
+    """SOLVER.IMS_PER_BATCH (the total over all processes) splits evenly over ``world_size``."""
+    batch = _get(cfg, "SOLVER.IMS_PER_BATCH")
+    if batch % world_size:
+        _fail("SOLVER.IMS_PER_BATCH", batch, f"a multiple of the number of processes ({world_size})", "each process takes an equal share")
 
 
 def check_optimizer_cfg(cfg) -> None:
@@ -117,13 +125,13 @@ def check_epoch_schedule(cfg) -> None:
     max_epochs = _real(cfg, "SOLVER.MAX_EPOCHS", 0, why="0 uses SOLVER.MAX_ITER and SOLVER.STEPS")
     if max_epochs > 0:
         steps = _seq(cfg, "SOLVER.STEP_EPOCHS", min_length=0)
-        _items(cfg, "SOLVER.STEP_EPOCHS", steps, lambda e: _is_real(e) and 0 < e < max_epochs,
+        _items("SOLVER.STEP_EPOCHS", steps, lambda e: _is_real(e) and 0 < e < max_epochs,
                f"a number strictly inside (0, SOLVER.MAX_EPOCHS = {max_epochs:g})")
         _real(cfg, "SOLVER.WARMUP_EPOCHS", 0, max_epochs, high_open=True, why=f"SOLVER.MAX_EPOCHS = {max_epochs:g}")
     else:
         max_iter = _int(cfg, "SOLVER.MAX_ITER", 1)
         steps = _seq(cfg, "SOLVER.STEPS", min_length=0)
-        _items(cfg, "SOLVER.STEPS", steps, lambda s: _is_int(s) and 0 < s < max_iter,
+        _items("SOLVER.STEPS", steps, lambda s: _is_int(s) and 0 < s < max_iter,
                f"an integer strictly inside (0, SOLVER.MAX_ITER = {max_iter})")
         _int(cfg, "SOLVER.WARMUP_ITERS", 0)
 
@@ -147,7 +155,7 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
     if not _is_int(kf) or not (kf == -1 or 0 <= kf < num_frames):
         _fail("INPUT.KEYFRAME_INDEX", kf, f"-1 (the middle frame) or an integer in [0, INPUT.NUM_FRAMES - 1 = {num_frames - 1}]")
     sizes = _seq(cfg, "INPUT.MIN_SIZE_TRAIN")
-    _items(cfg, "INPUT.MIN_SIZE_TRAIN", sizes, lambda s: _is_int(s) and s >= 1, "an integer >= 1")
+    _items("INPUT.MIN_SIZE_TRAIN", sizes, lambda s: _is_int(s) and s >= 1, "an integer >= 1")
     sampling = _choice(cfg, "INPUT.MIN_SIZE_TRAIN_SAMPLING", SIZE_SAMPLING)
     if sampling == "range":
         _seq(cfg, "INPUT.MIN_SIZE_TRAIN", length=2, why=f"INPUT.MIN_SIZE_TRAIN_SAMPLING {sampling!r} draws between two sizes")
@@ -160,7 +168,7 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
     for key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
         values = _seq(cfg, key, length=3, why="one value per colour channel")
         positive = key.endswith("STD")
-        _items(cfg, key, values, lambda x: _is_real(x) and (x > 0 if positive else True), "a number > 0" if positive else "a finite number")
+        _items(key, values, lambda x: _is_real(x) and (x > 0 if positive else True), "a number > 0" if positive else "a finite number")
 
     # ------------------------------------------------------------ backbone
     _int(cfg, f"{e}.EMBED_DIM", 1)
@@ -173,14 +181,14 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
     _int(cfg, f"{e}.PRETRAIN_IMG_SIZE", patch, why=f"at least one {e}.PATCH_SIZE = {patch}")
     _divisible(cfg, f"{e}.PRETRAIN_IMG_SIZE", f"{e}.PATCH_SIZE")
     rates = _seq(cfg, f"{e}.KEEP_RATES", length=depth, why=f"one keep rate per encoder block, {e}.DEPTH = {depth}")
-    _items(cfg, f"{e}.KEEP_RATES", rates, lambda r: _is_real(r) and 0 < r <= 1, "a number in (0, 1]")
+    _items(f"{e}.KEEP_RATES", rates, lambda r: _is_real(r) and 0 < r <= 1, "a number in (0, 1]")
     _real(cfg, f"{e}.KEYFRAME_WEIGHT", 0, why="w_kf of eq. 3")
     _choice(cfg, f"{e}.IMPORTANCE_IMPL", IMPORTANCE_IMPLS)
     layers = _seq(cfg, f"{e}.FEATURE_LAYERS")
-    _items(cfg, f"{e}.FEATURE_LAYERS", layers, lambda i: _is_int(i) and 0 <= i < depth, f"a block index in [0, {e}.DEPTH - 1 = {depth - 1}]")
+    _items(f"{e}.FEATURE_LAYERS", layers, lambda i: _is_int(i) and 0 <= i < depth, f"a block index in [0, {e}.DEPTH - 1 = {depth - 1}]")
     scales = _seq(cfg, f"{e}.FEATURE_SCALES", length=len(layers), why=f"one per {e}.FEATURE_LAYERS entry")
     # Each scale turns stride PATCH_SIZE into a power-of-2 stride of the FPN.
-    _items(cfg, f"{e}.FEATURE_SCALES", scales, lambda s: _is_real(s) and s > 0 and math.log2(patch / s).is_integer(),
+    _items(f"{e}.FEATURE_SCALES", scales, lambda s: _is_real(s) and s > 0 and math.log2(patch / s).is_integer(),
            f"a number > 0 that makes stride {e}.PATCH_SIZE = {patch} a power of 2")
     _int(cfg, "MODEL.FPN.OUT_CHANNELS", 1)
 
@@ -202,7 +210,7 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
     _int(cfg, f"{loc}.POOLER_SAMPLING_RATIO", 0, why="0 = adaptive")
     _choice(cfg, f"{loc}.PROPOSAL_INIT", PROPOSAL_INITS)
     weights = _seq(cfg, f"{loc}.BBOX_WEIGHTS", length=4, why="weights of dx, dy, dw, dh")
-    _items(cfg, f"{loc}.BBOX_WEIGHTS", weights, lambda w: _is_real(w) and w > 0, "a number > 0")
+    _items(f"{loc}.BBOX_WEIGHTS", weights, lambda w: _is_real(w) and w > 0, "a number > 0")
     _real(cfg, f"{loc}.SCORE_THRESH_TEST", 0, 1, why="a person probability")
     dec = f"{e}.DECODER"
     _int(cfg, f"{dec}.DIM", 1)
@@ -212,7 +220,7 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
     _real(cfg, f"{dec}.MLP_RATIO", 0, low_open=True)
     _real(cfg, f"{dec}.DROP_PATH_RATE", 0, 1, high_open=True)
     extend = _seq(cfg, f"{dec}.ROI_EXTEND", length=2, why="the (x, y) extension ratios")
-    _items(cfg, f"{dec}.ROI_EXTEND", extend, lambda r: _is_real(r) and r >= 0, "a number >= 0")
+    _items(f"{dec}.ROI_EXTEND", extend, lambda r: _is_real(r) and r >= 0, "a number >= 0")
     _int(cfg, f"{dec}.POOLER_RESOLUTION", 1)
     _int(cfg, f"{dec}.POOLER_SAMPLING_RATIO", 0, why="0 = adaptive")
     _int(cfg, f"{dec}.CLS_HIDDEN_DIM", 1)
@@ -221,9 +229,9 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
 
     # ------------------------------------------------------------ solver and loader
     check_optimizer_cfg(cfg)
-    batch = _int(cfg, "SOLVER.IMS_PER_BATCH", 1)
-    if world_size is not None and batch % world_size:
-        _fail("SOLVER.IMS_PER_BATCH", batch, f"a multiple of the number of processes ({world_size})", "each process takes an equal share")
+    _int(cfg, "SOLVER.IMS_PER_BATCH", 1)
+    if world_size is not None:
+        check_batch_split(cfg, world_size)
     check_epoch_schedule(cfg)
     _real(cfg, "SOLVER.WARMUP_FACTOR", 0, 1)
     _choice(cfg, "SOLVER.WARMUP_METHOD", ("linear", "constant"))
