@@ -690,3 +690,13 @@ def test_command_line_json_is_written_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert main(["-g", gt, "-d", det_p, "-l", lm, "--json", str(out_json)]) == 0
     assert json.loads(out_json.read_text())["mAP"] == 100.0
+
+
+def test_warns_when_groundtruth_has_no_evaluated_class(tmp_path):
+    r = _evaluate(tmp_path, [("v", 902, A, 7, 0)], [("v", 902, A, 1, 0.9)], classes=(1, 2))
+    assert math.isnan(r.mean_ap)
+    assert r.warnings == [
+        "the ground truth has no rows of the 2 evaluated classes (ids 1, 2) outside excluded keyframes, so "
+        "the frame-mAP is undefined (nan); check the ground-truth file and that the label map is the one it was "
+        "written with"
+    ]

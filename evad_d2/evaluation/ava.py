@@ -1268,11 +1268,17 @@ def evaluate_frame_map(
         aps[c - 1] = ranked_average_precision(d_scores[idx], tp[idx], int(num_gt[c]))
         per_class[c] = float(aps[c - 1])
     mean_ap = float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
-    warnings = []
-    unmatched = _unmatched_keyframes(dkey, listed, ekey, vocab, tmax)
-    if unmatched:
-        logger.warning(unmatched)
-        warnings.append(unmatched)
+    warnings = [_unmatched_keyframes(dkey, listed, ekey, vocab, tmax)]
+    if not any(n_gt.values()):
+        warnings.append(
+            f"the ground truth has no rows of the {len(class_ids)} evaluated classes "
+            f"(ids {', '.join(map(str, class_ids[:5]))}{', ...' if len(class_ids) > 5 else ''}) "
+            "outside excluded keyframes, so the frame-mAP is undefined (nan); check the ground-truth file and "
+            "that the label map is the one it was written with"
+        )
+    warnings = [w for w in warnings if w]
+    for w in warnings:
+        logger.warning(w)
     return FrameMapResult(mean_ap, per_class, n_gt, n_det, warnings)
 
 
