@@ -491,3 +491,21 @@ def test_skipping_bad_videos_at_load_covers_every_kind(ava_root, caplog):
         assert none is None
         with pytest.raises(VideoReadError, match="vidA.mp4: cannot open video"):
             load_ava_dataset(str(ava_root), "train", "2.2", "video")
+
+
+def test_unclosed_label_map_block_is_blamed_not_the_csv(ava_root, capsys):
+    """It used to merge two classes silently: training then blamed the CSV ("unknown action id 2")
+    and the evaluation scored one class fewer with exit 0."""
+    ann = ava_root / "annotations"
+    bad = ann / "ava_action_list_v2.2.pbtxt"
+    bad.write_text('item {\n  name: "a1"\n  id: 1\nitem {\n  name: "a2"\n  id: 2\n}\n'
+                   'item {\n  name: "a3"\n  id: 3\n}\nitem {\n  name: "a5"\n  id: 5\n}\n')
+    with pytest.raises(AvaFormatError, match=rf"^{bad}:1: 'item {{' opened here is not closed before the 'item {{' of line 4"):
+        load_ava_dataset(str(ava_root), "train", "2.2", "video")
+    problems = validate_ava_root(str(ava_root), "video", "2.2", "header", out=open(os.devnull, "w"))
+    assert problems and problems[0].startswith(f"{bad}:1: ")
+    from evad_d2.evaluation.ava import main as evaluate
+
+    gt = ann / "ava_train_v2.2.csv"
+    assert evaluate(["--groundtruth", str(gt), "--detections", str(gt), "--labelmap", str(bad)]) != 0
+    assert f"{bad}:1:" in capsys.readouterr().err

@@ -259,9 +259,8 @@ def probe_video(path: str) -> VideoInfo:
         if stream.duration is not None:
             duration = Fraction(stream.duration) * stream.time_base
         elif container.duration is not None:
-            duration = Fraction(container.duration, 1_000_000) - (
-                Fraction(container.start_time or 0, 1_000_000) - _start_time(stream)
-            )
+            # The container's span starts at its own start time; the stream's times count from the stream's.
+            duration = Fraction(container.duration, 1_000_000) + Fraction(container.start_time or 0, 1_000_000) - _start_time(stream)
         if not n and duration is not None:
             n = int(round(duration * rate))
         if duration is None and n:
