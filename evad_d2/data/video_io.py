@@ -43,6 +43,7 @@ __all__ = [
     "VideoInfo",
     "VideoFrame",
     "VideoScan",
+    "TIMELINE_RATE",
     "keyframe_frame_index",
     "clip_frame_indices",
     "probe_video",
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# The frame rate of AVA's timeline (frames extracted with ffmpeg -r 30), the readers' default.
+TIMELINE_RATE = 30
 
 
 class VideoReadError(RuntimeError):
@@ -105,7 +109,7 @@ class VideoScan:
     end: float
 
 
-def keyframe_frame_index(timestamp: float, *, frame_rate: float = 30, start_sec: float = 900) -> int:
+def keyframe_frame_index(timestamp: float, *, frame_rate: float = TIMELINE_RATE, start_sec: float = 900) -> int:
     """0-based frame index of the keyframe of ``timestamp`` (PySlowFast: ``(sec - 900) * 30``)."""
     return int(round((timestamp - start_sec) * frame_rate))
 
@@ -289,7 +293,7 @@ def _timeline_rate(frame_rate: float) -> Fraction:
     return Fraction(frame_rate).limit_denominator(1001)
 
 
-def timeline_frame_count(info: VideoInfo, frame_rate: float = 30) -> int:
+def timeline_frame_count(info: VideoInfo, frame_rate: float = TIMELINE_RATE) -> int:
     """Frames of the video on a ``frame_rate`` timeline: indices ``i`` with ``i / frame_rate`` before
     the end of the video (``info.duration``). 180 for 6 s at any native rate and 30 fps."""
     return max(1, math.ceil(info.duration * _timeline_rate(frame_rate)))
@@ -364,7 +368,7 @@ def iter_video_frames(path: str) -> Iterator[VideoFrame]:
         raise VideoReadError(path, "no frame decodes (empty, truncated or corrupt video)")
 
 
-def scan_video(path: str, *, frame_rate: float = 30) -> VideoScan:
+def scan_video(path: str, *, frame_rate: float = TIMELINE_RATE) -> VideoScan:
     """Decode the whole video once (the data validator's full check; slow on long videos).
 
     Uses the training reader's decoding and its rules: the video is good when every index of its
@@ -394,7 +398,7 @@ def scan_video(path: str, *, frame_rate: float = 30) -> VideoScan:
     return VideoScan(num_frames=n, last_time=float(last), end=float(end))
 
 
-def read_video_frames(path: str, indices: Sequence[int], *, frame_rate: float = 30) -> np.ndarray:
+def read_video_frames(path: str, indices: Sequence[int], *, frame_rate: float = TIMELINE_RATE) -> np.ndarray:
     """Decode the frames at ``indices`` (dataset timeline at ``frame_rate``) from a video file.
 
     Index ``i`` is the latest frame before ``(i + 1/2) / frame_rate`` seconds (see the module docstring).
