@@ -3,7 +3,9 @@
 
 One launch runs every 2-process step (starting processes is most of the cost on a small machine):
 train 6 iterations (checkpoints at 2, 5 and final), "interrupt" it by resuming a copy of the run
-from its iteration-2 checkpoint, and evaluate the final model. The tests then read the files.
+from its iteration-2 checkpoint, train without deep supervision (parameters without gradients),
+evaluate the final model with --eval-only, and run the UCF101-24/JHMDB evaluator on sharded
+predictions. The tests then read the files and compare them with one process.
 """
 import csv
 import json
