@@ -148,7 +148,7 @@ def test_bad_videos_and_frames_raise_naming_the_file(coded_video, tmp_path):
     with pytest.raises(VideoReadError, match=r"missing\.mp4: video file not found"):
         read_video_frames(str(tmp_path / "missing.mp4"), [0])
     corrupt = tmp_path / "corrupt.mp4"
-    corrupt.write_bytes(os.urandom(4096))
+    corrupt.write_bytes(b"not a video file " * 256)  # fixed bytes: random ones may parse as some format
     with pytest.raises(VideoReadError, match=r"corrupt\.mp4: cannot open video"):
         probe_video(str(corrupt))
     # Truncating a normal mp4 loses its index (written at the end): it no longer opens.
@@ -436,7 +436,7 @@ def test_bad_samples_are_skipped_counted_and_all_bad_stops_clearly(coded_video, 
     good = {"video_id": "v", "timestamp": 901, "height": H, "width": W, "frame_index": 30, "num_frames": 180,
             "frame_rate": 30, "video_path": coded_video, "annotations": []}
     corrupt = tmp_path / "corrupt.mp4"
-    corrupt.write_bytes(os.urandom(4096))
+    corrupt.write_bytes(b"not a video file " * 256)  # fixed bytes: random ones may parse as some format
     bad = [dict(good, video_id=f"bad{i}", video_path=str(p)) for i, p in
            enumerate([tmp_path / "gone.mp4", corrupt])]
     wrong_size = dict(good, video_id="small", height=H // 2)
