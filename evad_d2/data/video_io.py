@@ -311,11 +311,11 @@ def _decode_timed(path: str, container, stream, seek_to: Optional[Fraction] = No
 
     start, tb = _start_time(stream), stream.time_base
     nominal = 1 / _nominal_rate(path, stream)
-    if seek_to is not None:
-        container.seek(int((start + seek_to) / tb), stream=stream, backward=True, any_frame=False)
     prev = None
     count = 0
     try:
+        if seek_to is not None:
+            container.seek(int((start + seek_to) / tb), stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
             if frame.pts is None:
                 if prev is None:
