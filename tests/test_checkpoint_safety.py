@@ -28,23 +28,18 @@ import torch
 import yaml
 from detectron2.utils.events import EventStorage
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, TESTS)
-import test_checkpoint_official  # noqa: E402
-from test_checkpoint_videomae import build  # noqa: E402
-from test_predictor_demo import tiny_cfg, write_video  # noqa: E402
-from test_train_net import ROOT, TINY, generate_dataset, make_args, run_training  # noqa: E402
+# Shared helpers of the other test modules (pytest puts tests/ on sys.path; test_train_net makes
+# train_net importable).
+import test_checkpoint_official
+from test_checkpoint_videomae import build
+from test_predictor_demo import tiny_cfg, write_video
+from test_train_net import ROOT, TINY, generate_dataset, make_args, run_training
 
-import train_net  # noqa: E402
-from evad_d2 import get_evad_cfg  # noqa: E402
-from evad_d2.checkpoint import (  # noqa: E402
-    CheckpointFormatError,
-    DamagedCheckpointError,
-    EVADCheckpointer,
-    load_pickle_checkpoint,
-)
-from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
-from evad_d2.utils.atomic_io import atomic_write, remove_stale_temporaries  # noqa: E402
+import train_net
+from evad_d2 import get_evad_cfg
+from evad_d2.checkpoint import CheckpointFormatError, DamagedCheckpointError, EVADCheckpointer, load_pickle_checkpoint
+from evad_d2.engine.predictor import EVADPredictor
+from evad_d2.utils.atomic_io import atomic_write, remove_stale_temporaries
 
 
 class RunsShellCommand:
