@@ -136,7 +136,7 @@ class RetryMapDataset(torchdata.Dataset):
                     "(DATASETS.AVA.SKIP_BAD_SAMPLES True); the warnings before this name each file and error. "
                     "Check the data with `python -m evad_d2.data.validate --dataset-root ROOT`."
                 )
-            cur = self._rng.choice(sorted(self._good))
+            cur = self._rng.choice(list(self._good))  # a set of ints iterates in a fixed order
 
 
 class BadSampleSummary(HookBase):
