@@ -560,3 +560,17 @@ def test_resume_with_a_damaged_final_model_falls_back_and_completes_the_run(data
     assert resumed._last_eval_results["ava"]["frame_mAP@0.5"] == pytest.approx(
         straight_results["ava"]["frame_mAP@0.5"], abs=1e-9
     )
+
+
+def test_resuming_a_finished_run_keeps_its_final_model_and_evaluates_it_again(dataset, finished_run, tmp_path):
+    straight_out, straight_results = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(straight_out, out)
+    before = os.stat(out / "model_final.pth")
+    resumed = _resume(dataset, out)
+    after = os.stat(out / "model_final.pth")
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not saved again
+    assert [m["iteration"] for m in _final_metrics(out)] == [6, 6]
+    assert resumed._last_eval_results["ava"]["frame_mAP@0.5"] == pytest.approx(
+        straight_results["ava"]["frame_mAP@0.5"], abs=1e-9
+    )
