@@ -621,3 +621,16 @@ def test_video_frames_are_the_frames_ffmpeg_extracts_at_30_fps(tmp_path, rate, t
     assert timeline_frame_count(probe_video(str(path)), 30) == len(extracted)
     ours = read_video_frames(str(path), list(range(len(extracted))))
     assert [decode_index(f) for f in ours] == extracted
+
+
+def test_skips_in_loader_workers_are_counted_in_the_main_process(coded_video, tmp_path):
+    good = {"video_id": "v", "timestamp": 901, "height": H, "width": W, "frame_index": 30, "num_frames": 180,
+            "frame_rate": 30, "video_path": coded_video, "annotations": []}
+    bad = dict(good, video_id="gone", video_path=str(tmp_path / "gone.mp4"))
+    mapper = ClipDatasetMapper(True, augmentations=[], num_frames=2, sampling_rate=2, action_ids=[1],
+                               skip_bad_samples=True)
+    # Each of the two (forked) workers is asked for the bad sample once and falls back to the good one.
+    loader = torch.utils.data.DataLoader(RetryMapDataset([bad, good], mapper), batch_size=None, sampler=[0, 0],
+                                         num_workers=2, multiprocessing_context="fork")
+    assert [d["video_id"] for d in loader] == ["v", "v"]
+    assert mapper.bad_samples.total == 2 and mapper.num_skipped == 0  # counted in the workers, seen here
