@@ -264,7 +264,7 @@ def test_detection_rows_text_and_values(tmp_path):
     scores[:2] = [[0.5, 0.0625, 0.5], [0.5, 0.25, 0.125]]  # equal scores keep box, then class order
     buf = io.BytesIO()
     rows = detection_rows([f[0] for f in frames], [f[1] for f in frames], [f[2] for f in frames], boxes, scores, ids,
-                          out=buf)
+                          box_decimals=3, out=buf)
     expected, b0 = [], 0
     for video, ts, n in frames:
         flat = scores[b0:b0 + n].reshape(-1)
@@ -456,6 +456,7 @@ def test_evaluator_end_to_end(tmp_path):
     first_frame = [r for r in rows if r[0] == "vidA" and r[1] == "0902"]
     assert [[float(x) for x in r[2:6]] for r in first_frame] == [[0.1, 0.1, 0.4, 0.9]] * 3 + [[0.5, 0.2, 0.9, 0.8]] * 3
     assert [int(r[6]) for r in first_frame] == [1, 2, 4, 1, 2, 4]
+    assert first_frame[0][2:6] == ["0.10000", "0.10000", "0.40000", "0.90000"]  # 5 decimals (see detection_rows)
     metrics = json.loads((out_dir / "ava_metrics.json").read_text())
     assert metrics["mAP"] == pytest.approx(100.0) and metrics["person_AP"] == pytest.approx(100.0)
     assert (out_dir / "ava_per_class_ap.png").read_bytes()[:4] == b"\x89PNG"

@@ -41,7 +41,8 @@ class AVAEvaluator(DatasetEvaluator):
     normalised by the input's ``width``/``height``. The rows are written keyframe by keyframe,
     box by box in the model's order (the order in which EVAD's own evaluation hands its outputs
     to PySlowFast's code, which matches a frame's detections in that order), to
-    ``<output_dir>/ava_detections.csv`` (coordinates with 3 decimals, scores with 6); the metrics
+    ``<output_dir>/ava_detections.csv`` (coordinates with 5 decimals, scores with 6: see
+    :func:`~evad_d2.evaluation.ava.detection_rows`); the metrics
     are computed from exactly the values that text reads, so ``python -m evad_d2.evaluation.ava``
     on the file gives the same numbers.
     ``ava_metrics.json`` and ``ava_per_class_ap.png`` are written beside it.
