@@ -36,7 +36,8 @@ truth. They will be ignored."). A frame is
 
 Our own evaluator writes a frame's rows box by box in the model's box order (as EVAD's
 evaluation passes model outputs to PySlowFast's code), so ``pyslowfast`` on its CSV scores what
-EVAD's own evaluation would score on the same outputs, up to the 3/6 decimals of the CSV.
+EVAD's own evaluation would score on the same outputs, up to the CSV's 5 box and 6 score decimals
+(see :func:`detection_rows`).
 
 Both were checked beside the reference code on random hard cases (ties, duplicates, empty
 files, frames without ground truth, excluded frames, classes without ground truth, several
