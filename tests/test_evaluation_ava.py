@@ -701,3 +701,21 @@ def test_warns_when_groundtruth_has_no_evaluated_class(tmp_path):
         "the frame-mAP is undefined (nan); check the ground-truth file and that the label map is the one it was "
         "written with"
     ]
+
+
+def test_evaluation_reads_both_released_label_map_forms(tmp_path):
+    """AVA's own action list (label { name label_id label_type }) and ActivityNet's (item { name id })."""
+    det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3 if c != 3]
+    gt, det_p, _, _ = _files(tmp_path, GT3, det)
+    ava_form = tmp_path / "ava_action_list_v2.2.pbtxt"
+    ava_form.write_text(
+        'label {\n  name: "act1"\n  label_id: 1\n  label_type: PERSON_MOVEMENT\n}\n'
+        'label {\n  name: "act2"\n  label_id: 2\n  label_type: OBJECT_MANIPULATION\n}\n'
+        'label {\n  name: "act3"\n  label_id: 3\n  label_type: PERSON_INTERACTION\n}\n'
+    )
+    item_form = tmp_path / "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+    item_form.write_text('item {\n  name: "act1"\n  id: 1\n}\nitem {\n  name: "act3"\n  id: 3\n}\n')
+    r80, names = evaluate_ava_files(gt, det_p, str(ava_form))
+    assert names == {1: "act1", 2: "act2", 3: "act3"} and r80.mean_ap == pytest.approx(2 / 3)
+    r60, names = evaluate_ava_files(gt, det_p, str(item_form))
+    assert names == {1: "act1", 3: "act3"} and r60.mean_ap == 0.5  # class 1: 100, class 3: 0
