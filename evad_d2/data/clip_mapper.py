@@ -52,6 +52,7 @@ class ClipDatasetMapper:
         action_ids: Optional[Sequence[int]] = None,
         color_jitter: float = 0.0,
         skip_bad_samples: bool = False,
+        interpolation: str = "bilinear",
     ):
         """
         Args:
@@ -68,6 +69,8 @@ class ClipDatasetMapper:
                 None (``RetryMapDataset`` or detectron2's loader then draws another sample) instead
                 of raising. Training only: an evaluation that skipped keyframes would report a
                 different metric.
+            interpolation: the resize's, one of ``evad_d2.data.transforms.INTERPOLATIONS``
+                ("opencv": the official code's uint8 resize, with MODEL.EVAD.OFFICIAL_MODE).
         """
         if keyframe_index < 0:
             keyframe_index = num_frames // 2
@@ -86,6 +89,7 @@ class ClipDatasetMapper:
         self._column = {aid: i for i, aid in enumerate(self.action_ids or [])}
         self.color_jitter = color_jitter if is_train else 0.0
         self.skip_bad_samples = skip_bad_samples
+        self.interpolation = interpolation
         self.num_skipped = 0  # in this process
         self.bad_samples = BadSampleCounter() if skip_bad_samples else None  # in all processes
         logger.info(
@@ -120,6 +124,7 @@ class ClipDatasetMapper:
             "action_ids": action_ids,
             "color_jitter": cfg.INPUT.COLOR_JITTER,
             "skip_bad_samples": is_train and cfg.DATASETS.AVA.SKIP_BAD_SAMPLES,
+            "interpolation": "opencv" if cfg.MODEL.EVAD.OFFICIAL_MODE else "bilinear",
         }
 
     def frame_indices(self, dataset_dict: dict) -> List[int]:
@@ -162,12 +167,17 @@ class ClipDatasetMapper:
             return None
         h, w = frames.shape[1:3]
         tfm = sample_clip_transform(self.augmentations, h, w)
-        # (T, H, W, 3) uint8 -> (3, T, H, W) float, made contiguous while still 1 byte per value.
-        clip = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous().float()
-        # Colour first: per-pixel affine maps commute with resampling up to clamping, and the
-        # original frames are usually the smaller tensor here.
-        clip = color_jitter_clip(clip, self.color_jitter)
-        clip = apply_transform_to_clip(tfm, clip)
+        # (T, H, W, 3) uint8 -> (3, T, H, W) uint8 view; resized frame by frame into float.
+        clip = torch.from_numpy(frames).permute(3, 0, 1, 2)
+        if self.interpolation == "opencv":
+            # The official order: resize the uint8 frames, then colour.
+            clip = color_jitter_clip(apply_transform_to_clip(tfm, clip, interpolation="opencv"), self.color_jitter)
+        else:
+            if self.color_jitter > 0:
+                # Colour first: per-pixel affine maps commute with resampling up to clamping, and
+                # the original frames are usually the smaller tensor here.
+                clip = color_jitter_clip(clip.contiguous().float(), self.color_jitter)
+            clip = apply_transform_to_clip(tfm, clip)
         out_h, out_w = clip_output_size(tfm, h, w)
 
         out = {
