@@ -15,6 +15,7 @@ _EXPORTS = {
     "evaluate_person_ap": "ava",
     "evaluate_ava_files": "ava",
     "voc_average_precision": "ava",
+    "average_precision_in_order": "ava",
     "load_gt_pickle": "ucf_jhmdb",
     "frame_map": "ucf_jhmdb",
     "video_map": "ucf_jhmdb",
