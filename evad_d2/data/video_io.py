@@ -171,7 +171,12 @@ _Orientation = Tuple[int, bool]
 
 
 def _display_matrix(frame) -> Optional[np.ndarray]:
-    for sd in frame.side_data:
+    from av.sidedata.sidedata import SideDataContainer
+
+    # A SideDataContainer of our own: ``frame.side_data`` caches one on the frame, a reference
+    # cycle that keeps the decoded frame alive until the garbage collector runs. A data-loader
+    # worker forked meanwhile then frees it in its own garbage collection and hangs there.
+    for sd in SideDataContainer(frame):
         if "DISPLAYMATRIX" in str(sd.type):
             m = np.frombuffer(bytes(sd), dtype="<i4")
             return m if m.size == 9 else None
