@@ -631,6 +631,21 @@ def test_skips_in_loader_workers_are_counted_in_the_main_process(coded_video, tm
                                skip_bad_samples=True)
     # Each of the two (forked) workers is asked for the bad sample once and falls back to the good one.
     loader = torch.utils.data.DataLoader(RetryMapDataset([bad, good], mapper), batch_size=None, sampler=[0, 0],
-                                         num_workers=2, multiprocessing_context="fork")
+                                         num_workers=2, multiprocessing_context="fork", timeout=60)
     assert [d["video_id"] for d in loader] == ["v", "v"]
     assert mapper.bad_samples.total == 2 and mapper.num_skipped == 0  # counted in the workers, seen here
+
+
+def test_reading_leaves_no_decoded_frame_to_the_garbage_collector(tmp_path):
+    """A decoded frame kept alive by a reference cycle (PyAV's cached frame.side_data) is freed by a
+    later garbage collection, possibly in a forked data-loader worker, which then hung."""
+    import gc
+
+    path = tmp_path / "phone.mp4"
+    write_video(path, [orientation_frame()] * 12, rotation=90, hflip=True)
+    gc.collect()
+    probe_video(str(path))
+    read_video_frames(str(path), [3, 9])
+    scan_video(str(path))
+    list(iter_video_frames(str(path)))
+    assert [o for o in gc.get_objects() if type(o) is av.VideoFrame] == []
