@@ -167,9 +167,9 @@ class Trainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         kind = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
         if kind == "ava":
-            evaluators = [AVAEvaluator(dataset_name, output_folder)]
+            evaluators = [AVAEvaluator(dataset_name, output_folder, protocol=cfg.TEST.AVA_PROTOCOL)]
         elif kind == "ucf_jhmdb":
-            evaluators = [UCFJHMDBEvaluator(dataset_name, output_folder)]
+            evaluators = [UCFJHMDBEvaluator(dataset_name, output_folder, protocol=cfg.TEST.UCF_JHMDB_PROTOCOL)]
         else:
             raise NotImplementedError(f"no evaluator for dataset '{dataset_name}' (evaluator_type {kind!r}; expected 'ava' or 'ucf_jhmdb')")
         return DatasetEvaluators(evaluators) if len(evaluators) > 1 else evaluators[0]

@@ -7,6 +7,8 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .config_check import ConfigValueError, check_evad_cfg
+from .evaluation.ava import DEFAULT_PROTOCOL as AVA_DEFAULT_PROTOCOL
+from .evaluation.ucf_jhmdb import DEFAULT_PROTOCOL as UCF_JHMDB_DEFAULT_PROTOCOL
 
 __all__ = ["ConfigValueError", "add_evad_config", "check_evad_cfg", "get_evad_cfg"]
 
@@ -177,6 +179,13 @@ def add_evad_config(cfg):
     # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also accepts "full_model": clip the norm of all gradients together.
     # Autocast dtype when SOLVER.AMP.ENABLED (CUDA): "float16" (with a grad scaler) or "bfloat16".
     _C.SOLVER.AMP.PRECISION = "float16"
+
+    # ---------------------------------------------------------------- evaluation protocols
+    # AVA frame-mAP: "pyslowfast" (PySlowFast's ava_eval_helper, where EVAD's numbers come from)
+    # or "activitynet" (get_ava_performance.py); what differs: evad_d2.evaluation.ava.PROTOCOL_TABLE.
+    _C.TEST.AVA_PROTOCOL = AVA_DEFAULT_PROTOCOL
+    # UCF101-24 / JHMDB frame- and video-mAP: "act" (the ACT code behind published numbers) or "voc".
+    _C.TEST.UCF_JHMDB_PROTOCOL = UCF_JHMDB_DEFAULT_PROTOCOL
     return cfg
 
 
@@ -196,7 +205,7 @@ def get_evad_cfg(config_file=None, opts=(), freeze: bool = True):
     try:
         check_evad_cfg(cfg)
     except ConfigValueError as e:
-        source = f"{config_file} with overrides {list(opts)}" if opts else (config_file or "the default config")
+        source = (config_file or "the default config") + (f" with overrides {list(opts)}" if opts else "")
         raise ConfigValueError(f"{source}: {e}") from None
     if freeze:
         cfg.freeze()

@@ -11,6 +11,9 @@ import math
 from numbers import Integral, Real
 from typing import Optional
 
+from .evaluation.ava import PROTOCOLS as AVA_PROTOCOLS
+from .evaluation.ucf_jhmdb import PROTOCOLS as UCF_JHMDB_PROTOCOLS
+
 __all__ = ["ConfigValueError", "check_batch_split", "check_epoch_schedule", "check_evad_cfg", "check_optimizer_cfg"]
 
 IMPORTANCE_IMPLS = ("auto", "logsumexp", "recompute", "explicit")
@@ -240,4 +243,6 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
     _choice(cfg, "SOLVER.AMP.PRECISION", AMP_PRECISIONS)
     _int(cfg, "DATALOADER.NUM_WORKERS", 0)
     _int(cfg, "TEST.EVAL_PERIOD", 0, why="0 evaluates at the end only")
+    _choice(cfg, "TEST.AVA_PROTOCOL", AVA_PROTOCOLS)
+    _choice(cfg, "TEST.UCF_JHMDB_PROTOCOL", UCF_JHMDB_PROTOCOLS)
     _int(cfg, "SEED", -1, why="-1 draws a random seed")

@@ -32,7 +32,8 @@ from detectron2.utils.events import EventStorage
 # train_net importable).
 import test_checkpoint_official
 from test_checkpoint_videomae import build
-from test_predictor_demo import tiny_cfg, write_video
+from test_predictor_demo import load_demo, tiny_cfg, write_video
+from test_safe_pickle import RunsShellCommand
 from test_train_net import ROOT, TINY, generate_dataset, make_args, run_training
 
 import train_net
@@ -40,16 +41,6 @@ from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import CheckpointFormatError, DamagedCheckpointError, EVADCheckpointer, load_pickle_checkpoint
 from evad_d2.engine.predictor import EVADPredictor
 from evad_d2.utils.atomic_io import atomic_write, remove_stale_temporaries
-
-
-class RunsShellCommand:
-    """Pickles as ``os.system("touch MARKER")``: loading it with plain pickle makes the marker."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def write_crafted(path, marker):
@@ -202,11 +193,14 @@ def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path, caps
     # tools/demo.py builds its model through EVADPredictor.
     with pytest.raises(CheckpointFormatError, match="posix.system|nt.system"):
         EVADPredictor(tiny_cfg("MODEL.WEIGHTS", path))
+    video = tmp_path / "v.mp4"
+    write_video(video, [np.full((64, 96, 3), 90, np.uint8)] * 20)
+    demo_argv = ["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / "out.mp4"), "--no-progress"]
+    assert load_demo().main(demo_argv + ["MODEL.WEIGHTS", path]) == 2
+    assert "demo.py: error: MODEL.WEIGHTS:" in capsys.readouterr().err
     export = load_tool("export_model")
     assert export.main(["--config-file", TINY, "--output", str(tmp_path / "exported"), "MODEL.WEIGHTS", path]) == 2
     assert "refused to load" in capsys.readouterr().err
-    video = tmp_path / "v.mp4"
-    write_video(video, [np.full((64, 96, 3), 90, np.uint8)] * 20)
     vis = load_tool("visualize_pruning")
     argv = ["--config-file", TINY, "--input", str(video), "--output-dir", str(tmp_path / "vis"), "MODEL.WEIGHTS", path]
     assert vis.main(argv) == 2

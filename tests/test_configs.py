@@ -174,6 +174,9 @@ BAD_VALUES = [
     (["DATALOADER.NUM_WORKERS", "-1"], "DATALOADER.NUM_WORKERS = -1 is not allowed: it must be an integer >= 0"),
     (["TEST.EVAL_PERIOD", "-1"], "TEST.EVAL_PERIOD = -1 is not allowed: it must be an integer >= 0"),
     (["SEED", "-2"], "SEED = -2 is not allowed: it must be an integer >= -1"),
+    (["TEST.AVA_PROTOCOL", "act"], "TEST.AVA_PROTOCOL = 'act' is not allowed: it must be one of ['pyslowfast', 'activitynet']"),
+    (["TEST.UCF_JHMDB_PROTOCOL", "pyslowfast"],
+     "TEST.UCF_JHMDB_PROTOCOL = 'pyslowfast' is not allowed: it must be one of ['act', 'voc']"),
 ]
 
 
@@ -193,6 +196,7 @@ def test_every_default_and_edge_value_is_accepted():
         "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "1.0", "MODEL.EVAD.LOC.POOLER_SAMPLING_RATIO", "0",
         "MODEL.EVAD.NUM_ACTION_CLASSES", "1", "SOLVER.WARMUP_EPOCHS", "0.0", "SOLVER.STEP_EPOCHS", "()",
         "SOLVER.LAYER_DECAY", "1.0", "SEED", "-1", "SOLVER.OPTIMIZER", "adamw",
+        "TEST.AVA_PROTOCOL", "activitynet", "TEST.UCF_JHMDB_PROTOCOL", "voc",
     ]
     check_evad_cfg(get_evad_cfg(TINY, edges))
 

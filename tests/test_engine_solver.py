@@ -159,3 +159,25 @@ def test_cpu_model_with_several_processes_needs_gloo(monkeypatch):
     distributed.check_backend_for_device("cuda")  # NCCL is right for CUDA models
     monkeypatch.setattr(distributed.dist, "get_backend", lambda: "gloo")
     distributed.check_backend_for_device("cpu")
+
+
+def test_rng_state_saved_right_after_a_multi_process_load_keeps_every_process_state(monkeypatch, caplog):
+    """A resume at MAX_ITER redoes the final save with no gather in between: it must still hold
+    each process's state, not only the main process's."""
+    from detectron2.utils import comm
+
+    torch.manual_seed(1)
+    first = RNGState._local_state()
+    torch.manual_seed(2)
+    second = RNGState._local_state()
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(comm, "get_rank", lambda: 0)
+    monkeypatch.setattr(comm, "is_main_process", lambda: True)
+    rng = RNGState()
+    rng.load_state_dict({**first, "ranks": [first, second]})
+    with caplog.at_level("WARNING", logger="evad_d2"):
+        saved = rng.state_dict()
+    assert not caplog.records
+    assert [torch.equal(s["torch"], r["torch"]) for s, r in zip(saved["ranks"], [first, second])] == [True, True]
+    torch.rand(1)  # a draw after the load: the kept states are stale, so only the main one is saved
+    assert "ranks" not in rng.state_dict()

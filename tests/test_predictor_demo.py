@@ -580,7 +580,7 @@ def test_demo_variable_frame_rate_and_odd_size(demo, predictor, tmp_path):
 
 def test_demo_rejects_unreadable_input(demo, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
-    bad.write_bytes(os.urandom(2048))
+    bad.write_bytes(b"not a video file " * 128)  # fixed bytes: random ones may parse as some format
     args = ["--config-file", TINY, "--output", str(tmp_path / "o.mp4")]
     assert demo.main(args + ["--input", str(bad)]) == 2
     err = capsys.readouterr().err
@@ -633,3 +633,12 @@ def test_demo_cli_batch_size(demo, generated, tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.main(["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / "x.mp4"), "--batch-size", "0"])
     assert "--batch-size must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value", [("INPUT.SAMPLING_RATE", 0), ("MODEL.EVAD.NUM_ACTION_CLASSES", -3)])
+def test_predictor_checks_a_hand_built_config_naming_the_key(key, value):
+    """A config made with add_evad_config + merges (not get_evad_cfg) is checked before building."""
+    from evad_d2.config import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match=rf"config key {key} = {value} is not allowed"):
+        EVADPredictor(tiny_cfg(key, value))

@@ -9,12 +9,14 @@ import pytest
 from evad_d2.utils.safe_pickle import UnsafePickleError, restricted_load
 
 
-class _WritesMarker:
+class RunsShellCommand:
+    """Pickles as ``os.system("touch MARKER")``: loading it with plain pickle makes the marker."""
+
     def __init__(self, marker):
-        self.marker = marker
+        self.marker = str(marker)
 
     def __reduce__(self):
-        return (open, (self.marker, "w"))
+        return (os.system, (f"touch {self.marker}",))
 
 
 DATA = {
@@ -39,8 +41,8 @@ def test_numpy_and_builtin_data_round_trips_under_every_protocol(protocol):
 def test_crafted_pickle_is_refused_before_it_runs_and_the_error_names_file_and_global(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "crafted.pkl"
-    path.write_bytes(pickle.dumps({"model": _WritesMarker(str(marker))}))
-    with pytest.raises(UnsafePickleError, match=r"crafted\.pkl.*'(io|builtins)\.open'"):
+    path.write_bytes(pickle.dumps({"model": RunsShellCommand(marker)}))
+    with pytest.raises(UnsafePickleError, match=r"crafted\.pkl.*'(posix|nt)\.system'"):
         restricted_load(path)
     assert not marker.exists()
 

@@ -181,3 +181,10 @@ def test_amp_on_the_cpu_is_refused_before_anything_loads(tmp_path):
     # The dataset is not even registered: the AMP check comes first.
     with pytest.raises(ValueError, match="SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is 'cpu'"):
         train_net.Trainer(train_net.setup(args))
+
+
+@pytest.mark.parametrize("protocol", ["pyslowfast", "activitynet"])
+def test_trainer_builds_the_ava_evaluator_with_the_configured_protocol(dataset, protocol):
+    cfg = get_evad_cfg(TINY, ["TEST.AVA_PROTOCOL", protocol])
+    evaluator = train_net.Trainer.build_evaluator(cfg, dataset["val"], output_folder=None)
+    assert evaluator.protocol == protocol

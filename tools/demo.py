@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
+from evad_d2.checkpoint import CheckpointFormatError  # noqa: E402
 from evad_d2.data.ava_format import read_label_map  # noqa: E402
 from evad_d2.data.video_io import VideoReadError  # noqa: E402
 from evad_d2.engine import PRECISIONS  # noqa: E402
@@ -391,7 +392,11 @@ def main(argv=None) -> int:
         label_map = read_label_map(args.labelmap)
         ids = sorted(label_map)
         names = [label_map[i] for i in ids]
-    predictor = EVADPredictor(cfg, top_k=args.top_k, class_names=names, action_ids=ids, precision=args.precision)
+    try:
+        predictor = EVADPredictor(cfg, top_k=args.top_k, class_names=names, action_ids=ids, precision=args.precision)
+    except CheckpointFormatError as e:  # refused (would run code), damaged or foreign weights
+        print(f"demo.py: error: MODEL.WEIGHTS: {e}", file=sys.stderr)
+        return 2
     try:
         stats = run_demo(
             predictor,

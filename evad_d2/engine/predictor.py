@@ -28,6 +28,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
+from ..config_check import check_evad_cfg
 from ..data.transforms import apply_transform_to_clip, sample_clip_transform
 # Videos are decoded by the one path that training and the data validator use (frame times
 # from presentation timestamps, rotation metadata applied).
@@ -271,6 +272,7 @@ class EVADPredictor:
         precision: str = "fp32",
     ):
         check_precision(precision, "EVADPredictor precision")
+        check_evad_cfg(cfg)  # a config built by hand (not via get_evad_cfg) is checked too
         self.precision = precision
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)

@@ -78,6 +78,9 @@ class RNGState:
                 len(ranks), world, rank, rank % len(ranks),
             )
         self._load_local(ranks[rank % len(ranks)])
+        # A save right after this load (the final save redone by a resume at MAX_ITER) is of these
+        # same states: keep them for it, as a gather would have.
+        self._gathered = list(ranks) if comm.is_main_process() and len(ranks) == world else None
 
 
 def _same_state(a, b) -> bool:

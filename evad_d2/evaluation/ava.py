@@ -80,6 +80,7 @@ __all__ = [
     "round_decimals",
     "detection_rows",
     "PROTOCOLS",
+    "DEFAULT_PROTOCOL",
     "PROTOCOL_TABLE",
     "main",
 ]
@@ -87,6 +88,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("pyslowfast", "activitynet")
+DEFAULT_PROTOCOL = "pyslowfast"
 PROTOCOL_TABLE = """\
                         pyslowfast (default)              activitynet
 reference code          PySlowFast slowfast/utils/        ActivityNet Evaluation/
@@ -1181,7 +1183,7 @@ def evaluate_frame_map(
     class_ids: Sequence[int],
     *,
     excluded: Iterable[Tuple[str, int]] = (),
-    protocol: str = "pyslowfast",
+    protocol: str = DEFAULT_PROTOCOL,
     iou_threshold: float = 0.5,
     keyframes: Optional[Iterable[Tuple[str, int]]] = None,
 ) -> FrameMapResult:
@@ -1376,7 +1378,7 @@ def evaluate_ava_files(
     labelmap: str,
     exclusions: Optional[str] = None,
     *,
-    protocol: str = "pyslowfast",
+    protocol: str = DEFAULT_PROTOCOL,
     strict_classes: bool = False,
     keyframes: Optional[Iterable[Tuple[str, int]]] = None,
 ) -> Tuple[FrameMapResult, Dict[int, str]]:
@@ -1445,7 +1447,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", default=None, help="write {'mAP': x, 'per_class': {...}, 'warnings': [...]} here (percent)")
     parser.add_argument("--plot", default=None, help="write a per-class AP bar chart (PNG) here")
     parser.add_argument(
-        "--protocol", choices=PROTOCOLS, default="pyslowfast",
+        "--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
         help="pyslowfast: PySlowFast's ava_eval_helper.py (EVAD's numbers); activitynet: ActivityNet's "
         "get_ava_performance.py (see the table below)",
     )

@@ -16,6 +16,7 @@ from evad_d2.data.ava_format import read_exclusions
 from evad_d2.utils.atomic_io import atomic_write
 
 from .ava import (
+    DEFAULT_PROTOCOL,
     PROTOCOLS,
     detection_rows,
     evaluate_frame_map,
@@ -58,7 +59,7 @@ class AVAEvaluator(DatasetEvaluator):
         *,
         distributed: bool = True,
         only_processed_keyframes: bool = False,
-        protocol: str = "pyslowfast",
+        protocol: str = DEFAULT_PROTOCOL,
     ):
         """
         Args:
@@ -91,6 +92,11 @@ class AVAEvaluator(DatasetEvaluator):
         self._gt_file = meta.groundtruth_file
         self._exclusions_file = getattr(meta, "exclusions_file", None)
         self.reset()
+
+    @property
+    def protocol(self) -> str:
+        """The metric protocol this evaluator follows (see the ``protocol`` argument)."""
+        return self._protocol
 
     def reset(self):
         self._frames: List[Tuple[str, int, np.ndarray, np.ndarray, np.ndarray]] = []

@@ -702,6 +702,11 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
         self._names = list(getattr(meta, "action_classes", []))
         self.reset()
 
+    @property
+    def protocol(self) -> str:
+        """The metric protocol this evaluator follows (see the ``protocol`` argument)."""
+        return self._protocol
+
     def reset(self):
         self._frames = []
 
