@@ -17,9 +17,9 @@ import weakref
 from collections import OrderedDict
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import get_detection_dataset_dicts
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, default_argument_parser, default_setup, launch
 from detectron2.engine import hooks
 from detectron2.evaluation import DatasetEvaluators, verify_results
@@ -40,9 +40,9 @@ from evad_d2.engine import (
     create_ddp_model,
     resolve_epoch_schedule,
 )
-from evad_d2.utils.atomic_io import atomic_write
 from evad_d2.engine.checkpointing import ResumablePeriodicCheckpointer
 from evad_d2.evaluation import AVAEvaluator, UCFJHMDBEvaluator
+from evad_d2.utils.atomic_io import atomic_write
 
 logger = logging.getLogger("evad_d2")
 
