@@ -84,11 +84,14 @@ def add_evad_config(cfg):
     # ---------------------------------------------------------------- action classes
     # Number of action classes the classifier predicts (80 for AVA training).
     _C.MODEL.EVAD.NUM_ACTION_CLASSES = 80
-    # "decoder" (context refinement decoder) or "linear" (the paper's Table 1a baseline).
+    # Name of the action head in ACTION_HEAD_REGISTRY, or "decoder" (ContextRefinementHead, the
+    # context refinement decoder) or "linear" (LinearActionHead, the paper's Table 1a baseline).
     _C.MODEL.EVAD.ACTION_HEAD = "decoder"
 
     # ---------------------------------------------------------------- localization head (Sparse R-CNN)
     _C.MODEL.EVAD.LOC = CN()
+    # Name of the localization head in LOCALIZATION_HEAD_REGISTRY.
+    _C.MODEL.EVAD.LOC.NAME = "LocalizationHead"
     # Number of learnable proposals (n) and their feature width.
     _C.MODEL.EVAD.LOC.NUM_PROPOSALS = 100
     _C.MODEL.EVAD.LOC.HIDDEN_DIM = 256

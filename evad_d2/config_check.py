@@ -13,11 +13,11 @@ from typing import Optional
 
 from .evaluation.ava import PROTOCOLS as AVA_PROTOCOLS
 from .evaluation.ucf_jhmdb import PROTOCOLS as UCF_JHMDB_PROTOCOLS
+from .modeling.heads import ACTION_HEAD_REGISTRY, ACTION_HEAD_SHORT_NAMES, LOCALIZATION_HEAD_REGISTRY
 
 __all__ = ["ConfigValueError", "check_batch_split", "check_epoch_schedule", "check_evad_cfg", "check_optimizer_cfg"]
 
 IMPORTANCE_IMPLS = ("auto", "logsumexp", "recompute", "explicit")
-ACTION_HEADS = ("decoder", "linear")
 PROPOSAL_INITS = ("image", "grid")
 OPTIMIZERS = ("ADAMW", "SGD")
 CLIP_TYPES = ("value", "norm", "full_model")
@@ -75,6 +75,17 @@ def _choice(cfg, key: str, choices):
     v = _get(cfg, key)
     if v not in choices:
         _fail(key, v, f"one of {list(choices)}")
+    return v
+
+
+def _registered(cfg, key: str, registry, registry_name: str, short_names=()):
+    """A name in ``registry`` (or one of ``short_names``); the names are read when checking, so
+    that heads registered after import are accepted."""
+    v = _get(cfg, key)
+    if v not in short_names and v not in registry:
+        registered = sorted(name for name, _ in registry)
+        short = f"one of {list(short_names)} or " if short_names else ""
+        _fail(key, v, f"{short}a name in {registry_name} {registered}")
     return v
 
 
@@ -197,8 +208,9 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
 
     # ------------------------------------------------------------ heads
     _int(cfg, f"{e}.NUM_ACTION_CLASSES", 1)
-    _choice(cfg, f"{e}.ACTION_HEAD", ACTION_HEADS)
+    _registered(cfg, f"{e}.ACTION_HEAD", ACTION_HEAD_REGISTRY, "ACTION_HEAD_REGISTRY", ACTION_HEAD_SHORT_NAMES)
     loc = f"{e}.LOC"
+    _registered(cfg, f"{loc}.NAME", LOCALIZATION_HEAD_REGISTRY, "LOCALIZATION_HEAD_REGISTRY")
     _int(cfg, f"{loc}.NUM_PROPOSALS", 1)
     _int(cfg, f"{loc}.HIDDEN_DIM", 1)
     _int(cfg, f"{loc}.NUM_STAGES", 1)

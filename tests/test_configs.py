@@ -116,7 +116,10 @@ BAD_VALUES = [
     # heads
     (["MODEL.EVAD.NUM_ACTION_CLASSES", "0"], f"{E}.NUM_ACTION_CLASSES = 0 is not allowed: it must be an integer >= 1"),
     (["MODEL.EVAD.NUM_ACTION_CLASSES", "-3"], f"{E}.NUM_ACTION_CLASSES = -3 is not allowed: it must be an integer >= 1"),
-    (["MODEL.EVAD.ACTION_HEAD", "mlp"], f"{E}.ACTION_HEAD = 'mlp' is not allowed: it must be one of ['decoder', 'linear']"),
+    (["MODEL.EVAD.ACTION_HEAD", "mlp"], f"{E}.ACTION_HEAD = 'mlp' is not allowed: it must be one of ['decoder', 'linear']"
+     " or a name in ACTION_HEAD_REGISTRY ['ContextRefinementHead', 'LinearActionHead']"),
+    (["MODEL.EVAD.LOC.NAME", "SparseRCNN"],
+     f"{E}.LOC.NAME = 'SparseRCNN' is not allowed: it must be a name in LOCALIZATION_HEAD_REGISTRY ['LocalizationHead']"),
     (["MODEL.EVAD.LOC.NUM_PROPOSALS", "0"], f"{E}.LOC.NUM_PROPOSALS = 0 is not allowed: it must be an integer >= 1"),
     (["MODEL.EVAD.LOC.HIDDEN_DIM", "30"], f"{E}.LOC.HIDDEN_DIM = 30 is not allowed: it must be a multiple of {E}.LOC.NUM_HEADS = 4"),
     (["MODEL.EVAD.LOC.NUM_STAGES", "0"], f"{E}.LOC.NUM_STAGES = 0 is not allowed: it must be an integer >= 1"),
@@ -197,6 +200,7 @@ def test_every_default_and_edge_value_is_accepted():
         "MODEL.EVAD.NUM_ACTION_CLASSES", "1", "SOLVER.WARMUP_EPOCHS", "0.0", "SOLVER.STEP_EPOCHS", "()",
         "SOLVER.LAYER_DECAY", "1.0", "SEED", "-1", "SOLVER.OPTIMIZER", "adamw",
         "TEST.AVA_PROTOCOL", "activitynet", "TEST.UCF_JHMDB_PROTOCOL", "voc",
+        "MODEL.EVAD.ACTION_HEAD", "ContextRefinementHead", "MODEL.EVAD.LOC.NAME", "LocalizationHead",
     ]
     check_evad_cfg(get_evad_cfg(TINY, edges))
 

@@ -8,7 +8,13 @@ from detectron2.config import get_cfg
 from evad_d2.config import add_evad_config
 from evad_d2.modeling.backbone.pos_embed import sinusoid_table
 from evad_d2.modeling.backbone.pruning import keyframe_first_order
-from evad_d2.modeling.heads import ContextRefinementHead, LinearActionHead, build_action_head
+from evad_d2.modeling.heads import (
+    ACTION_HEAD_REGISTRY,
+    ACTION_HEAD_SHORT_NAMES,
+    ContextRefinementHead,
+    LinearActionHead,
+    build_action_head,
+)
 from evad_d2.modeling.heads.action import official_token_positions
 
 TINY = dict(
@@ -174,6 +180,25 @@ def test_build_from_config():
     cfg.MODEL.EVAD.ACTION_HEAD = "woo"
     with pytest.raises(ValueError, match="ACTION_HEAD"):
         build_action_head(cfg)
+
+
+def test_built_in_action_heads_are_registered_under_their_class_and_config_names():
+    assert ACTION_HEAD_REGISTRY.get("ContextRefinementHead") is ContextRefinementHead
+    assert ACTION_HEAD_REGISTRY.get("LinearActionHead") is LinearActionHead
+    assert ACTION_HEAD_SHORT_NAMES == {"decoder": "ContextRefinementHead", "linear": "LinearActionHead"}
+    cfg = add_evad_config(get_cfg())
+    cfg.MODEL.EVAD.DECODER.DEPTH = 1
+    for name, cls in [("decoder", ContextRefinementHead), ("linear", LinearActionHead),
+                      ("ContextRefinementHead", ContextRefinementHead), ("LinearActionHead", LinearActionHead)]:
+        cfg.MODEL.EVAD.ACTION_HEAD = name
+        assert type(build_action_head(cfg)) is cls, name
+    cfg.MODEL.EVAD.ACTION_HEAD = "woo"
+    with pytest.raises(ValueError) as err:
+        build_action_head(cfg)
+    assert str(err.value) == (
+        "MODEL.EVAD.ACTION_HEAD = 'woo' is neither one of ['decoder', 'linear'] nor a name in "
+        "ACTION_HEAD_REGISTRY ['ContextRefinementHead', 'LinearActionHead']"
+    )
 
 
 def official_style_decoder(head, tokens, index, grid, boxes, image_sizes):

@@ -7,7 +7,7 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 
 from evad_d2.config import add_evad_config
-from evad_d2.modeling.heads import LocalizationHead
+from evad_d2.modeling.heads import LOCALIZATION_HEAD_REGISTRY, LocalizationHead, build_localization_head
 
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
 LEVELS = ["p2", "p3", "p4", "p5"]
@@ -109,6 +109,22 @@ def test_from_config_reads_loc_keys_and_checks_channels():
     cfg.MODEL.EVAD.LOC.IN_FEATURES = ["p2", "res4"]
     with pytest.raises(ValueError, match="IN_FEATURES"):
         LocalizationHead(cfg, shapes)
+
+
+def test_localization_head_is_built_from_its_registry():
+    assert LOCALIZATION_HEAD_REGISTRY.get("LocalizationHead") is LocalizationHead
+    cfg = add_evad_config(get_cfg())
+    assert cfg.MODEL.EVAD.LOC.NAME == "LocalizationHead"
+    cfg.MODEL.EVAD.LOC.NUM_STAGES = 1
+    shapes = {n: ShapeSpec(channels=256, stride=s) for n, s in STRIDES.items()}
+    head = build_localization_head(cfg, shapes)
+    assert type(head) is LocalizationHead and len(head.stages) == 1
+    cfg.MODEL.EVAD.LOC.NAME = "SparseRCNNHead"
+    with pytest.raises(ValueError) as err:
+        build_localization_head(cfg, shapes)
+    assert str(err.value) == (
+        "MODEL.EVAD.LOC.NAME = 'SparseRCNNHead' is not a name in LOCALIZATION_HEAD_REGISTRY ['LocalizationHead']"
+    )
 
 
 def test_hidden_dim_must_match_channels():

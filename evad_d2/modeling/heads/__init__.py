@@ -1,13 +1,23 @@
 """EVAD's heads: query-based actor localization and action classification (paper 3.3)."""
-from .action import ContextRefinementHead, LinearActionHead, build_action_head
-from .localization import LocalizationHead
+from .action import (
+    ACTION_HEAD_REGISTRY,
+    ACTION_HEAD_SHORT_NAMES,
+    ContextRefinementHead,
+    LinearActionHead,
+    build_action_head,
+)
+from .localization import LOCALIZATION_HEAD_REGISTRY, LocalizationHead, build_localization_head
 from .roi_3d import extend_boxes, roi_align_3d
 
 __all__ = [
+    "ACTION_HEAD_REGISTRY",
+    "ACTION_HEAD_SHORT_NAMES",
     "ContextRefinementHead",
+    "LOCALIZATION_HEAD_REGISTRY",
     "LinearActionHead",
     "LocalizationHead",
     "build_action_head",
+    "build_localization_head",
     "extend_boxes",
     "roi_align_3d",
 ]

@@ -9,6 +9,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
+from detectron2.utils.registry import Registry
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
@@ -17,7 +18,36 @@ from ..backbone.pos_embed import resize_pos_table, sinusoid_table
 from ..backbone.pruning import restore_token_map
 from .roi_3d import extend_boxes, roi_align_3d
 
-__all__ = ["ContextRefinementHead", "LinearActionHead", "DecoderBlock", "ActionClassifier", "build_action_head"]
+__all__ = [
+    "ACTION_HEAD_REGISTRY",
+    "ACTION_HEAD_SHORT_NAMES",
+    "ActionClassifier",
+    "ContextRefinementHead",
+    "DecoderBlock",
+    "LinearActionHead",
+    "build_action_head",
+]
+
+ACTION_HEAD_REGISTRY = Registry("ACTION_HEAD")
+ACTION_HEAD_REGISTRY.__doc__ = """
+Registry for action heads, which classify the actions of each actor box from the encoder tokens.
+
+The head named by ``MODEL.EVAD.ACTION_HEAD`` (a registered name, or one of
+:data:`ACTION_HEAD_SHORT_NAMES`) is built with ``obj(cfg)`` and called as
+``head(tokens, token_index, grid, boxes, image_sizes)`` with
+
+* tokens: (B, M, MODEL.EVAD.EMBED_DIM) surviving encoder tokens (after the final norm), keyframe first;
+* token_index: (B, M) long, flat position of each token in the (T', H', W') token grid;
+* grid: (T', H', W') token grid of the (padded) clip;
+* boxes: (B, n, 4) absolute XYXY keyframe boxes (the localization head's last stage, detached);
+* image_sizes: (B, 2) float unpadded (h, w) of each clip.
+
+It must return a non-empty list of (B, n, MODEL.EVAD.NUM_ACTION_CLASSES) action logits, the final
+ones last (earlier entries are deeply supervised with MODEL.EVAD.LOSS.DEEP_SUPERVISION).
+"""
+
+# MODEL.EVAD.ACTION_HEAD's names for the built-in heads (those of the paper's Table 1a).
+ACTION_HEAD_SHORT_NAMES = {"decoder": "ContextRefinementHead", "linear": "LinearActionHead"}
 
 
 class DecoderBlock(nn.Module):
@@ -112,6 +142,7 @@ def official_token_positions(token_index: Tensor, num_keyframe: int) -> Tensor:
     return torch.cat([key, rest.sort(dim=1).values], dim=1)
 
 
+@ACTION_HEAD_REGISTRY.register()
 class ContextRefinementHead(nn.Module):
     """The context refinement decoder (CRD) with per-layer action classifiers."""
 
@@ -250,6 +281,7 @@ class ContextRefinementHead(nn.Module):
         return logits
 
 
+@ACTION_HEAD_REGISTRY.register()
 class LinearActionHead(nn.Module):
     """The paper's Table 1a "linear" baseline: a linear classifier on the 3D RoIAlign features."""
 
@@ -312,10 +344,14 @@ class LinearActionHead(nn.Module):
 
 
 def build_action_head(cfg) -> nn.Module:
-    """The action head named by ``MODEL.EVAD.ACTION_HEAD`` ("decoder" or "linear")."""
+    """The action head named by ``MODEL.EVAD.ACTION_HEAD``: a name in :data:`ACTION_HEAD_REGISTRY`
+    or one of :data:`ACTION_HEAD_SHORT_NAMES` ("decoder", "linear")."""
     name = cfg.MODEL.EVAD.ACTION_HEAD
-    if name == "decoder":
-        return ContextRefinementHead(cfg)
-    if name == "linear":
-        return LinearActionHead(cfg)
-    raise ValueError(f'MODEL.EVAD.ACTION_HEAD must be "decoder" or "linear", got {name!r}')
+    name = ACTION_HEAD_SHORT_NAMES.get(name, name)
+    if name not in ACTION_HEAD_REGISTRY:
+        registered = sorted(n for n, _ in ACTION_HEAD_REGISTRY)
+        raise ValueError(
+            f"MODEL.EVAD.ACTION_HEAD = {cfg.MODEL.EVAD.ACTION_HEAD!r} is neither one of "
+            f"{list(ACTION_HEAD_SHORT_NAMES)} nor a name in ACTION_HEAD_REGISTRY {registered}"
+        )
+    return ACTION_HEAD_REGISTRY.get(name)(cfg)

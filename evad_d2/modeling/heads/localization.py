@@ -13,10 +13,35 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
+from detectron2.utils.registry import Registry
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-__all__ = ["LocalizationHead", "LocalizationStage", "DynamicConv"]
+__all__ = [
+    "LOCALIZATION_HEAD_REGISTRY",
+    "DynamicConv",
+    "LocalizationHead",
+    "LocalizationStage",
+    "build_localization_head",
+]
+
+LOCALIZATION_HEAD_REGISTRY = Registry("LOCALIZATION_HEAD")
+LOCALIZATION_HEAD_REGISTRY.__doc__ = """
+Registry for actor localization heads, which predict person boxes on the keyframe from the neck's
+feature maps.
+
+The head named by ``MODEL.EVAD.LOC.NAME`` is built with ``obj(cfg, input_shape)``, where
+``input_shape`` is the backbone's ``output_shape()`` (Dict[str, ShapeSpec], e.g. p2..p6), and is
+called as ``head(features, image_sizes)`` with
+
+* features: the backbone's maps by name, each (B, C, H_l, W_l) (keyframe features);
+* image_sizes: (B, 2) float unpadded (h, w) of each clip.
+
+It must return ``(outputs, proposal_features)``: ``outputs`` a non-empty list with one dict per
+stage, the final stage last, each with "pred_logits" (B, n, 2) [person, no-object] logits and
+"pred_boxes" (B, n, 4) absolute XYXY boxes; ``proposal_features`` (B, n, D) of the last stage
+(EVAD does not use them).
+"""
 
 # detectron2's clamp for exp() of width/height deltas.
 _SCALE_CLAMP = math.log(1e5 / 16)
@@ -177,6 +202,7 @@ def initial_proposal_boxes(num_proposals: int, kind: str = "image") -> Tensor:
     raise ValueError(f"MODEL.EVAD.LOC.PROPOSAL_INIT must be 'image' or 'grid', got {kind!r}")
 
 
+@LOCALIZATION_HEAD_REGISTRY.register()
 class LocalizationHead(nn.Module):
     """Sparse R-CNN head with learnable proposals, pooling from the keyframe FPN levels.
 
@@ -342,3 +368,16 @@ class LocalizationHead(nn.Module):
             # Each stage learns a refinement of the previous boxes, not of the whole cascade.
             boxes = pred_boxes.detach()
         return outputs, pro_features
+
+
+def build_localization_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
+    """The localization head named by ``MODEL.EVAD.LOC.NAME`` in :data:`LOCALIZATION_HEAD_REGISTRY`.
+
+    Args:
+        input_shape: the backbone's ``output_shape()``.
+    """
+    name = cfg.MODEL.EVAD.LOC.NAME
+    if name not in LOCALIZATION_HEAD_REGISTRY:
+        registered = sorted(n for n, _ in LOCALIZATION_HEAD_REGISTRY)
+        raise ValueError(f"MODEL.EVAD.LOC.NAME = {name!r} is not a name in LOCALIZATION_HEAD_REGISTRY {registered}")
+    return LOCALIZATION_HEAD_REGISTRY.get(name)(cfg, input_shape)

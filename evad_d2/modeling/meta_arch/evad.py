@@ -11,7 +11,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
 from ..backbone import ViTSimpleFPN
-from ..heads import LocalizationHead, build_action_head
+from ..heads import build_action_head, build_localization_head
 from ..losses import SetCriterion
 
 __all__ = ["EVAD", "OFFICIAL_MODE", "clip_boxes"]
@@ -70,7 +70,7 @@ class EVAD(nn.Module):
         self,
         *,
         backbone: ViTSimpleFPN,
-        localization_head: LocalizationHead,
+        localization_head: nn.Module,
         action_head: nn.Module,
         criterion: SetCriterion,
         pixel_mean: Sequence[float],
@@ -82,8 +82,10 @@ class EVAD(nn.Module):
         """
         Args:
             backbone: the pruning ViT wrapped by the simple FPN.
-            localization_head: proposals -> per-stage person logits and boxes.
-            action_head: context refinement decoder or the linear baseline.
+            localization_head: proposals -> per-stage person logits and boxes (a head of
+                ``LOCALIZATION_HEAD_REGISTRY``; see its docstring for the call signature).
+            action_head: actor boxes and tokens -> per-layer action logits (a head of
+                ``ACTION_HEAD_REGISTRY``: the context refinement decoder, the linear baseline, ...).
             criterion: training losses.
             pixel_mean, pixel_std: per-channel normalisation of the input clip.
             score_thresh: person probability a proposal needs to be output.
@@ -125,7 +127,7 @@ class EVAD(nn.Module):
             raise ValueError(f"EVAD needs MODEL.BACKBONE.NAME 'ViTSimpleFPN' (pruning ViT + simple FPN), got {cfg.MODEL.BACKBONE.NAME!r}")
         return {
             "backbone": backbone,
-            "localization_head": LocalizationHead(cfg, backbone.output_shape()),
+            "localization_head": build_localization_head(cfg, backbone.output_shape()),
             "action_head": build_action_head(cfg),
             "criterion": SetCriterion(cfg),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
