@@ -101,10 +101,8 @@ class Trainer(DefaultTrainer):
                 f"SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is {cfg.MODEL.DEVICE!r}: "
                 "set SOLVER.AMP.ENABLED False to train on the CPU"
             )
-        precision = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(cfg.SOLVER.AMP.PRECISION)
-        if precision is None:
-            raise ValueError(f"SOLVER.AMP.PRECISION must be 'float16' or 'bfloat16', got {cfg.SOLVER.AMP.PRECISION!r}")
-        return precision
+        # The value was checked at load (config_check: "float16" or "bfloat16"), torch's dtype names.
+        return getattr(torch, cfg.SOLVER.AMP.PRECISION)
 
     def build_hooks(self):
         # Called by __init__ right after it made its checkpointer: swap in one that
