@@ -330,10 +330,8 @@ class EVADCheckpointer(DetectionCheckpointer):
             actual["MODEL.EVAD.KEYFRAME_WEIGHT"] = vit.keyframe_weight
         _, head = _named_instance(model, ContextRefinementHead)
         if head is not None:
-            actual["MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER"] = head.official_token_order
             actual["MODEL.EVAD.DECODER.ROI_EXTEND"] = list(head.roi_extend)
-        if hasattr(model, "keep_all_if_none"):
-            actual["MODEL.EVAD.LOC.KEEP_ALL_IF_NONE"] = model.keep_all_if_none
+        # The official token order and keep-all-if-none come with MODEL.EVAD.OFFICIAL_MODE below.
         if hasattr(model, "score_thresh"):
             actual["MODEL.EVAD.LOC.SCORE_THRESH_TEST"] = model.score_thresh
         if hasattr(model, "official_mode"):

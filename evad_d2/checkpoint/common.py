@@ -107,13 +107,15 @@ def _text_head(head: bytes) -> Optional[str]:
     return text.strip().splitlines()[0][:60] if text.strip() else text[:60]
 
 
-def checkpoint_file_problem(path: str) -> Optional[str]:
+def checkpoint_file_problem(path: str, *, verify_crc: bool = False) -> Optional[str]:
     """What is wrong with the torch checkpoint file ``path``, found without reading it whole.
 
     Catches what interrupted writes and mix-ups leave: a missing or empty file, a zip archive
     (torch's format) without its end (truncated: the archive's directory is at the end), text
     or other bytes that are neither a zip archive nor a pickle. A file that passes may still be
-    damaged inside; only loading it tells.
+    damaged inside; only loading it tells, or ``verify_crc``: every record of a zip checkpoint is
+    read and checked against its CRC-32 (torch.load does not, and loads a flipped bit in the tensor
+    data as a silently different weight; about as fast as the load).
 
     Returns:
         None if the file looks complete, else a phrase to follow the file name ("is empty ...").
@@ -128,16 +130,17 @@ def checkpoint_file_problem(path: str) -> Optional[str]:
         head = f.read(256)
     if head.startswith(_ZIP_MAGIC):
         try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
+            archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             return (
                 f"is truncated or damaged ({size} bytes; the end of the zip archive torch.save writes "
                 f"cannot be read: {e}): a save that was interrupted or an incomplete copy"
             )
-        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-            return f"is a zip archive but not a PyTorch checkpoint (no data.pkl among {names[:5]})"
-        return None
+        with archive:
+            names = archive.namelist()
+            if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                return f"is a zip archive but not a PyTorch checkpoint (no data.pkl among {names[:5]})"
+            return _zip_crc_problem(archive) if verify_crc else None
     if head.startswith(_PICKLE_PROTO):
         return None
     text = _text_head(head)
@@ -146,17 +149,15 @@ def checkpoint_file_problem(path: str) -> Optional[str]:
     return f"is neither a PyTorch checkpoint nor a pickle (it starts with the bytes {head[:8].hex(' ')})"
 
 
-def _zip_crc_problem(path: str) -> Optional[str]:
-    """Checks every record of a zip checkpoint against its CRC-32: torch.load does not, and loads a
-    flipped bit in the tensor data as a silently different weight. About as fast as the load."""
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            try:
-                with archive.open(info) as member:
-                    while member.read(1 << 24):
-                        pass
-            except (zipfile.BadZipFile, EOFError, zlib.error) as e:
-                return f"is damaged: its record {info.filename} fails the zip archive's check ({e})"
+def _zip_crc_problem(archive: zipfile.ZipFile) -> Optional[str]:
+    """The first record of ``archive`` whose bytes fail its CRC-32, as a phrase; None if all pass."""
+    for info in archive.infolist():
+        try:
+            with archive.open(info) as member:
+                while member.read(1 << 24):
+                    pass
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+            return f"is damaged: its record {info.filename} fails the zip archive's check ({e})"
     return None
 
 
@@ -181,11 +182,9 @@ def load_checkpoint_file(path: str) -> Any:
         DamagedCheckpointError: empty, truncated, text, corrupted (CRC), or otherwise unreadable.
         CheckpointFormatError: a readable file that needs globals ``weights_only`` refuses.
     """
-    problem = checkpoint_file_problem(path)
+    problem = checkpoint_file_problem(path, verify_crc=True)
     if problem == "does not exist":
         raise FileNotFoundError(f"{path}: checkpoint file not found")
-    if problem is None and zipfile.is_zipfile(path):
-        problem = _zip_crc_problem(path)
     if problem is not None:
         raise DamagedCheckpointError(f"{path} {problem}")
     try:
