@@ -17,7 +17,6 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, default_argument_parser, default_setup, launch
@@ -84,7 +83,9 @@ class Trainer(DefaultTrainer):
         if amp_precision is not None:
             self._trainer.precision = amp_precision
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # Reads VideoMAE / official-EVAD weights too and saves the RNG states (exact resume).
+        self._rng = RNGState()
+        self.checkpointer = EVADCheckpointer(cfg, model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), rng=self._rng)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -105,17 +106,10 @@ class Trainer(DefaultTrainer):
         return getattr(torch, cfg.SOLVER.AMP.PRECISION)
 
     def build_hooks(self):
-        # Called by __init__ right after it made its checkpointer: swap in one that
-        # also reads VideoMAE / official-EVAD weights and saves the RNG states (exact resume),
-        # before the checkpointing hook takes a reference to it.
-        rng = RNGState()
-        self.checkpointer = EVADCheckpointer(
-            self.cfg, self.checkpointer.model, self.cfg.OUTPUT_DIR, rng=rng, **self.checkpointer.checkpointables
-        )
         # First: every process hands its RNG state to the main process before that one saves.
         # detectron2's PeriodicCheckpointer becomes one that also completes a finished run resumed
         # after a kill during its final save (saves model_final.pth again).
-        return [GatherRNGStates(rng, self.cfg.SOLVER.CHECKPOINT_PERIOD)] + [
+        return [GatherRNGStates(self._rng, self.cfg.SOLVER.CHECKPOINT_PERIOD)] + [
             ResumablePeriodicCheckpointer(h.checkpointer, h.period, file_prefix=h.file_prefix)
             if type(h) is hooks.PeriodicCheckpointer
             else h

@@ -5,7 +5,7 @@ allowed range for the first value that cannot work (a sampling rate of 0 samples
 keyframe, a negative one a reversed clip; 0 action classes predicts nothing, ...). It is called by
 ``get_evad_cfg`` (so by ``train_net.py`` and every tool); code that builds a config by hand
 (``add_evad_config`` + merges) should call it before building a model. The check that depends on
-the number of processes takes ``world_size`` (``train_net.setup`` passes it).
+the number of processes, :func:`check_batch_split`, is called by ``train_net.setup``.
 """
 import math
 from numbers import Integral, Real
@@ -150,13 +150,11 @@ def check_epoch_schedule(cfg) -> None:
         _int(cfg, "SOLVER.WARMUP_ITERS", 0)
 
 
-def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
+def check_evad_cfg(cfg) -> None:
     """Raise a ConfigValueError for the first EVAD value that cannot work; return None if all can.
 
     Args:
         cfg: a config with EVAD's keys (``get_evad_cfg``/``add_evad_config``), frozen or not.
-        world_size: number of training processes; when given, SOLVER.IMS_PER_BATCH must split
-            evenly over them.
     """
     # ------------------------------------------------------------ input
     e = "MODEL.EVAD"
@@ -245,8 +243,6 @@ def check_evad_cfg(cfg, world_size: Optional[int] = None) -> None:
     # ------------------------------------------------------------ solver and loader
     check_optimizer_cfg(cfg)
     _int(cfg, "SOLVER.IMS_PER_BATCH", 1)
-    if world_size is not None:
-        check_batch_split(cfg, world_size)
     check_epoch_schedule(cfg)
     _real(cfg, "SOLVER.WARMUP_FACTOR", 0, 1)
     _choice(cfg, "SOLVER.WARMUP_METHOD", ("linear", "constant"))

@@ -9,6 +9,7 @@ from detectron2.modeling import build_model
 
 from evad_d2 import add_evad_config, get_evad_cfg
 from evad_d2.config import ConfigValueError, check_evad_cfg
+from evad_d2.config_check import check_batch_split
 from evad_d2.modeling.backbone import ViTSimpleFPN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,10 +208,10 @@ def test_every_default_and_edge_value_is_accepted():
 
 def test_batch_must_split_over_the_processes():
     cfg = get_evad_cfg(TINY, ["SOLVER.IMS_PER_BATCH", "3"])
-    check_evad_cfg(cfg, world_size=1)
-    check_evad_cfg(cfg, world_size=3)
+    check_batch_split(cfg, 1)
+    check_batch_split(cfg, 3)
     with pytest.raises(ConfigValueError, match=r"SOLVER.IMS_PER_BATCH = 3 is not allowed: it must be a multiple of the number of processes \(2\)"):
-        check_evad_cfg(cfg, world_size=2)
+        check_batch_split(cfg, 2)
 
 
 def test_config_check_errors_name_the_file_without_overrides(tmp_path):
