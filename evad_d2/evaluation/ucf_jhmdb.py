@@ -85,7 +85,7 @@ from iopath.common.file_io import g_pathmgr
 from evad_d2.utils.atomic_io import atomic_write
 from evad_d2.utils.safe_pickle import UnsafePickleError, restricted_load
 
-from .ava import match_detections, voc_average_precision
+from .ava import average_precision_in_order, match_detections
 from .plots import plot_per_class_ap
 
 __all__ = [
@@ -225,32 +225,18 @@ def box_iou(a: np.ndarray, b: np.ndarray, *, pixel_inclusive: bool = False) -> n
     """
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    if pixel_inclusive:
-        iw = np.maximum(0.0, np.minimum(a[:, None, 2] + 1, b[None, :, 2] + 1) - np.maximum(a[:, None, 0], b[None, :, 0]))
-        ih = np.maximum(0.0, np.minimum(a[:, None, 3] + 1, b[None, :, 3] + 1) - np.maximum(a[:, None, 1], b[None, :, 1]))
-        inter = iw * ih
-        area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-        area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return inter / (area_a[:, None] + area_b[None, :] - inter)
-    iw = np.maximum(0.0, np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]))
-    ih = np.maximum(0.0, np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]))
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return _pair_iou(a[:, None], b[None], pixel_inclusive)
 
 
 def _pair_iou(a: np.ndarray, b: np.ndarray, pixel_inclusive: bool) -> np.ndarray:
-    """IoU of (P, 4) boxes ``a[i]`` with ``b[i]`` -> (P,), the arithmetic of :func:`box_iou`."""
+    """IoU of boxes ``a[..., :]`` with ``b[..., :]`` (``(..., 4)``, broadcast) -> ``(...)``; the
+    rules of :func:`box_iou`."""
     one = 1.0 if pixel_inclusive else 0.0
-    iw = np.maximum(0.0, np.minimum(a[:, 2] + one, b[:, 2] + one) - np.maximum(a[:, 0], b[:, 0]))
-    ih = np.maximum(0.0, np.minimum(a[:, 3] + one, b[:, 3] + one) - np.maximum(a[:, 1], b[:, 1]))
+    iw = np.maximum(0.0, np.minimum(a[..., 2] + one, b[..., 2] + one) - np.maximum(a[..., 0], b[..., 0]))
+    ih = np.maximum(0.0, np.minimum(a[..., 3] + one, b[..., 3] + one) - np.maximum(a[..., 1], b[..., 1]))
     inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
-    area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
+    area_a = (a[..., 2] - a[..., 0] + one) * (a[..., 3] - a[..., 1] + one)
+    area_b = (b[..., 2] - b[..., 0] + one) * (b[..., 3] - b[..., 1] + one)
     union = area_a + area_b - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = inter / union
@@ -269,12 +255,6 @@ def act_average_precision(tp: np.ndarray, num_gt: int) -> float:
     precision = np.concatenate([[1.0], cum_tp / np.arange(1, len(tp) + 1)])
     recall = np.concatenate([[0.0], cum_tp / num_gt])
     return float(np.sum((recall[1:] - recall[:-1]) * (precision[1:] + precision[:-1]) * 0.5))
-
-
-def _voc_ranked_ap(tp: np.ndarray, num_gt: int) -> float:
-    """VOC all-point AP of detections in rank order (the curve in the order they were matched)."""
-    cum_tp = np.cumsum(np.asarray(tp, dtype=bool), dtype=np.float64)
-    return voc_average_precision(cum_tp / np.arange(1, len(cum_tp) + 1), cum_tp / num_gt)
 
 
 def _match_greedy_unmatched(gt_key, gt_boxes, det_key, det_boxes, order, iou_threshold) -> np.ndarray:
@@ -419,7 +399,7 @@ def frame_map(
             rank = np.empty(len(scores), dtype=np.int64)
             rank[order] = np.arange(len(scores))
             tp = match_detections(g_key, g_boxes, det_key, det_boxes, rank, iou_threshold)
-            aps[label] = _voc_ranked_ap(tp[order], len(g_key))
+            aps[label] = average_precision_in_order(tp[order], len(g_key))
     values = np.array(list(aps.values()))
     mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     return mean, aps
@@ -636,7 +616,7 @@ def video_map(
                 if ious[i][free[j]] >= thr:
                     taken[v][free[j]] = True
                     tp[rank] = True
-            aps[thr][label] = act_average_precision(tp, num_gt) if act else _voc_ranked_ap(tp, num_gt)
+            aps[thr][label] = act_average_precision(tp, num_gt) if act else average_precision_in_order(tp, num_gt)
     out = {}
     for thr in thresholds:
         values = np.array(list(aps[thr].values()))
