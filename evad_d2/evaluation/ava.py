@@ -241,7 +241,7 @@ def read_ava_csv(
             a ground-truth box with x2 < x1 or y2 < y1, an unknown class id or a non-finite score.
     """
     with g_pathmgr.open(path, "rb") as f:
-        data = _strip_bom(f.read())
+        data = f.read()
     if b'"' in data:
         # Quoted fields never occur in AVA files; normalise them through the csv module.
         data, line_map = _unquote_csv(data)
@@ -259,7 +259,7 @@ def _unquote_csv(data: bytes) -> Tuple[bytes, np.ndarray]:
     import csv
     import io
 
-    reader = csv.reader(io.StringIO(data.decode("utf-8")))
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig")))  # a byte-order mark is not data
     out, lines = [], []
     for row in reader:
         out.append(",".join(row))

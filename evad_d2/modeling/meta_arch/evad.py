@@ -116,12 +116,7 @@ class EVAD(nn.Module):
         if cfg.MODEL.EVAD.OFFICIAL_MODE:
             cfg = cfg.clone()
             cfg.defrost()
-            for key, value in OFFICIAL_MODE.items():
-                node = cfg
-                *parents, leaf = key.split(".")
-                for part in parents:
-                    node = node[part]
-                node[leaf] = value
+            cfg.merge_from_list([x for key_value in OFFICIAL_MODE.items() for x in key_value])
         backbone = build_backbone(cfg)
         if not isinstance(backbone, ViTSimpleFPN):
             raise ValueError(f"EVAD needs MODEL.BACKBONE.NAME 'ViTSimpleFPN' (pruning ViT + simple FPN), got {cfg.MODEL.BACKBONE.NAME!r}")
