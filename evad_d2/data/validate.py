@@ -57,7 +57,7 @@ def _check_videos(root, source, decode, used: "OrderedDict[str, tuple]", report)
                 # here reads in training, variable frame rates and rotation metadata included.
                 info = probe_video(path)
                 if decode == "full":
-                    scan_video(path, frame_rate=AVA_FRAME_RATE)
+                    scan_video(path, frame_rate=AVA_FRAME_RATE, info=info)
                 counts[video_id] = timeline_frame_count(info, AVA_FRAME_RATE)
             else:
                 frame_dir = os.path.join(root, "frames", video_id)

@@ -373,17 +373,18 @@ def iter_video_frames(path: str) -> Iterator[VideoFrame]:
         raise VideoReadError(path, "no frame decodes (empty, truncated or corrupt video)")
 
 
-def scan_video(path: str, *, frame_rate: float = TIMELINE_RATE) -> VideoScan:
+def scan_video(path: str, *, frame_rate: float = TIMELINE_RATE, info: Optional[VideoInfo] = None) -> VideoScan:
     """Decode the whole video once (the data validator's full check; slow on long videos).
 
     Uses the training reader's decoding and its rules: the video is good when every index of its
     ``frame_rate`` timeline (``timeline_frame_count`` of the header) is shown by a decoded frame.
+    ``info``: the video's :func:`probe_video`, when the caller has it (else it is probed here).
 
     Raises:
         VideoReadError: missing/corrupt file, a decoding error (with where it happened), no frame,
             unsupported rotation, or frames ending before the time the header promises (truncated).
     """
-    info = probe_video(path)
+    info = probe_video(path) if info is None else info
     container = _open(path)
     n, last, end = 0, None, Fraction(0)
     with container:
