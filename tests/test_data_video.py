@@ -466,7 +466,7 @@ def test_bad_sample_summary_after_each_epoch_and_at_the_end(caplog):
     from evad_d2.data.bad_samples import BadSampleCounter, LoadSkips
 
     counter, load = BadSampleCounter(), LoadSkips()
-    load.add("train.csv", 2, "vidB.mp4: video file not found")
+    load.add(2)
     hook = BadSampleSummary(counter, BadSampleSummary.iters_per_epoch_for(10, 4), load)  # 3 iterations/epoch
     hook.trainer = type("T", (), {"iter": 0})()
     with caplog.at_level(logging.INFO, logger="evad_d2"):

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional
 
 import torch
@@ -69,16 +69,13 @@ class BadSampleCounter:
 
 @dataclass
 class LoadSkips:
-    """Keyframes dropped as bad while datasets were loaded: ``(dataset file, keyframes, reason)``."""
+    """How many keyframes were dropped as bad while datasets were loaded (each one is logged,
+    with its file, line and reason, where it is dropped)."""
 
-    entries: List[tuple] = field(default_factory=list)
+    total: int = 0
 
-    def add(self, source: str, keyframes: int, reason: str) -> None:
-        self.entries.append((source, keyframes, reason))
-
-    @property
-    def total(self) -> int:
-        return sum(e[1] for e in self.entries)
+    def add(self, keyframes: int) -> None:
+        self.total += keyframes
 
 
 _load_skips: List[LoadSkips] = []

@@ -197,7 +197,6 @@ def load_ava_dataset(
     timeline = _VideoTimeline(source, root, index_video_files(os.path.join(root, "videos")), frame_rate)
     videos: Dict[str, Optional[dict]] = {}
     dicts, skipped = [], 0
-    bad_videos: Dict[str, str] = {}
     for (video_id, ts), rows in keyframes.items():
         if (video_id, ts) in excluded:
             continue
@@ -208,13 +207,10 @@ def load_ava_dataset(
                 if not skip_bad_videos:
                     raise VideoReadError(e.path, f"{str(e).split(': ', 1)[1]} (video of {gt_path}:{rows[0].line})") from None
                 logger.warning(f"Skipping the keyframes of video {video_id} (first at {gt_path}:{rows[0].line}): {e}")
-                bad_videos[video_id] = str(e)
                 videos[video_id] = None
         video = videos[video_id]
         if video is None:
             skipped += 1
-            if load_skips is not None:
-                load_skips.add(gt_path, 1, bad_videos[video_id])
             continue
         frame_index = keyframe_frame_index(ts, frame_rate=frame_rate, start_sec=video_start_sec)
         if not 0 <= frame_index < video["num_frames"]:
@@ -226,8 +222,6 @@ def load_ava_dataset(
                 raise AvaFormatError(gt_path, rows[0].line, msg)
             logger.warning(f"Skipping keyframe {gt_path}:{rows[0].line}: {msg}")
             skipped += 1
-            if load_skips is not None:
-                load_skips.add(gt_path, 1, msg)
             continue
         w, h = video["width"], video["height"]
         persons: "OrderedDict[tuple, dict]" = OrderedDict()
@@ -261,6 +255,8 @@ def load_ava_dataset(
                 "scores": np.array([p.extra if p.extra is not None else 1.0 for p in props], dtype=np.float32),
             }
         dicts.append(record)
+    if load_skips is not None:
+        load_skips.add(skipped)
     if not dicts and skipped:
         raise RuntimeError(
             f"every one of the {skipped} keyframes of {gt_path} was skipped as bad (SKIP_BAD_SAMPLES); "
