@@ -34,6 +34,7 @@ from fvcore.common.checkpoint import (
     get_unexpected_parameters_message,
 )
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..modeling.backbone import PruningVideoViT
 from ..modeling.heads import ContextRefinementHead
@@ -222,7 +223,10 @@ class EVADCheckpointer(DetectionCheckpointer):
 
     # ------------------------------------------------------------------ reading and converting
     def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
-        if path and "://" not in path and not os.path.isfile(path):
+        # Under DDP, detectron2's load first gathers which processes have the file (and loads where
+        # one lacks it, with a warning); raising here in one process only would hang the others.
+        distributed = isinstance(self.model, DistributedDataParallel)
+        if path and "://" not in path and not distributed and not os.path.isfile(path):
             # fvcore would assert; say which file and where the name came from.
             raise FileNotFoundError(f"{path}: checkpoint file not found (from MODEL.WEIGHTS or {LAST_CHECKPOINT})")
         try:
