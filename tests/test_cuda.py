@@ -6,22 +6,18 @@ On a machine with a GPU, ``make test`` runs these with the rest; ``pytest -m cud
 only these.
 """
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, TESTS)
-from test_meta_arch import build, random_clip, training_input  # noqa: E402
-from test_predictor_demo import tiny_cfg, load_demo  # noqa: E402
-from test_tools import TINY, run_tool  # noqa: E402
-from test_train_net import generate_dataset, make_args, run_training  # noqa: E402
+from tests.modeling.test_meta_arch import build, random_clip, training_input
+from tests.engine.test_predictor import tiny_cfg, load_demo
+from tests.test_tools import TINY, run_tool
+from tests.test_train_net import generate_dataset, make_args, run_training
 
-from evad_d2.engine import autocast_for  # noqa: E402
-from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
+from evad_d2.engine import autocast_for
+from evad_d2.engine.predictor import EVADPredictor
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -152,7 +148,7 @@ def test_predictor_on_cuda_matches_cpu(precision, exact_fp32):
 
 
 def test_demo_on_cuda_in_fp16_with_batches(tmp_path):
-    from test_predictor_demo import decode, write_video
+    from tests.engine.test_predictor import decode, write_video
 
     video, out, js = tmp_path / "in.mp4", tmp_path / "out.mp4", tmp_path / "out.json"
     rng = np.random.default_rng(0)

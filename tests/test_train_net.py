@@ -12,10 +12,9 @@ from detectron2.engine import HookBase, default_argument_parser
 from detectron2.utils.events import EventStorage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import train_net  # noqa: E402
-from evad_d2 import get_evad_cfg  # noqa: E402
-from evad_d2.data import register_ava  # noqa: E402
+import train_net
+from evad_d2 import get_evad_cfg
+from evad_d2.data import register_ava
 
 TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
 

@@ -28,7 +28,7 @@ from evad_d2.engine.predictor import EVADPredictor, KeyframeClipSampler, VideoFr
 from evad_d2.evaluation.ava import main as ava_eval_main
 from evad_d2.utils.video_visualizer import color_for_id
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 GREY = 128
 

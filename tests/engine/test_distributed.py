@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -22,13 +21,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from test_evaluation_ucf_jhmdb import _gt, _write  # noqa: E402
-from test_train_net import generate_dataset, make_args, register_dataset, train_net  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.evaluation.test_ucf_jhmdb import _gt, _write
+from tests.test_train_net import generate_dataset, make_args, register_dataset, train_net
 
-from evad_d2.evaluation import UCFJHMDBEvaluator  # noqa: E402
-from evad_d2.evaluation.ucf_jhmdb import load_gt_pickle  # noqa: E402
+from evad_d2.evaluation import UCFJHMDBEvaluator
+from evad_d2.evaluation.ucf_jhmdb import load_gt_pickle
 
 PREFIX = "dist_test"
 

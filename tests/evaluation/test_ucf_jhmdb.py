@@ -15,7 +15,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
-from test_safe_pickle import RunsShellCommand
+from tests.utils.test_safe_pickle import RunsShellCommand
 
 from evad_d2.data import load_ucf_jhmdb_dataset, register_ucf_jhmdb
 from evad_d2.evaluation.ucf_jhmdb import (

@@ -15,7 +15,7 @@ from evad_d2.data.ava_format import read_label_map
 from evad_d2.data.validate import main as validate_main
 from evad_d2.data.validate import validate_ava_root
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "datasets", "generate_ava_like.py")
 
 

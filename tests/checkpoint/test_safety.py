@@ -28,13 +28,13 @@ import torch
 import yaml
 from detectron2.utils.events import EventStorage
 
-# Shared helpers of the other test modules (pytest puts tests/ on sys.path; test_train_net makes
-# train_net importable).
-import test_checkpoint_official
-from test_checkpoint_videomae import build
-from test_predictor_demo import load_demo, tiny_cfg, write_video
-from test_safe_pickle import RunsShellCommand
-from test_train_net import ROOT, TINY, generate_dataset, make_args, run_training
+# Shared helpers of the other test modules (tests/ is a package; the repository root, on sys.path
+# as the package's parent, makes train_net importable).
+from tests.checkpoint import test_official_evad as test_checkpoint_official
+from tests.checkpoint.test_videomae import build
+from tests.engine.test_predictor import load_demo, tiny_cfg, write_video
+from tests.utils.test_safe_pickle import RunsShellCommand
+from tests.test_train_net import ROOT, TINY, generate_dataset, make_args, run_training
 
 import train_net
 from evad_d2 import get_evad_cfg

@@ -24,7 +24,7 @@ from evad_d2.checkpoint import (
 from evad_d2.checkpoint.official_evad import roi_extension_note
 from evad_d2.config import add_evad_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VIT_B_CONFIG = os.path.join(REPO, "configs", "AVA", "v2.2", "EVAD_ViT-B_K400_rho0.7_224.yaml")
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 

@@ -19,7 +19,7 @@ from evad_d2.config import add_evad_config
 from evad_d2.modeling.backbone import PruningVideoViT
 from evad_d2.modeling.backbone.pos_embed import sinusoid_table
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 DIM, DEPTH = 48, 4  # the tiny config's ViT
 

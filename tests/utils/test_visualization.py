@@ -18,7 +18,7 @@ from evad_d2.utils.pruning_vis import inspect_clip, render_decoder_attention, re
 from evad_d2.utils.tracking import IoUTracker, box_iou
 from evad_d2.utils.video_visualizer import PALETTE, color_for_id, draw_actors
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 

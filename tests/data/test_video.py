@@ -526,7 +526,7 @@ def test_training_with_skip_bad_samples_logs_every_skip_to_log_txt(tmp_path):
     """DATASETS.AVA.SKIP_BAD_SAMPLES through train_net: a video that does not open is dropped at
     load, a truncated one is skipped clip by clip, each skip and the epoch summaries are in
     OUTPUT_DIR/log.txt; with every video bad, training stops with an error that says so."""
-    from test_train_net import generate_dataset, make_args, run_training
+    from tests.test_train_net import generate_dataset, make_args, run_training
 
     root = tmp_path / "ava_like"
     names = generate_dataset(root, "skiptest")
@@ -574,7 +574,7 @@ def test_demo_on_a_rotated_variable_frame_rate_phone_video(tmp_path):
     times from the timestamps."""
     import json
 
-    from test_predictor_demo import TINY, load_demo
+    from tests.engine.test_predictor import TINY, load_demo
 
     video = tmp_path / "phone.mp4"
     write_video(video, [coded_frame(i) for i in range(len(VFR_MS))], times_ms=VFR_MS, rotation=-90)

@@ -9,11 +9,10 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from test_meta_arch import build, random_clip, tiny_cfg  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.modeling.test_meta_arch import build, random_clip
 
-from evad_d2.export import EXPORT_FORMATS, ExportableEVAD, export_evad, load_exported  # noqa: E402
+from evad_d2.export import EXPORT_FORMATS, ExportableEVAD, export_evad, load_exported
 
 T, H, W = 8, 64, 96  # the test clips of test_meta_arch
 

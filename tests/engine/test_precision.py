@@ -5,18 +5,16 @@ these tests catch dtype mismatches and half-precision overflow in EVAD's own cod
 """
 import functools
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from test_meta_arch import build, random_clip, training_input  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.modeling.test_meta_arch import build, random_clip, training_input
 
-from evad_d2.engine import PRECISIONS, autocast_for, check_precision  # noqa: E402
-from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
+from evad_d2.engine import PRECISIONS, autocast_for, check_precision
+from evad_d2.engine.predictor import EVADPredictor
 
 # Largest differences to fp32 accepted per precision: (box px on a 64x96 clip, probabilities, losses rel.)
 # Measured with oneDNN limited to AVX2, AVX-512 and AVX-512-BF16 kernels and without oneDNN, all
@@ -198,7 +196,7 @@ def test_inference_under_autocast_outputs_float32_close_to_fp32(precision):
 
 
 def test_predictor_precision_option():
-    from test_predictor_demo import tiny_cfg
+    from tests.engine.test_predictor import tiny_cfg
 
     torch.manual_seed(0)
     fp32 = EVADPredictor(tiny_cfg())
