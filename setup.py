@@ -15,6 +15,8 @@ setup(
         "timm>=0.9",
         "av>=12",
         "scipy>=1.10",
+        "pyarrow>=14,<23",
+        "safetensors",
         "matplotlib",
         "tqdm",
     ],
