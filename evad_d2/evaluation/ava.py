@@ -65,6 +65,8 @@ from iopath.common.file_io import g_pathmgr
 from evad_d2.data.ava_format import AvaFormatError, read_exclusions, read_label_map
 from evad_d2.utils.atomic_io import atomic_write
 
+from .ap import average_precision_in_order, match_detections, ranked_average_precision
+
 __all__ = [
     "AvaBoxes",
     "FrameMapResult",
@@ -72,10 +74,6 @@ __all__ = [
     "evaluate_frame_map",
     "evaluate_person_ap",
     "evaluate_ava_files",
-    "voc_average_precision",
-    "ranked_average_precision",
-    "average_precision_in_order",
-    "match_detections",
     "parse_ava_csv_bytes",
     "round_decimals",
     "detection_rows",
@@ -943,106 +941,6 @@ def _byte_matrix(items: List[str]) -> Tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- metrics
-
-
-def voc_average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
-    """Area under the precision/recall curve with precision made monotone (VOCdevkit, all points).
-
-    Args:
-        precision, recall: (K,) arrays at each rank, recall non-decreasing.
-    """
-    if precision.size == 0:
-        return 0.0
-    recall = np.concatenate([[0.0], recall, [1.0]])
-    precision = np.concatenate([[0.0], precision, [0.0]])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    idx = np.flatnonzero(recall[1:] != recall[:-1]) + 1
-    return float(np.sum((recall[idx] - recall[idx - 1]) * precision[idx]))
-
-
-def ranked_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
-    """VOC AP of detections ranked as the official code ranks them (``argsort(scores)[::-1]``).
-
-    That order can put tied detections in another order than they were matched in (the
-    official frame-mAP does so, and its protocols keep it); APs of our own use
-    :func:`average_precision_in_order` with the matching order instead.
-    """
-    return average_precision_in_order(tp[np.argsort(scores)[::-1]], num_gt)
-
-
-def average_precision_in_order(tp: np.ndarray, num_gt: int) -> float:
-    """VOC AP of detections already in rank order (the order they were matched in).
-
-    Args:
-        tp: (N,) bool, true-positive flag of each detection, best ranked first.
-        num_gt: number of ground-truth instances.
-    """
-    tp = np.asarray(tp).astype(np.int64)
-    cum_tp = np.cumsum(tp)
-    cum_fp = np.cumsum(1 - tp)
-    precision = cum_tp.astype(np.float64) / (cum_tp + cum_fp)
-    recall = cum_tp.astype(np.float64) / num_gt
-    return voc_average_precision(precision, recall)
-
-
-def match_detections(gt_group, gt_boxes, det_group, det_boxes, det_rank, iou_threshold) -> np.ndarray:
-    """True-positive flags of detections, matched within groups (frame x class).
-
-    Each detection takes its group's ground-truth box of highest IoU (first on ties, in the
-    given ground-truth order); it is a true positive if the IoU reaches the threshold and no
-    detection of lower ``det_rank`` took the same box.
-
-    Args:
-        gt_group: (M,) int64 group of each ground-truth box, ground truth sorted by group.
-        gt_boxes: (M, 4) x1, y1, x2, y2.
-        det_group: (N,) int64.
-        det_boxes: (N, 4).
-        det_rank: (N,) int64 matching order (lower first), unique.
-    Returns:
-        (N,) bool.
-    """
-    n = len(det_group)
-    tp = np.zeros(n, dtype=bool)
-    if n == 0 or len(gt_group) == 0:
-        return tp
-    lo = np.searchsorted(gt_group, det_group, "left")
-    hi = np.searchsorted(gt_group, det_group, "right")
-    counts = hi - lo
-    has = counts > 0
-    dets = np.flatnonzero(has)
-    if len(dets) == 0:
-        return tp
-    c = counts[dets]
-    pair_det = np.repeat(dets, c)
-    seg_start = np.cumsum(c) - c
-    pair_gt = lo[pair_det] + (np.arange(len(pair_det)) - np.repeat(seg_start, c))
-    d, g = det_boxes[pair_det], gt_boxes[pair_gt]
-    # Same arithmetic, in the same order, as the official np_box_ops.iou on [y1, x1, y2, x2].
-    ih = np.maximum(0.0, np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]))
-    iw = np.maximum(0.0, np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]))
-    inter = ih * iw
-    area_d = (d[:, 3] - d[:, 1]) * (d[:, 2] - d[:, 0])
-    area_g = (g[:, 3] - g[:, 1]) * (g[:, 2] - g[:, 0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / (area_d + area_g - inter)
-    iou = np.where(np.isnan(iou), np.inf, iou)  # np.argmax picks a NaN first; keep that.
-    seg_max = np.maximum.reduceat(iou, seg_start)
-    is_max = iou == np.repeat(seg_max, c)
-    cand = np.flatnonzero(is_max)
-    first = np.ones(len(cand), dtype=bool)
-    first[1:] = pair_det[cand[1:]] != pair_det[cand[:-1]]
-    best = cand[first]  # one pair per detection with candidates, in detection order
-    best_det, best_gt, best_iou = pair_det[best], pair_gt[best], iou[best]
-    ok = (best_iou >= iou_threshold) & np.isfinite(best_iou)
-    best_det, best_gt = best_det[ok], best_gt[ok]
-    if len(best_det) == 0:
-        return tp
-    order = np.lexsort((det_rank[best_det], best_gt))
-    sg = best_gt[order]
-    winner = np.ones(len(sg), dtype=bool)
-    winner[1:] = sg[1:] != sg[:-1]
-    tp[best_det[order][winner]] = True
-    return tp
 
 
 def _frame_keys(gt: AvaBoxes, det: AvaBoxes, excluded: Iterable[Tuple[str, int]]):

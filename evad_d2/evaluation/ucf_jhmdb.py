@@ -85,7 +85,7 @@ from iopath.common.file_io import g_pathmgr
 from evad_d2.utils.atomic_io import atomic_write
 from evad_d2.utils.safe_pickle import UnsafePickleError, restricted_load
 
-from .ava import average_precision_in_order, match_detections
+from .ap import act_average_precision, average_precision_in_order, box_iou, match_detections, paired_box_iou
 from .plots import plot_per_class_ap
 
 __all__ = [
@@ -97,8 +97,6 @@ __all__ = [
     "load_gt_pickle",
     "split_videos",
     "test_videos",
-    "box_iou",
-    "act_average_precision",
     "FrameDetections",
     "frame_map",
     "Tube",
@@ -215,48 +213,6 @@ def test_videos(gt: Dict, split: int = 1) -> List[str]:
     return split_videos(gt, "test", split - 1)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray, *, pixel_inclusive: bool = False) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) x1, y1, x2, y2 boxes -> (N, M).
-
-    Args:
-        pixel_inclusive: ACT's IoU, widths and heights ``x2 - x1 + 1`` (same arithmetic as its
-            ``iou2d``; a zero union gives NaN there and here). Else continuous coordinates
-            (``x2 - x1``; a zero union gives 0).
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    return _pair_iou(a[:, None], b[None], pixel_inclusive)
-
-
-def _pair_iou(a: np.ndarray, b: np.ndarray, pixel_inclusive: bool) -> np.ndarray:
-    """IoU of boxes ``a[..., :]`` with ``b[..., :]`` (``(..., 4)``, broadcast) -> ``(...)``; the
-    rules of :func:`box_iou`."""
-    one = 1.0 if pixel_inclusive else 0.0
-    iw = np.maximum(0.0, np.minimum(a[..., 2] + one, b[..., 2] + one) - np.maximum(a[..., 0], b[..., 0]))
-    ih = np.maximum(0.0, np.minimum(a[..., 3] + one, b[..., 3] + one) - np.maximum(a[..., 1], b[..., 1]))
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0] + one) * (a[..., 3] - a[..., 1] + one)
-    area_b = (b[..., 2] - b[..., 0] + one) * (b[..., 3] - b[..., 1] + one)
-    union = area_a + area_b - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / union
-    return iou if pixel_inclusive else np.where(union > 0, iou, 0.0)
-
-
-def act_average_precision(tp: np.ndarray, num_gt: int) -> float:
-    """ACT's AP of detections in rank order: trapezoid rule over (R_i, P_i) from (0, 1).
-
-    Args:
-        tp: (N,) true-positive flags, best-ranked first.
-        num_gt: G, the number of ground-truth boxes or tubes (> 0).
-    """
-    tp = np.asarray(tp, dtype=bool)
-    cum_tp = np.cumsum(tp, dtype=np.float64)
-    precision = np.concatenate([[1.0], cum_tp / np.arange(1, len(tp) + 1)])
-    recall = np.concatenate([[0.0], cum_tp / num_gt])
-    return float(np.sum((recall[1:] - recall[:-1]) * (precision[1:] + precision[:-1]) * 0.5))
-
-
 def _match_greedy_unmatched(gt_key, gt_boxes, det_key, det_boxes, order, iou_threshold) -> np.ndarray:
     """ACT's frame matching: detections in ``order`` take the best not yet taken box of their group.
 
@@ -292,7 +248,7 @@ def _match_greedy_unmatched(gt_key, gt_boxes, det_key, det_boxes, order, iou_thr
         seg_start = np.cumsum(counts) - counts
         local = np.repeat(np.arange(len(dets)), counts)
         pair_gt = lo[dets][local] + (np.arange(len(local)) - seg_start[local])
-        iou = _pair_iou(gt_boxes[pair_gt], det_boxes[dets][local], True)
+        iou = paired_box_iou(gt_boxes[pair_gt], det_boxes[dets][local], True)
         free = ~taken[pair_gt]
         nan = np.isnan(iou) & free
         value = np.where(free & ~nan, iou, -np.inf)
@@ -532,7 +488,7 @@ def tube_iou(a: np.ndarray, b: np.ndarray, *, pixel_inclusive: bool = False) -> 
     common, ia, ib = np.intersect1d(a[:, 0], b[:, 0], assume_unique=True, return_indices=True)
     if len(common) == 0:
         return 0.0
-    ious = _pair_iou(a[ia, 1:5], b[ib, 1:5], pixel_inclusive)
+    ious = paired_box_iou(a[ia, 1:5], b[ib, 1:5], pixel_inclusive)
     return float(inter / union * ious.mean())
 
 

@@ -23,8 +23,8 @@ from evad_d2.evaluation.ava import (
     main,
     read_ava_csv,
     round_decimals,
-    voc_average_precision,
 )
+from evad_d2.evaluation.ap import voc_average_precision
 from evad_d2.evaluation.ava_evaluator import AVAEvaluator
 
 A = (0.1, 0.1, 0.4, 0.9)

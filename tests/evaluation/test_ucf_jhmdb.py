@@ -18,6 +18,7 @@ from detectron2.structures import Boxes, Instances
 from tests.utils.test_safe_pickle import RunsShellCommand
 
 from evad_d2.data import load_ucf_jhmdb_dataset, register_ucf_jhmdb
+from evad_d2.evaluation.ap import act_average_precision, box_iou
 from evad_d2.evaluation.ucf_jhmdb import (
     ACT_TUBE_NMS_OVERLAP,
     DEFAULT_PROTOCOL,
@@ -26,8 +27,6 @@ from evad_d2.evaluation.ucf_jhmdb import (
     GTPickleError,
     Tube,
     UCFJHMDBEvaluator,
-    act_average_precision,
-    box_iou,
     frame_map,
     link_tubes,
     load_gt_pickle,

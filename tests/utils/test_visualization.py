@@ -15,7 +15,8 @@ from evad_d2 import add_evad_config
 from evad_d2.modeling.backbone.attention import PruningAttention
 from evad_d2.modeling.backbone.pruning import num_kept_tokens
 from evad_d2.utils.pruning_vis import inspect_clip, render_decoder_attention, render_pruning_grid
-from evad_d2.utils.tracking import IoUTracker, box_iou
+from evad_d2.evaluation.ap import box_iou
+from evad_d2.utils.tracking import IoUTracker
 from evad_d2.utils.video_visualizer import PALETTE, color_for_id, draw_actors
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
