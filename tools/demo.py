@@ -37,29 +37,30 @@ import math
 import os
 import sys
 from collections import deque
-from fractions import Fraction
 from time import perf_counter
 from typing import Dict, List, Optional
 
-import numpy as np
 from detectron2.utils.logger import setup_logger
-from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.checkpoint import CheckpointFormatError  # noqa: E402
 from evad_d2.data.ava_format import read_label_map  # noqa: E402
-from evad_d2.data.video_io import VideoReadError  # noqa: E402
+from evad_d2.data.video import KeyframeBatcher, Mp4Writer, VideoReadError, iter_video_frames, probe_video  # noqa: E402
 from evad_d2.engine import PRECISIONS  # noqa: E402
-from evad_d2.engine.predictor import EVADPredictor, KeyframeBatcher, iter_video_frames, video_stream_info  # noqa: E402
+from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
 from evad_d2.utils.tracking import IoUTracker  # noqa: E402
 from evad_d2.utils.video_visualizer import draw_actors  # noqa: E402
 
 logger = logging.getLogger("evad_d2.demo")
 
-# Output stream time base: 90 kHz, the MPEG clock, represents any input timing closely.
-_OUT_TIME_BASE = Fraction(1, 90000)
+def video_stream_info(path: str):
+    """The input's header (``probe_video``), its rate rounded to a denominator <= 1001."""
+    if not os.path.isfile(path):
+        raise VideoReadError(path, "input video not found")
+    info = probe_video(path)
+    return info.num_frames, info.fps.limit_denominator(1001)
 
 
 def get_parser():
@@ -115,54 +116,6 @@ def setup_cfg(args):
     if args.score_thresh is not None:
         opts += ["MODEL.EVAD.LOC.SCORE_THRESH_TEST", args.score_thresh]
     return get_evad_cfg(args.config_file, opts)
-
-
-class Mp4Writer:
-    """H.264 mp4 writer that keeps each frame's presentation time (variable frame rate safe).
-
-    yuv420p needs even sizes: an odd width or height is padded by repeating the last column/row.
-    """
-
-    def __init__(self, path: str, width: int, height: int, fps: Fraction, crf: int = 20):
-        import av
-
-        self.width, self.height = width, height
-        self.out_width, self.out_height = width + width % 2, height + height % 2
-        try:
-            self.container = av.open(path, "w", format="mp4")
-        except Exception as e:  # PyAV/OS errors for a bad output path
-            raise OSError(f"{path}: cannot create the output video: {e}") from None
-        self.stream = self.container.add_stream("libx264", rate=fps)
-        self.stream.width, self.stream.height = self.out_width, self.out_height
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.time_base = _OUT_TIME_BASE
-        self.stream.codec_context.time_base = _OUT_TIME_BASE
-        self.stream.options = {"crf": str(crf)}
-        self._last_pts = -1
-        self.num_frames = 0
-
-    def write(self, image: np.ndarray, time: float) -> None:
-        import av
-
-        if image.shape[:2] != (self.height, self.width):
-            # Streams may change resolution mid-way; the output keeps the first frame's size.
-            image = np.asarray(Image.fromarray(image).resize((self.width, self.height), Image.BILINEAR))
-        if (self.out_height, self.out_width) != image.shape[:2]:
-            image = np.pad(
-                image, ((0, self.out_height - self.height), (0, self.out_width - self.width), (0, 0)), mode="edge"
-            )
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        pts = max(int(round(time / _OUT_TIME_BASE)), self._last_pts + 1)
-        frame.pts, frame.time_base = pts, _OUT_TIME_BASE
-        self._last_pts = pts
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-        self.num_frames += 1
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
 
 
 class JsonKeyframeWriter:
@@ -276,8 +229,8 @@ def run_demo(
     Raises:
         VideoReadError: naming the input when it cannot be decoded.
     """
-    info = video_stream_info(input_path)
-    sampler = predictor.clip_sampler(float(info.fps), keyframe_stride)
+    num_frames, fps = video_stream_info(input_path)
+    sampler = predictor.clip_sampler(float(fps), keyframe_stride)
     batcher = KeyframeBatcher(predictor, batch_size)
     tracker = IoUTracker() if track else None
     video_id = video_id or os.path.splitext(os.path.basename(input_path))[0]
@@ -287,7 +240,7 @@ def run_demo(
     writer = json_writer = csv_writer = None
     start = perf_counter()
     bar = tqdm(
-        total=info.num_frames or None,
+        total=num_frames or None,
         unit="frame",
         desc=os.path.basename(input_path),
         disable=not show_progress,
@@ -328,7 +281,7 @@ def run_demo(
         for frame in iter_video_frames(input_path):
             if writer is None:
                 h, w = frame.image.shape[:2]
-                writer = Mp4Writer(output_path, w, h, info.fps, crf)
+                writer = Mp4Writer(output_path, w, h, fps, crf)
                 if json_path:
                     json_writer = JsonKeyframeWriter(
                         json_path,
@@ -337,7 +290,7 @@ def run_demo(
                             "video_id": video_id,
                             "width": w,
                             "height": h,
-                            "fps": float(info.fps),
+                            "fps": float(fps),
                             "keyframe_stride": keyframe_stride,
                             "keyframe_interval_sec": sampler.interval,
                             "classes": [
@@ -362,9 +315,9 @@ def run_demo(
                 w_.close()
         if json_writer is not None:
             json_writer.close({"num_frames": stats["num_frames"]})
-    if info.num_frames and stats["num_frames"] < 0.9 * info.num_frames:
+    if num_frames and stats["num_frames"] < 0.9 * num_frames:
         logger.warning(
-            f"{input_path}: decoded {stats['num_frames']} frames but the header announces {info.num_frames} "
+            f"{input_path}: decoded {stats['num_frames']} frames but the header announces {num_frames} "
             "(truncated file?); the outputs cover the decoded frames"
         )
     stats["max_window_frames"] = sampler.max_buffered

@@ -27,8 +27,8 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evad_d2 import get_evad_cfg  # noqa: E402
 from evad_d2.checkpoint import CheckpointFormatError  # noqa: E402
-from evad_d2.data.video_io import VideoReadError  # noqa: E402
-from evad_d2.engine.predictor import EVADPredictor, read_clip_at, video_stream_info  # noqa: E402
+from evad_d2.data.video import VideoReadError, probe_video, read_clip_at  # noqa: E402
+from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
 from evad_d2.utils.pruning_vis import inspect_clip, render_decoder_attention, render_pruning_grid  # noqa: E402
 
 logger = logging.getLogger("evad_d2.visualize_pruning")
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="evad_d2")
     try:
-        info = video_stream_info(args.input)
+        info = probe_video(args.input)
     except VideoReadError as e:
         print(f"visualize_pruning.py: error: {e}", file=sys.stderr)
         return 2

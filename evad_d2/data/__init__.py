@@ -6,7 +6,7 @@ from .bad_samples import BadSampleSummary, RetryMapDataset, skip_bad_samples_at_
 from .clip_mapper import ClipDatasetMapper
 from .datasets import load_ava_dataset, load_ucf_jhmdb_dataset, register_ava, register_ucf_jhmdb
 from .datasets.builtin import datasets_root as _datasets_root, register_all as _register_all
-from .video_io import VideoReadError
+from .video import VideoReadError
 
 __all__ = [
     "BadSampleSummary",

@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from .bad_samples import BadSampleCounter
 from .transforms import apply_transform_to_clip, clip_output_size, color_jitter_clip, sample_clip_transform
-from .video_io import VideoReadError, clip_frame_indices, read_frame_folder, read_video_frames
+from .video import VideoReadError, clip_frame_indices, read_frame_folder, read_video_frames, resolve_keyframe_index
 
 __all__ = ["ClipDatasetMapper"]
 
@@ -60,7 +60,8 @@ class ClipDatasetMapper:
             augmentations: detectron2 augmentations that only use the image size (resize, flip).
             num_frames: T.
             sampling_rate: tau, the stride between sampled frames.
-            keyframe_index: position of the keyframe in the clip; -1 for T // 2.
+            keyframe_index: position of the keyframe in the clip; -1 for the middle frame
+                (``evad_d2.data.video.resolve_keyframe_index``).
             action_ids: label-map ids in model column order; required for training.
             color_jitter: colour jitter strength (training only; 0 disables).
             skip_bad_samples: on an unreadable video/frame (decoding error, truncated video,
@@ -72,10 +73,7 @@ class ClipDatasetMapper:
             interpolation: the resize's, one of ``evad_d2.data.transforms.INTERPOLATIONS``
                 ("opencv": the official code's uint8 resize, with MODEL.EVAD.OFFICIAL_MODE).
         """
-        if keyframe_index < 0:
-            keyframe_index = num_frames // 2
-        if not 0 <= keyframe_index < num_frames:
-            raise ValueError(f"keyframe_index {keyframe_index} outside a clip of {num_frames} frames")
+        keyframe_index = resolve_keyframe_index(keyframe_index, num_frames)
         if is_train and not action_ids:
             raise ValueError("training needs action_ids (the label-map ids in model column order)")
         if skip_bad_samples and not is_train:

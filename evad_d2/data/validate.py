@@ -8,7 +8,7 @@ row of the train/val annotations (and proposal files, if any) has the right colu
 boxes inside [0, 1] and known class ids (and an annotation CSV has rows); excluded-timestamp files parse; every
 referenced video (or frame folder) exists, opens and, with ``--decode full``, decodes completely
 up to the length its header declares, read by training's own decoder (frame times from
-timestamps, rotation metadata applied: ``evad_d2.data.video_io``), so a video that passes here
+timestamps, rotation metadata applied: ``evad_d2.data.video``), so a video that passes here
 reads in training; every timestamp falls inside its video; frame lists parse and name existing
 frames. Exits 0 when nothing is wrong, 1 otherwise (2 for bad arguments).
 """
@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 from .ava_format import AvaFormatError, iter_ava_rows_or_errors, iter_frame_list, read_exclusions, read_label_map
 from .datasets.ava import AVA_FRAME_RATE, AVA_VIDEO_START_SEC, ava_files, index_video_files
-from .video_io import (
+from .video import (
     VideoReadError,
     count_frames_in_folder,
     keyframe_frame_index,
@@ -53,7 +53,7 @@ def _check_videos(root, source, decode, used: "OrderedDict[str, tuple]", report)
                 path = video_index.get(video_id)
                 if path is None:
                     raise VideoReadError(os.path.join(root, "videos", f"{video_id}.mp4"), "video file not found")
-                # The training reader's own decoding and rules (evad_d2.data.video_io): what passes
+                # The training reader's own decoding and rules (evad_d2.data.video): what passes
                 # here reads in training, variable frame rates and rotation metadata included.
                 info = probe_video(path)
                 if decode == "full":

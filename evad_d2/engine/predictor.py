@@ -9,16 +9,10 @@ frame nearest to ``t_key + (i - keyframe_index) * SAMPLING_RATE / frame_rate`` s
 ``frame_rate`` is the rate of the timeline the model was trained on (30 for AVA). A video of any
 frame rate, variable ones included, thus gives the model the temporal spacing it was trained on.
 Frame times come from the decoded frames' presentation timestamps, and rotation metadata is
-applied, by the decoding that training uses (``evad_d2.data.video_io.iter_video_frames``).
+applied, by the decoding that training uses (``evad_d2.data.video.iter_video_frames``).
 """
 
-import bisect
 import logging
-import math
-import os
-from collections import deque
-from dataclasses import dataclass
-from fractions import Fraction
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -32,183 +26,20 @@ from ..config_check import check_evad_cfg
 from ..data.transforms import apply_transform_to_clip, sample_clip_transform
 # Videos are decoded by the one path that training and the data validator use (frame times
 # from presentation timestamps, rotation metadata applied).
-from ..data.video_io import VideoFrame, VideoReadError, iter_video_frames, probe_video
+from ..data.video import KeyframeBatcher, KeyframeClipSampler, iter_video_frames, keyframe_sampler, probe_video
+from ..data.video import resolve_keyframe_index
 from .precision import autocast_for, check_precision
 
 # The project's checkpointer: VideoMAE and official EVAD weights too, and it never runs code from
 # a weights file (no fallback to detectron2's, whose .pkl loader is pickle.load).
 from ..checkpoint import EVADCheckpointer as _Checkpointer
 
-__all__ = [
-    "EVADPredictor",
-    "KeyframeBatcher",
-    "KeyframeClipSampler",
-    "VideoFrame",
-    "VideoStreamInfo",
-    "video_stream_info",
-    "iter_video_frames",
-    "read_clip_at",
-]
+__all__ = ["EVADPredictor"]
 
 logger = logging.getLogger(__name__)
 
 # Frame rate of the timeline models are trained on when the dataset metadata does not say (AVA).
 DEFAULT_MODEL_FRAME_RATE = 30.0
-
-
-@dataclass(frozen=True)
-class VideoStreamInfo:
-    """What the container header says (``num_frames`` is an estimate, 0 when unknown); ``width``
-    and ``height`` are the displayed size, after the video's rotation metadata."""
-
-    path: str
-    width: int
-    height: int
-    fps: Fraction
-    num_frames: int
-
-
-def video_stream_info(path: str) -> VideoStreamInfo:
-    """Header information of ``path`` (``evad_d2.data.video_io.probe_video``: the header and the
-    first frame's rotation metadata).
-
-    Raises:
-        VideoReadError: naming ``path`` when it is missing, not a video, or has no usable stream.
-    """
-    if not os.path.isfile(path):
-        raise VideoReadError(path, "input video not found")
-    info = probe_video(path)
-    return VideoStreamInfo(path, info.width, info.height, info.fps.limit_denominator(1001), info.num_frames)
-
-
-@dataclass
-class _PendingClip:
-    keyframe: VideoFrame
-    sample_times: List[float]
-
-
-class KeyframeClipSampler:
-    """Streaming clip assembly: push decoded frames, get each keyframe's clip when it is complete.
-
-    Keyframes are the first frames at or after ``start + k * interval - tolerance`` seconds
-    (one keyframe per frame even when a gap spans several intervals). The clip of a keyframe at time ``t`` has ``num_frames`` frames, frame ``i``
-    being the buffered frame nearest to ``t + (i - keyframe_index) * step`` seconds; times before
-    the first or after the last frame of the video take that frame (edge padding, as in training).
-
-    Only frames that a pending or future clip may still select are kept: frame ``f`` is dropped
-    once a later frame lies at or before the earliest sample time still to come, because that
-    later frame is then at least as near to every such time. :attr:`max_buffered` records the
-    largest number of frames held at once.
-
-    Args:
-        num_frames: T.
-        keyframe_index: position of the keyframe in the clip.
-        step: seconds between consecutive clip frames (SAMPLING_RATE / model frame rate).
-        interval: seconds between keyframes (``math.inf`` for a single keyframe).
-        start: time of the first keyframe.
-        tolerance: a frame this many seconds early still counts as at the keyframe time.
-    """
-
-    def __init__(
-        self,
-        num_frames: int,
-        keyframe_index: int,
-        step: float,
-        interval: float,
-        *,
-        start: float = 0.0,
-        tolerance: float = 0.0,
-    ):
-        if not 0 <= keyframe_index < num_frames:
-            raise ValueError(f"keyframe_index {keyframe_index} outside a clip of {num_frames} frames")
-        if not step > 0 or not interval > 0:
-            raise ValueError(f"step ({step}) and interval ({interval}) must be positive")
-        self.num_frames = num_frames
-        self.keyframe_index = keyframe_index
-        self.step = float(step)
-        self.interval = float(interval)
-        self.tolerance = float(tolerance)
-        self._next_target = float(start)
-        self._buffer: deque = deque()
-        self._pending: List[_PendingClip] = []
-        self.max_buffered = 0
-        self.num_pushed = 0
-
-    @property
-    def buffered(self) -> List[VideoFrame]:
-        """The frames currently held (oldest first)."""
-        return list(self._buffer)
-
-    def push(self, frame: VideoFrame) -> List[Tuple[VideoFrame, List[VideoFrame]]]:
-        """Add the next decoded frame (times must increase).
-
-        Returns:
-            ``(keyframe, clip frames)`` of every clip this frame completed, in keyframe order.
-        """
-        if self._buffer and frame.time <= self._buffer[-1].time:
-            raise ValueError(f"frame times must increase: {frame.time} after {self._buffer[-1].time}")
-        self._buffer.append(frame)
-        self.num_pushed += 1
-        self.max_buffered = max(self.max_buffered, len(self._buffer))
-        if frame.time >= self._next_target - self.tolerance:
-            offsets = [(i - self.keyframe_index) * self.step for i in range(self.num_frames)]
-            self._pending.append(_PendingClip(frame, [frame.time + o for o in offsets]))
-            # A gap longer than the interval yields one keyframe, not several copies of it.
-            while self._next_target - self.tolerance <= frame.time:
-                self._next_target += self.interval
-        done = []
-        while self._pending and frame.time >= self._pending[0].sample_times[-1]:
-            done.append(self._assemble(self._pending.pop(0)))
-        self._evict()
-        return done
-
-    def finish(self) -> List[Tuple[VideoFrame, List[VideoFrame]]]:
-        """End of the stream: the remaining clips, padded with the last frame."""
-        done = [self._assemble(p) for p in self._pending]
-        self._pending = []
-        self._buffer.clear()
-        return done
-
-    def _assemble(self, pending: _PendingClip) -> Tuple[VideoFrame, List[VideoFrame]]:
-        times = [f.time for f in self._buffer]
-        frames = []
-        for s in pending.sample_times:
-            i = bisect.bisect_left(times, s)
-            if i == len(times) or (i > 0 and s - times[i - 1] <= times[i] - s):
-                i -= 1
-            frames.append(self._buffer[i])
-        return pending.keyframe, frames
-
-    def _evict(self) -> None:
-        earliest = self._next_target - self.tolerance - self.keyframe_index * self.step
-        if self._pending:
-            earliest = min(earliest, self._pending[0].sample_times[0])
-        while len(self._buffer) >= 2 and self._buffer[1].time <= earliest:
-            self._buffer.popleft()
-
-
-def read_clip_at(
-    path: str, time: float, num_frames: int, keyframe_index: int, step: float
-) -> Tuple[VideoFrame, List[VideoFrame]]:
-    """Decode the clip of the keyframe nearest (at or after) ``time`` seconds from a video file.
-
-    Returns:
-        ``(keyframe, frames)`` as :meth:`KeyframeClipSampler.push` gives them.
-
-    Raises:
-        VideoReadError: unreadable file, or ``time`` after the end of the video.
-    """
-    sampler = KeyframeClipSampler(num_frames, keyframe_index, step, math.inf, start=time, tolerance=1e-6)
-    last = None
-    for frame in iter_video_frames(path):
-        last = frame
-        done = sampler.push(frame)
-        if done:
-            return done[0]
-    done = sampler.finish()
-    if not done:
-        raise VideoReadError(path, f"time {time:.3f} s is after the end of the video ({last.time:.3f} s)")
-    return done[0]
 
 
 def _dataset_classes(cfg, num_classes: int) -> Tuple[Optional[List[int]], Optional[List[str]], Optional[float]]:
@@ -284,8 +115,7 @@ class EVADPredictor:
         self.augmentations = utils.build_augmentation(self.cfg, is_train=False)
         self.num_frames = self.cfg.INPUT.NUM_FRAMES
         self.sampling_rate = self.cfg.INPUT.SAMPLING_RATE
-        kf = self.cfg.INPUT.KEYFRAME_INDEX
-        self.keyframe_index = self.num_frames // 2 if kf < 0 else kf
+        self.keyframe_index = resolve_keyframe_index(self.cfg.INPUT.KEYFRAME_INDEX, self.num_frames)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.top_k = top_k
@@ -397,16 +227,8 @@ class EVADPredictor:
     ) -> KeyframeClipSampler:
         """A sampler for a video of nominal rate ``fps``; a keyframe every ``keyframe_stride``
         frames (``keyframe_stride / fps`` seconds), by default every second as in AVA."""
-        if keyframe_stride is not None and keyframe_stride < 1:
-            raise ValueError(f"keyframe stride must be >= 1 frame, got {keyframe_stride}")
-        interval = 1.0 if keyframe_stride is None else keyframe_stride / float(fps)
-        return KeyframeClipSampler(
-            self.num_frames,
-            self.keyframe_index,
-            self.sampling_rate / self.frame_rate,
-            interval,
-            start=start,
-            tolerance=0.5 / float(fps),
+        return keyframe_sampler(
+            self.num_frames, self.keyframe_index, self.sampling_rate / self.frame_rate, fps, keyframe_stride, start
         )
 
     def predict_video(self, path: str, keyframe_stride: Optional[int] = None, batch_size: int = 1) -> Iterator[Dict]:
@@ -421,43 +243,9 @@ class EVADPredictor:
             VideoReadError: naming the file, when it cannot be read.
         """
         batcher = KeyframeBatcher(self, batch_size)
-        sampler = self.clip_sampler(float(video_stream_info(path).fps), keyframe_stride)
+        sampler = self.clip_sampler(float(probe_video(path).fps.limit_denominator(1001)), keyframe_stride)
         for frame in iter_video_frames(path):
             for keyframe, actors in batcher.add(sampler.push(frame)):
                 yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
         for keyframe, actors in batcher.add(sampler.finish(), final=True):
             yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
-
-
-class KeyframeBatcher:
-    """Collects completed keyframe clips and runs them through a predictor ``batch_size`` at a time.
-
-    Args:
-        predictor: the :class:`EVADPredictor` to run.
-        batch_size: clips per forward (>= 1).
-    """
-
-    def __init__(self, predictor: EVADPredictor, batch_size: int = 1):
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1 clip, got {batch_size}")
-        self.predictor = predictor
-        self.batch_size = batch_size
-        self.pending: List[Tuple[VideoFrame, List[VideoFrame]]] = []
-
-    def add(
-        self, clips: Sequence[Tuple[VideoFrame, List[VideoFrame]]], final: bool = False
-    ) -> List[Tuple[VideoFrame, List[Dict]]]:
-        """Queue ``(keyframe, frames)`` clips; return ``(keyframe, actors)`` of every full batch
-        (of every queued clip when ``final``), in keyframe order."""
-        self.pending.extend(clips)
-        done = []
-        while len(self.pending) >= self.batch_size or (final and self.pending):
-            batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
-            actors = self.predictor.predict_batch([np.stack([f.image for f in frames]) for _, frames in batch])
-            done.extend((keyframe, a) for (keyframe, _), a in zip(batch, actors))
-        return done
-
-    @property
-    def held_frames(self) -> List[VideoFrame]:
-        """Frames the queued clips hold."""
-        return [f for _, frames in self.pending for f in frames]

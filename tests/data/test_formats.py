@@ -14,7 +14,7 @@ from evad_d2.data import skip_bad_samples_at_load
 from evad_d2.data.ava_format import AvaFormatError, iter_ava_rows, iter_frame_list, read_exclusions, read_label_map
 from evad_d2.data.ava_format import read_label_map_entries
 from evad_d2.data.validate import validate_ava_root
-from evad_d2.data.video_io import VideoReadError
+from evad_d2.data.video import VideoReadError
 
 W, H, NFRAMES = 64, 48, 150  # 5 s at 30 fps: timestamps 900..904
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from evad_d2 import add_evad_config
 from evad_d2.data import BadSampleSummary, ClipDatasetMapper, RetryMapDataset
-from evad_d2.data.video_io import (
+from evad_d2.data.video import (
     VideoReadError,
     clip_frame_indices,
     count_frames_in_folder,
@@ -491,7 +491,6 @@ def test_variable_rate_and_rotated_videos_pass_validation_and_train(tmp_path, vf
     demo's header gives the displayed size."""
     from evad_d2.data import load_ava_dataset
     from evad_d2.data.validate import validate_ava_root
-    from evad_d2.engine.predictor import video_stream_info
 
     root = tmp_path / "ava"
     (root / "annotations").mkdir(parents=True)
@@ -518,7 +517,7 @@ def test_variable_rate_and_rotated_videos_pass_validation_and_train(tmp_path, vf
     # Un-rotating the clip (the display turned it clockwise) recovers the coded frames 44, 52, 60, 68.
     phone = clips[2]["clip"].permute(1, 2, 3, 0).numpy().astype(np.uint8)
     assert [decode_index(np.rot90(f, 1)) for f in phone] == [44, 52, 60, 68]
-    stream = video_stream_info(str(root / "videos" / "phone.mp4"))
+    stream = probe_video(str(root / "videos" / "phone.mp4"))
     assert (stream.width, stream.height, stream.num_frames) == (H, W, 90)
 
 

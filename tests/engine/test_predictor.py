@@ -23,8 +23,8 @@ from evad_d2 import add_evad_config
 from evad_d2.data import ClipDatasetMapper
 from evad_d2.data.ava_format import iter_ava_rows, read_label_map
 from evad_d2.data.transforms import apply_transform_to_clip, resize_uint8_opencv
-from evad_d2.data.video_io import VideoReadError, clip_frame_indices, read_video_frames
-from evad_d2.engine.predictor import EVADPredictor, KeyframeClipSampler, VideoFrame, iter_video_frames
+from evad_d2.data.video import KeyframeClipSampler, VideoFrame, VideoReadError, clip_frame_indices, iter_video_frames, read_video_frames
+from evad_d2.engine.predictor import EVADPredictor
 from evad_d2.evaluation.ava import main as ava_eval_main
 from evad_d2.utils.video_visualizer import color_for_id
 

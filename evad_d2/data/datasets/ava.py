@@ -36,7 +36,7 @@ from PIL import Image
 
 from ..ava_format import AvaFormatError, iter_ava_rows, read_exclusions, read_label_map
 from ..bad_samples import current_load_skips
-from ..video_io import VideoReadError, count_frames_in_folder, keyframe_frame_index, probe_video, timeline_frame_count
+from ..video import VideoReadError, count_frames_in_folder, keyframe_frame_index, probe_video, timeline_frame_count
 
 __all__ = ["ava_files", "load_ava_dataset", "register_ava", "LazyMetadata"]
 

@@ -1,12 +1,13 @@
-"""Reading the frames of one clip, from a video file (PyAV) or from a folder of images.
+"""Reading the frames of a video file (PyAV): probing, timed decoding, rotation.
 
 Frames are addressed by their 0-based index on the dataset's frame timeline (30 fps for AVA,
 the native frame numbers minus one for UCF101-24/JHMDB). For AVA this is the timeline of the
-extracted-frame layout: index ``i`` is file ``<vid>_{i+1:06d}.jpg`` and the keyframe of
-timestamp ``t`` is index ``(t - 900) * 30`` (``keyframe_frame_index``).
+extracted-frame layout: index ``i`` is file ``<vid>_{i+1:06d}.jpg`` (read by
+``evad_d2.data.video.frame_folder``) and the keyframe of timestamp ``t`` is index
+``(t - 900) * 30`` (``evad_d2.data.video.sampler.keyframe_frame_index``).
 
 Videos are read by time, on one decoding path shared by training (``read_video_frames``), the
-data validator (``scan_video``) and the predictor/demo (``iter_video_frames``):
+data validator (``scan_video``) and the demo (``iter_video_frames``):
 
 * a decoded frame's time is its presentation timestamp minus the stream's start time, in seconds
   (frame numbers are never inferred from a nominal rate), so variable-frame-rate videos, such as
@@ -33,10 +34,9 @@ import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
 __all__ = [
     "VideoReadError",
@@ -44,15 +44,11 @@ __all__ = [
     "VideoFrame",
     "VideoScan",
     "TIMELINE_RATE",
-    "keyframe_frame_index",
-    "clip_frame_indices",
     "probe_video",
     "timeline_frame_count",
     "iter_video_frames",
     "read_video_frames",
     "scan_video",
-    "read_frame_folder",
-    "count_frames_in_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,32 +103,6 @@ class VideoScan:
     num_frames: int
     last_time: float
     end: float
-
-
-def keyframe_frame_index(timestamp: float, *, frame_rate: float = TIMELINE_RATE, start_sec: float = 900) -> int:
-    """0-based frame index of the keyframe of ``timestamp`` (PySlowFast: ``(sec - 900) * 30``)."""
-    return int(round((timestamp - start_sec) * frame_rate))
-
-
-def clip_frame_indices(
-    center: int, num_frames: int, sampling_rate: int, keyframe_index: int, total_frames: int
-) -> List[int]:
-    """Indices of the ``num_frames`` frames of a clip, ``sampling_rate`` apart.
-
-    Frame ``keyframe_index`` of the clip is ``center``; indices outside the video are clamped to
-    its first or last frame (edge frames repeated). With ``keyframe_index = num_frames // 2`` this
-    is PySlowFast's ``get_sequence``: ``range(center - T*tau//2, center + T*tau//2, tau)``.
-
-    Returns:
-        list of ``num_frames`` ints in [0, total_frames - 1].
-    """
-    if total_frames <= 0:
-        raise ValueError(f"a clip needs a video with frames (got total_frames={total_frames})")
-    if not 0 <= keyframe_index < num_frames:
-        raise ValueError(f"keyframe_index {keyframe_index} outside a clip of {num_frames} frames")
-    return [
-        min(max(center + (i - keyframe_index) * sampling_rate, 0), total_frames - 1) for i in range(num_frames)
-    ]
 
 
 def _open(path: str):
@@ -485,60 +455,3 @@ def _decode_window(path, container, stream, targets, half, nominal, tag, seek_to
         for target in targets[j:]:
             take(target, *prev)
     return {target: images[chosen[target]] for target in targets}
-
-
-def read_frame_folder(frame_dir: str, pattern: str, indices: Sequence[int]) -> np.ndarray:
-    """Read frames ``pattern.format(i + 1)`` (1-based file numbers) from ``frame_dir``.
-
-    Args:
-        frame_dir: folder of one video's frames.
-        pattern: file name with one ``{}`` field for the 1-based frame number, e.g.
-            ``"<vid>_{:06d}.jpg"`` (AVA) or ``"{:05d}.jpg"`` (UCF101-24).
-        indices: 0-based frame indices; repeats are read once.
-
-    Returns:
-        uint8 array (len(indices), H, W, 3), RGB.
-
-    Raises:
-        VideoReadError: a missing or unreadable image (naming it), or frames of different sizes.
-    """
-    cache = {}
-    for i in indices:
-        if i in cache:
-            continue
-        path = os.path.join(frame_dir, pattern.format(i + 1))
-        try:
-            with Image.open(path) as img:
-                cache[i] = np.asarray(img.convert("RGB"))
-        except FileNotFoundError:
-            raise VideoReadError(path, f"frame {i + 1} not found") from None
-        except OSError as e:  # PIL raises OSError (UnidentifiedImageError, truncated data)
-            raise VideoReadError(path, f"cannot read frame image: {e}") from None
-    shapes = {a.shape for a in cache.values()}
-    if len(shapes) != 1:
-        raise VideoReadError(frame_dir, f"frames of different sizes in one clip: {sorted(shapes)}")
-    return np.stack([cache[i] for i in indices])
-
-
-def count_frames_in_folder(frame_dir: str, pattern: str) -> int:
-    """Number of consecutive frames ``pattern.format(1), pattern.format(2), ...`` in ``frame_dir``.
-
-    Raises:
-        VideoReadError: the folder is missing, empty, or has gaps in the numbering.
-    """
-    try:
-        names = set(os.listdir(frame_dir))
-    except FileNotFoundError:
-        raise VideoReadError(frame_dir, "frame folder not found") from None
-    n = 0
-    while pattern.format(n + 1) in names:
-        n += 1
-    if n == 0:
-        raise VideoReadError(frame_dir, f"no frames named like {pattern.format(1)!r}")
-    stray = [name for name in names if name.endswith(os.path.splitext(pattern)[1])]
-    if len(stray) != n:
-        raise VideoReadError(
-            os.path.join(frame_dir, pattern.format(n + 1)),
-            f"frame {n + 1} is missing but the folder has {len(stray)} frames (gap in the numbering)",
-        )
-    return n
