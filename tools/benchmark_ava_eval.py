@@ -124,7 +124,7 @@ def time_evaluator(d, gt_path, labelmap_path, ex_path, rng, gt_frames, gt_boxes,
     from detectron2.data import MetadataCatalog
     from detectron2.structures import Boxes, Instances
 
-    from evad_d2.evaluation.ava_evaluator import AVAEvaluator
+    from evad_d2.evaluation.ava.evaluator import AVAEvaluator
 
     torch.set_num_threads(1)
     name = "evad_benchmark_ava_eval"

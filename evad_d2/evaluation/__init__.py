@@ -6,7 +6,7 @@ Names are resolved on first use, so importing this package costs nothing and can
 import importlib
 
 _EXPORTS = {
-    "AVAEvaluator": "ava_evaluator",
+    "AVAEvaluator": "ava",
     "UCFJHMDBEvaluator": "ucf_jhmdb",
     "AvaBoxes": "ava",
     "FrameMapResult": "ava",
@@ -19,7 +19,6 @@ _EXPORTS = {
     "act_average_precision": "ap",
     "match_detections": "ap",
     "box_iou": "ap",
-    "load_gt_pickle": "ucf_jhmdb",
     "frame_map": "ucf_jhmdb",
     "video_map": "ucf_jhmdb",
     "link_tubes": "ucf_jhmdb",

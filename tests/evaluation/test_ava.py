@@ -14,7 +14,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from evad_d2.data.ava_format import AvaFormatError
-from evad_d2.evaluation import ava as ava_module
+from evad_d2.evaluation.ava import cli as ava_cli
+from evad_d2.evaluation.ava import protocol as ava_protocol
+from evad_d2.evaluation.ava import reader as ava_reader
 from evad_d2.evaluation.ava import (
     AvaBoxes,
     detection_rows,
@@ -25,7 +27,7 @@ from evad_d2.evaluation.ava import (
     round_decimals,
 )
 from evad_d2.evaluation.ap import voc_average_precision
-from evad_d2.evaluation.ava_evaluator import AVAEvaluator
+from evad_d2.evaluation.ava.evaluator import AVAEvaluator
 
 A = (0.1, 0.1, 0.4, 0.9)
 B = (0.5, 0.2, 0.9, 0.8)
@@ -190,7 +192,7 @@ def _assert_rows_equal(got: AvaBoxes, rows):
 @pytest.mark.parametrize("with_scores", [True, False])
 def test_reader_matches_brute_force_across_blocks(tmp_path, monkeypatch, block_bytes, with_scores):
     """Blocks cut anywhere, mixed column counts, blank and 2-column lines, CRLF, every number layout."""
-    monkeypatch.setattr(ava_module, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(ava_reader, "_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(3)
     layouts = ["%.3f", "%.6f", "%.4f", "%.1f", "%.0f", "%.8f", "%.12f", "%r", "%g"]
     lines = []
@@ -236,7 +238,7 @@ def test_short_decimal_parser_matches_float():
     lo = np.concatenate([[0], np.cumsum(lens + 1)[:-1]])
     words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
     for idx in (np.arange(len(texts)), np.flatnonzero(lens == 5)):  # mixed and fixed layouts
-        val, ok = ava_module._parse_short_decimals(words[lo[idx]], lens[idx])
+        val, ok = ava_reader._parse_short_decimals(words[lo[idx]], lens[idx])
         for t, v, good in zip([texts[i] for i in idx], val, ok):
             plain = 1 <= len(t) <= 8 and t.count(".") <= 1 and t.replace(".", "").isdigit()
             assert good == plain, t
@@ -298,8 +300,8 @@ def test_activitynet_vectorised_read_equals_heap():
         boxes = rng.integers(0, 3, (n, 4)) / 4.0
         labels = rng.integers(1, 4, n)
         scores = rng.integers(0, 12, n) / 10.0  # many ties
-        fast = ava_module._heap_read(keys, boxes, labels, scores, capacity)
-        exact = ava_module._heap_read_exact(keys, boxes, labels, scores, capacity)
+        fast = ava_protocol._heap_read(keys, boxes, labels, scores, capacity)
+        exact = ava_protocol._heap_read_exact(keys, boxes, labels, scores, capacity)
 
         def per_group(out):
             k, b, lab, s = out
@@ -684,7 +686,7 @@ def test_command_line_json_is_written_atomically(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ava_module.json, "dump", fail)
+    monkeypatch.setattr(ava_cli.json, "dump", fail)
     with pytest.raises(KeyboardInterrupt):
         main(["-g", gt, "-d", det_p, "-l", lm, "--json", str(out_json)])
     assert out_json.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -15,16 +15,11 @@ from iopath.common.file_io import g_pathmgr
 from evad_d2.data.ava_format import read_exclusions
 from evad_d2.utils.atomic_io import atomic_write
 
-from .ava import (
-    DEFAULT_PROTOCOL,
-    PROTOCOLS,
-    detection_rows,
-    evaluate_frame_map,
-    evaluate_person_ap,
-    read_ava_csv,
-    result_to_json,
-)
-from .plots import plot_per_class_ap
+from ..plots import plot_per_class_ap
+from .cli import result_to_json
+from .protocol import DEFAULT_PROTOCOL, PROTOCOLS, evaluate_frame_map, evaluate_person_ap
+from .reader import read_ava_csv
+from .writer import detection_rows
 
 __all__ = ["AVAEvaluator"]
 
@@ -43,7 +38,7 @@ class AVAEvaluator(DatasetEvaluator):
     box by box in the model's order (the order in which EVAD's own evaluation hands its outputs
     to PySlowFast's code, which matches a frame's detections in that order), to
     ``<output_dir>/ava_detections.csv`` (coordinates with 5 decimals, scores with 6: see
-    :func:`~evad_d2.evaluation.ava.detection_rows`); the metrics
+    :func:`~evad_d2.evaluation.ava.writer.detection_rows`); the metrics
     are computed from exactly the values that text reads, so ``python -m evad_d2.evaluation.ava``
     on the file gives the same numbers.
     ``ava_metrics.json`` and ``ava_per_class_ap.png`` are written beside it.
