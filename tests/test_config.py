@@ -219,3 +219,62 @@ def test_config_check_errors_name_the_file_without_overrides(tmp_path):
     bad.write_text(f'_BASE_: "{TINY}"\nINPUT:\n  SAMPLING_RATE: 0\n')
     with pytest.raises(ConfigValueError, match=rf"^{bad}: config key INPUT.SAMPLING_RATE = 0 is not allowed"):
         get_evad_cfg(str(bad))
+
+
+ALL_YAML = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+
+
+def _resolved(path=None):
+    cfg = add_evad_config(get_cfg())
+    if path:
+        cfg.merge_from_file(path, allow_unsafe=False)
+    return cfg
+
+
+def _leaf_keys(d, prefix=()):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _leaf_keys(v, prefix + (k,))
+        else:
+            yield prefix + (k,)
+
+
+def _get(cfg, key):
+    for k in key:
+        cfg = cfg[k]
+    return cfg
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: os.path.relpath(p, ROOT))
+def test_a_config_states_only_its_differences_from_its_base(path):
+    """Defaults are stated once (evad_d2/config.py): no YAML key repeats the value its _BASE_ (or,
+    without one, add_evad_config on detectron2's defaults) already resolves to, so a diff of two
+    configs shows what one changes. VERSION marks the file format, not a setting."""
+    import yaml
+
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    base = raw.pop("_BASE_", None)
+    raw.pop("VERSION", None)
+    parent = _resolved(os.path.join(os.path.dirname(path), base) if base else None)
+    child = _resolved(path)
+    repeated = [".".join(k) for k in _leaf_keys(raw) if _get(parent, k) == _get(child, k)]
+    assert not repeated, f"{os.path.relpath(path, ROOT)} repeats its base's values of {repeated}"
+
+
+def test_add_evad_config_sets_no_detectron2_key_to_detectron2s_own_default(monkeypatch):
+    """config.py sets detectron2's own keys (INPUT.*, SOLVER.*, MODEL.PIXEL_MEAN) only where EVAD's
+    default differs: each assignment over an existing key must change its value."""
+    from detectron2.config import CfgNode
+
+    same = []
+    original = CfgNode.__setattr__
+
+    def recording(self, name, value):
+        if name in self and self[name] == value:
+            same.append(name)
+        original(self, name, value)
+
+    monkeypatch.setattr(CfgNode, "__setattr__", recording)
+    add_evad_config(get_cfg())
+    assert same == []
