@@ -65,8 +65,9 @@ would count it as 0, or fail on a division by zero if it has detections).
 Tubes come from :func:`link_tubes` (greedy linking of the per-frame detections, the frame-level
 analogue of ACT's tubelet linking), each scored by the mean of its detection scores.
 
-Ground truth is the ACT pickle (``UCF101v2-GT.pkl`` / ``JHMDB-GT.pkl``, see :func:`load_gt_pickle`),
-read with a restricted unpickler: a crafted file cannot run code.
+Ground truth is the ACT pickle (``UCF101v2-GT.pkl`` / ``JHMDB-GT.pkl``, see
+:func:`~evad_d2.data.formats.ucf_jhmdb.load_gt_pickle`), read with a restricted unpickler: a crafted
+file cannot run code.
 """
 import json
 import logging
@@ -82,8 +83,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from iopath.common.file_io import g_pathmgr
 
+from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle, split_videos
 from evad_d2.utils.atomic_io import atomic_write
-from evad_d2.utils.safe_pickle import UnsafePickleError, restricted_load
 
 from .ap import act_average_precision, average_precision_in_order, box_iou, match_detections, paired_box_iou
 from .plots import plot_per_class_ap
@@ -93,10 +94,6 @@ __all__ = [
     "DEFAULT_PROTOCOL",
     "ACT_TUBE_NMS_OVERLAP",
     "VIDEO_MAP_THRESHOLDS",
-    "GTPickleError",
-    "load_gt_pickle",
-    "split_videos",
-    "test_videos",
     "FrameDetections",
     "frame_map",
     "Tube",
@@ -122,95 +119,10 @@ VIDEO_MAP_THRESHOLDS = tuple(0.5 + 0.05 * i for i in range(10))
 # link_tubes drops tubes scoring below this (ACT's BuildTubes does the same at 0.005).
 LINK_MIN_SCORE = 0.005
 
-_GT_KEYS = ("labels", "gttubes", "nframes", "test_videos", "resolution")
-
-
 def _check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     return protocol
-
-
-class GTPickleError(ValueError):
-    """A malformed or refused ground-truth pickle; the message names the file and the offending key."""
-
-
-def load_gt_pickle(path: str) -> Dict:
-    """Load and validate an ACT-style ground-truth pickle.
-
-    Layout: ``labels`` (class names), ``gttubes`` ``{video: {label index: [array (n, 5) of
-    frame, x1, y1, x2, y2 in pixels]}}``, ``nframes`` ``{video: int}``, ``train_videos`` /
-    ``test_videos`` (one video list per split), ``resolution`` ``{video: (height, width)}``.
-    Read with :func:`evad_d2.utils.safe_pickle.restricted_load`: only containers, numbers,
-    strings and numpy arrays are admitted (all these files hold), so a crafted file cannot run
-    code. Pickles written by Python 2 (the released ones) are read with latin-1 strings.
-
-    Returns:
-        The dict with every tube as a float64 (n, 5) array sorted by frame.
-
-    Raises:
-        GTPickleError: unreadable or refused file (a global outside numpy arrays / builtins),
-            missing keys, or a tube that is not (n, 5) / has an unknown label; the message names
-            the file and the key path.
-    """
-    try:
-        with g_pathmgr.open(path, "rb") as f:
-            gt = restricted_load(f, source=path, encoding="latin1")
-    except UnsafePickleError as e:
-        raise GTPickleError(str(e)) from None
-    except ImportError as e:  # an admitted numpy global of another numpy major version
-        raise GTPickleError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(gt, dict):
-        raise GTPickleError(f"{path}: expected a dict at the top level, got {type(gt).__name__}")
-    missing = [k for k in _GT_KEYS if k not in gt]
-    if missing:
-        raise GTPickleError(f"{path}: missing key(s) {missing}")
-    num_labels = len(gt["labels"])
-    if not isinstance(gt["gttubes"], dict):
-        raise GTPickleError(f"{path}: 'gttubes' must be a dict {{video: {{label: [tubes]}}}}")
-    tubes_out = {}
-    for video, per_label in gt["gttubes"].items():
-        if not isinstance(per_label, dict):
-            raise GTPickleError(f"{path}: gttubes[{video!r}] must be a dict {{label: [tubes]}}")
-        tubes_out[video] = {}
-        for label, tubes in per_label.items():
-            if not (isinstance(label, (int, np.integer)) and 0 <= int(label) < num_labels):
-                raise GTPickleError(f"{path}: gttubes[{video!r}] has label {label!r} outside 0..{num_labels - 1}")
-            checked = []
-            for i, tube in enumerate(tubes):
-                arr = np.asarray(tube, dtype=np.float64)
-                if arr.ndim != 2 or arr.shape[1] != 5 or len(arr) == 0:
-                    raise GTPickleError(
-                        f"{path}: gttubes[{video!r}][{label}][{i}] must be an (n, 5) array "
-                        f"(frame, x1, y1, x2, y2), got shape {arr.shape}"
-                    )
-                if not np.isfinite(arr).all():
-                    raise GTPickleError(f"{path}: gttubes[{video!r}][{label}][{i}] has non-finite values")
-                checked.append(arr[np.argsort(arr[:, 0], kind="stable")])
-            tubes_out[video][int(label)] = checked
-    gt = dict(gt)
-    gt["gttubes"] = tubes_out
-    for video in tubes_out:
-        if video not in gt["resolution"] or video not in gt["nframes"]:
-            raise GTPickleError(f"{path}: video {video!r} has tubes but no 'resolution'/'nframes' entry")
-    return gt
-
-
-def split_videos(gt: Dict, split: str, split_index: int) -> List[str]:
-    """Videos of ``gt["<split>_videos"][split_index]`` (``split`` "train" or "test", 0-based index)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    lists = gt.get(f"{split}_videos")
-    if lists is None:
-        raise KeyError(f"ground truth has no '{split}_videos'")
-    if not 0 <= split_index < len(lists):
-        raise KeyError(f"ground truth has no {split} split index {split_index} ({split}_videos has {len(lists)} entries)")
-    return list(lists[split_index])
-
-
-def test_videos(gt: Dict, split: int = 1) -> List[str]:
-    """Test videos of a 1-based split (``test_videos[split - 1]``, as ACT's ``--split`` indexes them)."""
-    return split_videos(gt, "test", split - 1)
 
 
 def _match_greedy_unmatched(gt_key, gt_boxes, det_key, det_boxes, order, iou_threshold) -> np.ndarray:
@@ -295,7 +207,7 @@ def frame_map(
     """Frame-mAP over the annotated frames of ``videos`` (formulas in the module docstring).
 
     Args:
-        gt: from :func:`load_gt_pickle`.
+        gt: from :func:`~evad_d2.data.formats.ucf_jhmdb.load_gt_pickle`.
         detections: per-frame detections (frames of videos outside ``videos`` are ignored);
             every box is a detection of every class, with that class's score.
         videos: the test videos, in the order of the test list (ACT's detection order).
@@ -526,7 +438,7 @@ def video_map(
     """Video-mAP of detection tubes at each IoU threshold (formulas in the module docstring).
 
     Args:
-        gt: from :func:`load_gt_pickle`.
+        gt: from :func:`~evad_d2.data.formats.ucf_jhmdb.load_gt_pickle`.
         tubes: ``{(video, label): [Tube]}``; ``protocol="act"`` applies :func:`tube_nms` to each.
         videos: the videos whose ground-truth tubes count, in the order of the test list.
         protocol: "act" or "voc".

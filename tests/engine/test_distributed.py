@@ -26,7 +26,7 @@ from tests.evaluation.test_ucf_jhmdb import _gt, _write
 from tests.test_train_net import generate_dataset, make_args, register_dataset, train_net
 
 from evad_d2.evaluation import UCFJHMDBEvaluator
-from evad_d2.evaluation.ucf_jhmdb import load_gt_pickle
+from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle
 
 PREFIX = "dist_test"
 

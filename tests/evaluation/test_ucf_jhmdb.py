@@ -18,18 +18,17 @@ from detectron2.structures import Boxes, Instances
 from tests.utils.test_safe_pickle import RunsShellCommand
 
 from evad_d2.data import load_ucf_jhmdb_dataset, register_ucf_jhmdb
+from evad_d2.data.formats.ucf_jhmdb import GTPickleError, load_gt_pickle
 from evad_d2.evaluation.ap import act_average_precision, box_iou
 from evad_d2.evaluation.ucf_jhmdb import (
     ACT_TUBE_NMS_OVERLAP,
     DEFAULT_PROTOCOL,
     VIDEO_MAP_THRESHOLDS,
     FrameDetections,
-    GTPickleError,
     Tube,
     UCFJHMDBEvaluator,
     frame_map,
     link_tubes,
-    load_gt_pickle,
     tube_iou,
     tube_nms,
     video_map,

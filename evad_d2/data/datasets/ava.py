@@ -26,19 +26,19 @@ import glob
 import logging
 import os
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.catalog import Metadata
+from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
 from ..ava_format import AvaFormatError, iter_ava_rows, read_exclusions, read_label_map
 from ..bad_samples import current_load_skips
 from ..video import VideoReadError, count_frames_in_folder, keyframe_frame_index, probe_video, timeline_frame_count
+from .metadata import fresh_metadata
 
-__all__ = ["ava_files", "load_ava_dataset", "register_ava", "LazyMetadata"]
+__all__ = ["ava_files", "load_ava_dataset", "register_ava"]
 
 logger = logging.getLogger(__name__)
 
@@ -270,27 +270,6 @@ def load_ava_dataset(
     return dicts
 
 
-class LazyMetadata(Metadata):
-    """Metadata some of whose fields come from files, read the first time one of them is used.
-
-    Registration then touches no file, and a dataset generated after registration still gets
-    its classes. ``_lazy`` holds (the lazy keys, a picklable function returning them all).
-    """
-
-    def __getattr__(self, key):
-        lazy = self.__dict__.get("_lazy")
-        if lazy is not None and key in lazy[0]:
-            values = lazy[1]()
-            self.__dict__.update(values)
-            del self.__dict__["_lazy"]
-            return values[key]
-        return super().__getattr__(key)
-
-    def set_lazy(self, keys: Sequence[str], loader: Callable[[], dict]):
-        self.__dict__["_lazy"] = (tuple(keys), loader)
-        return self
-
-
 _AVA_LAZY_KEYS = ("action_ids", "action_classes", "eval_action_ids", "eval_label_map_file", "exclusions_file")
 
 
@@ -317,16 +296,6 @@ def _ava_label_metadata(name: str, root: str, files: Dict[str, str]) -> dict:
     }
 
 
-def _fresh_metadata(name: str) -> "LazyMetadata":
-    if name in MetadataCatalog.keys():
-        if len(MetadataCatalog.get(name).as_dict()) > 1:
-            raise ValueError(f"metadata of '{name}' was set before its dataset was registered; remove it first")
-        MetadataCatalog.remove(name)
-    meta = LazyMetadata(name=name)
-    MetadataCatalog[name] = meta
-    return meta
-
-
 def register_ava(name: str, root: str, split: str, version: str = "2.2", frame_source: str = "auto", **kwargs):
     """Register an AVA-format split as ``name``; nothing is read until it is used.
 
@@ -342,7 +311,7 @@ def register_ava(name: str, root: str, split: str, version: str = "2.2", frame_s
     """
     DatasetCatalog.register(name, lambda: load_ava_dataset(root, split, version, frame_source, **kwargs))
     files = ava_files(root, split, version)
-    meta = _fresh_metadata(name).set_lazy(_AVA_LAZY_KEYS, functools.partial(_ava_label_metadata, name, root, files))
+    meta = fresh_metadata(name).set_lazy(_AVA_LAZY_KEYS, functools.partial(_ava_label_metadata, name, root, files))
     meta.set(
         label_map_file=files["label_map"],
         groundtruth_file=files["groundtruth"],

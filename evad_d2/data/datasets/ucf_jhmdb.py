@@ -1,15 +1,7 @@
 """UCF101-24 and JHMDB-21 from the pickled ground truth of the action-detection literature.
 
-``UCF101v2-GT.pkl`` / ``JHMDB-GT.pkl`` (as released with the ACT detector and used by WOO,
-TubeR, YOWO) hold a dict::
-
-    labels        [class name, ...]                      class index = position
-    gttubes       {video: {class index: [tube, ...]}}    tube: (n, 5) array of rows
-                                                         (frame number 1-based, x1, y1, x2, y2) in pixels
-    nframes       {video: number of frames}
-    train_videos  [[video, ...] per split]               UCF101-24: 1 split, JHMDB: 3
-    test_videos   [[video, ...] per split]
-    resolution    {video: (height, width)}
+Ground truth is the ACT pickle (``UCF101v2-GT.pkl`` / ``JHMDB-GT.pkl``; layout and reader in
+:mod:`evad_d2.data.formats.ucf_jhmdb`).
 
 Frames are images on disk: ``<root>/<frames_dirname>/<video>/00001.jpg`` (5-digit, 1-based; the
 video name includes its class folder, e.g. ``Basketball/v_Basketball_g01_c01``).
@@ -28,30 +20,12 @@ import numpy as np
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
-from .ava import _fresh_metadata
+from ..formats.ucf_jhmdb import load_gt_pickle
+from .metadata import fresh_metadata
 
-__all__ = ["read_ucf_jhmdb_gt", "load_ucf_jhmdb_dataset", "register_ucf_jhmdb"]
+__all__ = ["load_ucf_jhmdb_dataset", "register_ucf_jhmdb"]
 
 logger = logging.getLogger(__name__)
-
-def read_ucf_jhmdb_gt(path: str) -> dict:
-    """Load and check a UCF101-24/JHMDB ground-truth pickle (the evaluation's validating reader).
-
-    The pickle is read with :func:`evad_d2.utils.safe_pickle.restricted_load`: only containers,
-    numbers, strings and numpy arrays are admitted, so a crafted file cannot run code.
-
-    Raises:
-        FileNotFoundError: missing file.
-        ValueError: not a pickle of the expected structure, or one naming a global outside numpy
-            arrays and builtins (refused before anything runs); the message names the file and
-            the key or global.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"ground-truth pickle {path} not found; see datasets/README.md")
-    # One reader for datasets and evaluation, so both accept exactly the same files.
-    from evad_d2.evaluation.ucf_jhmdb import load_gt_pickle
-
-    return load_gt_pickle(path)
 
 
 def load_ucf_jhmdb_dataset(
@@ -80,7 +54,7 @@ def load_ucf_jhmdb_dataset(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    gt = read_ucf_jhmdb_gt(gt_file)
+    gt = load_gt_pickle(gt_file)
     lists = gt[f"{split}_videos"]
     if not 0 <= split_index < len(lists):
         raise ValueError(f"{gt_file}: split index {split_index} out of range ({len(lists)} splits)")
@@ -139,7 +113,7 @@ def load_ucf_jhmdb_dataset(
 
 def _ucf_jhmdb_label_metadata(gt_file: str) -> dict:
     try:
-        labels = list(read_ucf_jhmdb_gt(gt_file)["labels"])
+        labels = list(load_gt_pickle(gt_file)["labels"])
     except FileNotFoundError as e:
         raise AttributeError(str(e)) from None
     return {"action_classes": labels, "action_ids": list(range(len(labels))), "eval_action_ids": list(range(len(labels)))}
@@ -158,7 +132,7 @@ def register_ucf_jhmdb(
         name,
         lambda: load_ucf_jhmdb_dataset(gt_file, frame_root, split, split_index, frame_ext=frame_ext, all_frames=all_frames),
     )
-    meta = _fresh_metadata(name).set_lazy(
+    meta = fresh_metadata(name).set_lazy(
         ("action_classes", "action_ids", "eval_action_ids"), functools.partial(_ucf_jhmdb_label_metadata, gt_file)
     )
     meta.set(evaluator_type="ucf_jhmdb", gt_file=gt_file, split=split, split_index=split_index, frame_root=frame_root)
