@@ -1,5 +1,5 @@
 from .distributed import check_backend_for_device, create_ddp_model
-from .optimizer import build_optimizer, build_param_groups, vit_layer_id
+from .optimizer import build_optimizer, build_param_groups
 from .precision import PRECISIONS, autocast_for, check_precision
 from .rng_state import GatherRNGStates, RNGState
 from .sampler import ResumableTrainingSampler
@@ -17,5 +17,4 @@ __all__ = [
     "check_precision",
     "create_ddp_model",
     "resolve_epoch_schedule",
-    "vit_layer_id",
 ]

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..config_check import check_optimizer_cfg
 
-__all__ = ["vit_layer_id", "build_param_groups", "build_optimizer"]
+__all__ = ["build_param_groups", "build_optimizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -16,29 +16,20 @@ logger = logging.getLogger(__name__)
 _NO_DECAY_NAMES = ("pos_embed", "mask_token", "q_bias", "v_bias")
 
 
-def vit_layer_id(name: str, num_layers: int) -> int:
-    """Depth of a parameter for layer-wise decay: 0 embeddings, i+1 block i, num_layers+1 the rest.
-
-    Names are relative to the model (``backbone.net.blocks.3.attn.qkv.weight``).
-    """
-    if name.startswith("backbone.net."):
-        rest = name[len("backbone.net.") :]
-        if rest.startswith(("patch_embed", "pos_embed")):
-            return 0
-        if rest.startswith("blocks."):
-            return int(rest.split(".")[1]) + 1
-    return num_layers + 1
-
-
 def build_param_groups(
     model: nn.Module, base_lr: float, weight_decay: float, layer_decay: float = 1.0, backbone_multiplier: float = 1.0
 ) -> List[Dict]:
     """One group per distinct (lr, weight decay); biases, norms and tables get no decay.
 
-    With ``layer_decay`` < 1, ViT block i gets ``base_lr * layer_decay ** (L + 1 - (i + 1))`` (the
-    patch embedding one power more); every backbone parameter also gets ``backbone_multiplier``.
+    With ``layer_decay`` < 1, a parameter of the backbone's encoder with layer id ``k`` (asked from
+    the backbone: ``model.backbone.layer_id(name)``, see the backbone contract) gets
+    ``base_lr * backbone_multiplier * layer_decay ** (L + 1 - k)``, L = ``model.backbone.num_layers``:
+    ViT block i ``layer_decay ** (L - i)``, the patch embedding one power more. Parameters the
+    backbone gives no layer id (the neck) and those outside the backbone get ``base_lr``.
     """
-    num_layers = len(model.backbone.net.blocks) if hasattr(model, "backbone") and hasattr(model.backbone, "net") else 0
+    backbone = getattr(model, "backbone", None)
+    layer_id = getattr(backbone, "layer_id", None)
+    num_layers = backbone.num_layers if layer_id is not None else 0
     groups: Dict[Tuple[float, float], List[nn.Parameter]] = {}
     seen = set()
     for name, p in model.named_parameters():
@@ -46,8 +37,9 @@ def build_param_groups(
             continue
         seen.add(id(p))
         lr = base_lr
-        if name.startswith("backbone.net."):
-            lr *= backbone_multiplier * layer_decay ** (num_layers + 1 - vit_layer_id(name, num_layers))
+        k = layer_id(name[len("backbone.") :]) if layer_id is not None and name.startswith("backbone.") else None
+        if k is not None:
+            lr *= backbone_multiplier * layer_decay ** (num_layers + 1 - k)
         no_decay = p.ndim <= 1 or name.split(".")[-1] in _NO_DECAY_NAMES
         groups.setdefault((lr, 0.0 if no_decay else weight_decay), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in sorted(groups.items(), key=lambda kv: kv[0])]

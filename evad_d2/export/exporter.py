@@ -151,7 +151,7 @@ def export_evad(
         "input": {"shape": [3, t, h, w], "dtype": "float32", "range": [0, 255], "layout": "(C, T, H, W) RGB"},
         "outputs": ["boxes (N, 4) XYXY in input pixels", "scores (N,) person", "action_scores (N, C)"],
         "device": str(device),
-        "keep_rates": [float(r) for r in model.backbone.net.keep_rates],
+        "keep_rates": [float(r) for r in model.backbone.keep_rates],
         "score_thresh": float(model.score_thresh),
         # Official-checkpoint mode: threshold >=, boxes clipped to [0, w-1] x [0, h-1], empty ones kept.
         "official_mode": bool(model.official_mode),

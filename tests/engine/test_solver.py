@@ -10,7 +10,8 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
 
 from evad_d2 import add_evad_config
-from evad_d2.engine import RNGState, ResumableTrainingSampler, build_optimizer, resolve_epoch_schedule, vit_layer_id
+from evad_d2.engine import RNGState, ResumableTrainingSampler, build_optimizer, resolve_epoch_schedule
+from evad_d2.modeling.backbone.vit import vit_layer_id
 
 TINY = "configs/tiny/EVAD_tiny_test.yaml"
 
@@ -23,10 +24,10 @@ def tiny_cfg():
 
 
 def test_layer_ids():
-    assert vit_layer_id("backbone.net.patch_embed.proj.weight", 12) == 0
-    assert vit_layer_id("backbone.net.blocks.0.attn.qkv.weight", 12) == 1
-    assert vit_layer_id("backbone.net.blocks.11.mlp.fc2.bias", 12) == 12
-    assert vit_layer_id("backbone.net.norm.weight", 12) == 13
+    assert vit_layer_id("patch_embed.proj.weight", 12) == 0
+    assert vit_layer_id("blocks.0.attn.qkv.weight", 12) == 1
+    assert vit_layer_id("blocks.11.mlp.fc2.bias", 12) == 12
+    assert vit_layer_id("norm.weight", 12) == 13
     assert vit_layer_id("localization_head.stages.0.norm1.weight", 12) == 13
 
 

@@ -85,7 +85,7 @@ def test_pyramid_shapes_on_a_non_square_clip():
     backbone = build_backbone(tiny_cfg()).eval()
     clip = torch.randn(2, 3, 8, 64, 96)
     with torch.no_grad():
-        feats = backbone(clip)
+        feats = backbone(clip).features
     assert {k: tuple(v.shape) for k, v in feats.items()} == {
         "p2": (2, 16, 16, 24),
         "p3": (2, 16, 8, 12),
@@ -125,7 +125,7 @@ def test_detectron2_rpn_runs_on_the_neck():
     backbone = build_backbone(cfg)
     rpn = build_proposal_generator(cfg, backbone.output_shape())
     clip = torch.randn(2, 3, 8, 64, 96)
-    feats = backbone(clip)
+    feats = backbone(clip).features
     images = ImageList(clip[:, :, 0], [(64, 96), (64, 96)])
     gt = []
     for box in ([10.0, 5.0, 40.0, 60.0], [50.0, 10.0, 90.0, 50.0]):

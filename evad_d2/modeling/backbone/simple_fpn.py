@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from torch import Tensor, nn
+from torch import Tensor
 
+from .contract import BackboneOutput
 from .vit import PruningVideoViT
 
 __all__ = ["ViTSimpleFPN"]
@@ -21,11 +22,12 @@ __all__ = ["ViTSimpleFPN"]
 
 @BACKBONE_REGISTRY.register()
 class ViTSimpleFPN(Backbone):
-    """Backbone+neck following detectron2's ``Backbone`` contract (outputs ``p2``..``p6``).
+    """The pruning ViT and its simple-FPN neck (pyramid ``p2``..``p6``): EVAD's built-in backbone,
+    meeting the backbone contract (:class:`~evad_d2.modeling.backbone.contract.EVADBackbone`).
 
-    ``forward(clip)`` returns only the pyramid, so stock detectron2 heads (RPN, ROI heads) can
-    consume it. EVAD's meta-architecture also needs the surviving tokens; it calls
-    ``self.net(clip)`` and :meth:`forward_features` itself.
+    ``forward(clip)`` returns a :class:`BackboneOutput`: the pyramid (``.features``, the maps
+    stock detectron2 heads such as the RPN consume) and the ViT's surviving tokens. Keep rates and
+    lr-decay layer ids are the ViT's; the neck's parameters are outside the layer decay.
     """
 
     @configurable
@@ -106,15 +108,41 @@ class ViTSimpleFPN(Backbone):
     def size_divisibility(self) -> int:
         return self._size_divisibility
 
-    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+    @property
+    def keep_rates(self) -> List[float]:
+        """The ViT's keep rate per block."""
+        return self.net.keep_rates
+
+    def set_keep_rates(self, keep_rates: Sequence[float]) -> None:
+        """Change the ViT's keep rates (one per block, in (0, 1])."""
+        self.net.set_keep_rates(keep_rates)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of ViT blocks."""
+        return self.net.num_layers
+
+    def layer_id(self, name: str) -> Optional[int]:
+        """The ViT's layer id of parameter ``net.<name>``; None for the neck's parameters."""
+        return self.net.layer_id(name[len("net.") :]) if name.startswith("net.") else None
+
+    def forward(self, x: Tensor) -> BackboneOutput:
         """
         Args:
             x: (B, 3, T, H, W) clip batch, H and W multiples of ``size_divisibility``.
 
         Returns:
-            ``{"p2": (B, C, H/4, W/4), ..., "p6": (B, C, H/64, W/64)}``.
+            ``features`` ``{"p2": (B, C, H/4, W/4), ..., "p6": (B, C, H/64, W/64)}``, and the ViT's
+            surviving ``tokens`` (B, M, D), their ``token_index`` (B, M) in the ``token_grid``
+            (T/2, H/16, W/16).
         """
-        return self.forward_features(self.net(x))
+        net_outputs = self.net(x)
+        return BackboneOutput(
+            features=self.forward_features(net_outputs),
+            tokens=net_outputs["tokens"],
+            token_index=net_outputs["token_index"],
+            token_grid=self.net.token_grid(x.shape),
+        )
 
     def forward_features(self, net_outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Build the pyramid from the ViT's outputs (keyframe maps)."""

@@ -6,7 +6,6 @@ Parameter names follow VideoMAE (``patch_embed.proj``, ``blocks.{i}.attn.qkv``/`
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
 import torch.utils.checkpoint as cp
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
@@ -18,7 +17,7 @@ from .attention import PruningAttention
 from .pos_embed import resize_pos_table, sinusoid_table
 from .pruning import keyframe_first_order, num_kept_tokens, select_tokens
 
-__all__ = ["PruningBlock", "PruningVideoViT", "scaled_keep_rates", "validate_keep_rates"]
+__all__ = ["PruningBlock", "PruningVideoViT", "scaled_keep_rates", "validate_keep_rates", "vit_layer_id"]
 
 
 def validate_keep_rates(keep_rates: Sequence[float], depth: int, key: str = "MODEL.EVAD.KEEP_RATES") -> List[float]:
@@ -40,6 +39,19 @@ def scaled_keep_rates(base: Sequence[float], rho: float) -> List[float]:
     if not any(r < 1.0 for r in base):
         raise ValueError("the config prunes nowhere (all MODEL.EVAD.KEEP_RATES are 1); give it pruning layers")
     return [rho if r < 1.0 else 1.0 for r in base]
+
+
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """Layer id of a ViT parameter for layer-wise lr decay: 0 the embeddings, ``i + 1`` block ``i``,
+    ``num_layers + 1`` the rest (the final norm).
+
+    Names are relative to the ViT (``blocks.3.attn.qkv.weight``).
+    """
+    if name.startswith(("patch_embed", "pos_embed")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
 
 
 class PruningBlock(nn.Module):
@@ -201,6 +213,15 @@ class PruningVideoViT(Backbone):
     @property
     def size_divisibility(self) -> int:
         return self.patch_size
+
+    @property
+    def num_layers(self) -> int:
+        """Number of blocks."""
+        return len(self.blocks)
+
+    def layer_id(self, name: str) -> int:
+        """:func:`vit_layer_id` of parameter ``name`` (relative to this ViT)."""
+        return vit_layer_id(name, self.num_layers)
 
     def token_grid(self, clip_shape: Sequence[int]) -> Tuple[int, int, int]:
         """(T', H', W') token grid of a (..., T, H, W) clip; raises on sizes that do not tile."""

@@ -10,7 +10,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
-from ..backbone import ViTSimpleFPN
+from ..backbone.contract import BackboneOutput, EVADBackbone, check_backbone
 from ..heads import build_action_head, build_localization_head
 from ..losses import SetCriterion
 
@@ -69,7 +69,7 @@ class EVAD(nn.Module):
     def __init__(
         self,
         *,
-        backbone: ViTSimpleFPN,
+        backbone: EVADBackbone,
         localization_head: nn.Module,
         action_head: nn.Module,
         criterion: SetCriterion,
@@ -81,7 +81,8 @@ class EVAD(nn.Module):
     ):
         """
         Args:
-            backbone: the pruning ViT wrapped by the simple FPN.
+            backbone: any backbone meeting the backbone contract (:class:`EVADBackbone`, checked
+                here), e.g. the pruning ViT wrapped by the simple FPN (``ViTSimpleFPN``).
             localization_head: proposals -> per-stage person logits and boxes (a head of
                 ``LOCALIZATION_HEAD_REGISTRY``; see its docstring for the call signature).
             action_head: actor boxes and tokens -> per-layer action logits (a head of
@@ -96,6 +97,7 @@ class EVAD(nn.Module):
                 action head's official token order with it.
         """
         super().__init__()
+        check_backbone(backbone)
         if not 0.0 <= score_thresh < 1.0:
             raise ValueError(f"MODEL.EVAD.LOC.SCORE_THRESH_TEST must be in [0, 1), got {score_thresh}")
         self.backbone = backbone
@@ -118,8 +120,6 @@ class EVAD(nn.Module):
             cfg.defrost()
             cfg.merge_from_list([x for key_value in OFFICIAL_MODE.items() for x in key_value])
         backbone = build_backbone(cfg)
-        if not isinstance(backbone, ViTSimpleFPN):
-            raise ValueError(f"EVAD needs MODEL.BACKBONE.NAME 'ViTSimpleFPN' (pruning ViT + simple FPN), got {cfg.MODEL.BACKBONE.NAME!r}")
         return {
             "backbone": backbone,
             "localization_head": build_localization_head(cfg, backbone.output_shape()),
@@ -187,15 +187,18 @@ class EVAD(nn.Module):
             per localization stage {"pred_logits" (B, n, 2), "pred_boxes" (B, n, 4)}, and per
             decoder layer action logits (B, n, C); the last ones are the final outputs.
         """
-        net_out = self.backbone.net(images.tensor)
-        features = self.backbone.forward_features(net_out)
+        out = self.backbone(images.tensor)
+        if not isinstance(out, BackboneOutput):
+            raise TypeError(
+                f"EVAD's backbone {type(self.backbone).__name__} returned {type(out).__name__}, not a BackboneOutput "
+                "(see evad_d2/modeling/backbone/contract.py)"
+            )
         # int(): an ImageList made elsewhere may hold 0-d tensors; sizes are constants of a traced graph.
         sizes = [(int(h), int(w)) for h, w in images.image_sizes]
         image_sizes = torch.tensor(sizes, device=self.device, dtype=torch.float32)
-        loc_outputs, _ = self.localization_head(features, image_sizes)
+        loc_outputs, _ = self.localization_head(out.features, image_sizes)
         boxes = loc_outputs[-1]["pred_boxes"].detach()
-        grid = self.backbone.net.token_grid(images.tensor.shape)
-        action_logits = self.action_head(net_out["tokens"], net_out["token_index"], grid, boxes, image_sizes)
+        action_logits = self.action_head(out.tokens, out.token_index, out.token_grid, boxes, image_sizes)
         return loc_outputs, action_logits
 
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
@@ -284,5 +287,5 @@ class EVAD(nn.Module):
             keep_rates: one rate in (0, 1] per encoder block; None disables pruning (all 1.0).
         """
         if keep_rates is None:
-            keep_rates = [1.0] * len(self.backbone.net.blocks)
-        self.backbone.net.set_keep_rates(keep_rates)
+            keep_rates = [1.0] * self.backbone.num_layers
+        self.backbone.set_keep_rates(keep_rates)
