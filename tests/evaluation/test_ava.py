@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -223,8 +224,8 @@ def test_reader_matches_brute_force_across_blocks(tmp_path, monkeypatch, block_b
     assert len(got) > 350
 
 
-def test_short_decimal_parser_matches_float():
-    """The 8-byte word parser against float() on fields of every length and '.' position."""
+def test_reader_reads_decimals_of_every_layout_like_float(tmp_path):
+    """Scores of every length and '.' position against float(); texts float() rejects name the line."""
     rng = np.random.default_rng(0)
     texts = []
     for length in range(1, 9):
@@ -232,18 +233,14 @@ def test_short_decimal_parser_matches_float():
             digits = "".join(rng.choice(list("0123456789"), length))
             dot = int(rng.integers(-1, length))
             texts.append(digits if dot < 0 else digits[:dot] + "." + digits[dot + 1:])
-    texts = [t for t in texts if t != "."] + ["1.2.3", "12a", "-1.5", "1e5", "+3", ".", "1 2", "9" * 9]
-    buf = ",".join(texts).encode() + b"\0" * 16
-    lens = np.array([len(t) for t in texts])
-    lo = np.concatenate([[0], np.cumsum(lens + 1)[:-1]])
-    words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
-    for idx in (np.arange(len(texts)), np.flatnonzero(lens == 5)):  # mixed and fixed layouts
-        val, ok = ava_reader._parse_short_decimals(words[lo[idx]], lens[idx])
-        for t, v, good in zip([texts[i] for i in idx], val, ok):
-            plain = 1 <= len(t) <= 8 and t.count(".") <= 1 and t.replace(".", "").isdigit()
-            assert good == plain, t
-            if good:
-                assert v == float(t), t
+    texts = [t for t in texts if t != "."] + ["-1.5", "1e5", "+3", "9" * 9]
+    path = tmp_path / "d.csv"
+    path.write_text("".join(f"v,902,0.1,0.2,0.3,0.4,1,{t}\n" for t in texts))
+    assert read_ava_csv(str(path), with_scores=True).scores.tolist() == [float(t) for t in texts]
+    for bad in ("1.2.3", "12a", ".", "1 2", "nan(1)"):
+        path.write_text(f"v,902,0.1,0.2,0.3,0.4,1,0.5\nv,902,0.1,0.2,0.3,0.4,1,{bad}\n")
+        with pytest.raises(AvaFormatError, match=rf"d.csv:2: score '{re.escape(bad)}' is not a number"):
+            read_ava_csv(str(path), with_scores=True)
 
 
 def test_round_decimals_is_python_formatting():

@@ -79,7 +79,13 @@ def distinct_frames(video: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
     video, timestamp = np.asarray(video, dtype=np.int64), np.asarray(timestamp, dtype=np.int64)
     head = np.ones(len(video), dtype=bool)
     head[1:] = (video[1:] != video[:-1]) | (timestamp[1:] != timestamp[:-1])
-    pairs = np.stack([video[head], timestamp[head]], axis=1)
+    video, timestamp = video[head], timestamp[head]
+    if len(video) and video.min() >= 0 and timestamp.min() >= 0:
+        # One integer key per pair (sorted like the pairs): much faster than unique rows.
+        span = int(timestamp.max()) + 1
+        key = np.unique(video * span + timestamp)
+        return np.stack([key // span, key % span], axis=1)
+    pairs = np.stack([video, timestamp], axis=1)
     return np.unique(pairs, axis=0) if len(pairs) else pairs
 
 
