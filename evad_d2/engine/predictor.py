@@ -1,19 +1,12 @@
-"""Inference on clips and whole videos with a trained EVAD model (like detectron2's DefaultPredictor).
+"""Inference on one clip with a trained EVAD model (like detectron2's DefaultPredictor).
 
-The predictor uses the model's own actor boxes (no separate person detector). Videos are read as
-a stream: :class:`KeyframeClipSampler` keeps only the frames that the next clips still need, so
-memory does not grow with the video's length.
-
-Time, not frame numbers, decides which frames form a clip: frame ``i`` of a clip is the decoded
-frame nearest to ``t_key + (i - keyframe_index) * SAMPLING_RATE / frame_rate`` seconds, where
-``frame_rate`` is the rate of the timeline the model was trained on (30 for AVA). A video of any
-frame rate, variable ones included, thus gives the model the temporal spacing it was trained on.
-Frame times come from the decoded frames' presentation timestamps, and rotation metadata is
-applied, by the decoding that training uses (``evad_d2.data.video.iter_video_frames``).
+The predictor uses the model's own actor boxes (no separate person detector). It takes clips,
+not videos: reading a video, choosing its keyframes and assembling their clips is
+``evad_d2.data.video`` (the clip samplers) and ``evad_d2.demo.VideoDemo`` (a whole video).
 """
 
 import logging
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,9 +17,6 @@ from detectron2.structures import Instances
 
 from ..config_check import check_evad_cfg
 from ..data.transforms import apply_transform_to_clip, sample_clip_transform
-# Videos are decoded by the one path that training and the data validator use (frame times
-# from presentation timestamps, rotation metadata applied).
-from ..data.video import KeyframeBatcher, KeyframeClipSampler, iter_video_frames, keyframe_sampler, probe_video
 from ..data.video import resolve_keyframe_index
 from .precision import autocast_for, check_precision
 
@@ -74,13 +64,28 @@ def _as_uint8(clip: torch.Tensor) -> torch.Tensor:
 
 
 class EVADPredictor:
-    """Build an EVAD model from a config, load ``MODEL.WEIGHTS`` and run it on clips or videos.
+    """Create a simple end-to-end predictor with the given config that runs on one device for
+    one clip (or a small batch of clips) of a keyframe.
 
-    Like detectron2's ``DefaultPredictor``: eval mode, test-time resizing (``INPUT.MIN_SIZE_TEST``,
-    ``INPUT.MAX_SIZE_TEST``) done here, boxes returned in the input frame's pixels.
+    Compared to using the model directly, this class does the following additions:
 
-    Class names and label-map ids come from ``class_names``/``action_ids`` if given, else from
-    the metadata of ``cfg.DATASETS.TEST[0]``, else generic ``action_<id>`` with ids 1..C.
+    1. Check the config (also one built by hand, not via ``get_evad_cfg``), build the model in
+       eval mode and load ``cfg.MODEL.WEIGHTS`` with the project's checkpointer (VideoMAE and
+       official EVAD weights too; it never runs code from a weights file).
+    2. Take uint8 RGB frames (T, H, W, 3) as decoded, and apply the test-time resize of
+       ``cfg.INPUT.{MIN,MAX}_SIZE_TEST`` frame by frame (OpenCV's uint8 resize with
+       ``MODEL.EVAD.OFFICIAL_MODE``), so memory follows the model's input size.
+    3. Run under ``torch.inference_mode`` and, with ``precision`` "bf16"/"fp16", autocast.
+    4. Return the keyframe's actors with boxes in the input frame's pixels, on the CPU, by
+       decreasing person score, each with its top-k actions named by the label map (class names
+       and ids from ``class_names``/``action_ids`` if given, else from the metadata of
+       ``cfg.DATASETS.TEST[0]``, else generic ``action_<id>`` with ids 1..C).
+
+    This is meant for simple demo purposes, so it does the above steps automatically. It is not
+    for videos: it does not decode, choose keyframes or assemble clips by time (use
+    ``evad_d2.data.video.KeyframeClipSampler`` or ``evad_d2.demo.VideoDemo``), nor for
+    evaluation (use ``train_net.py --eval-only``, which batches and evaluates on a dataset), nor
+    for benchmarks. For anything more complicated, build and use the model as its source does.
 
     Attributes:
         model: the EVAD model (eval mode).
@@ -220,32 +225,3 @@ class EVADPredictor:
                 }
             )
         return actors
-
-    # ------------------------------------------------------------------ videos
-    def clip_sampler(
-        self, fps: float, keyframe_stride: Optional[int] = None, start: float = 0.0
-    ) -> KeyframeClipSampler:
-        """A sampler for a video of nominal rate ``fps``; a keyframe every ``keyframe_stride``
-        frames (``keyframe_stride / fps`` seconds), by default every second as in AVA."""
-        return keyframe_sampler(
-            self.num_frames, self.keyframe_index, self.sampling_rate / self.frame_rate, fps, keyframe_stride, start
-        )
-
-    def predict_video(self, path: str, keyframe_stride: Optional[int] = None, batch_size: int = 1) -> Iterator[Dict]:
-        """Slide over a video file and yield one result per keyframe, in keyframe order, as soon
-        as its clip is decoded (with ``batch_size`` > 1: once that many clips are ready, which
-        are then run in one forward).
-
-        Yields:
-            ``{"frame_index": int, "time": float seconds, "actors": list as from __call__}``.
-
-        Raises:
-            VideoReadError: naming the file, when it cannot be read.
-        """
-        batcher = KeyframeBatcher(self, batch_size)
-        sampler = self.clip_sampler(float(probe_video(path).fps.limit_denominator(1001)), keyframe_stride)
-        for frame in iter_video_frames(path):
-            for keyframe, actors in batcher.add(sampler.push(frame)):
-                yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
-        for keyframe, actors in batcher.add(sampler.finish(), final=True):
-            yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}

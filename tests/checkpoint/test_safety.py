@@ -32,7 +32,7 @@ from detectron2.utils.events import EventStorage
 # as the package's parent, makes train_net importable).
 from tests.checkpoint import test_official_evad as test_checkpoint_official
 from tests.checkpoint.test_videomae import build
-from tests.engine.test_predictor import load_demo, tiny_cfg, write_video
+from tests.engine.test_predictor import tiny_cfg, write_video
 from tests.utils.test_safe_pickle import RunsShellCommand
 from tests.test_train_net import ROOT, TINY, generate_dataset, make_args, run_training
 
@@ -196,7 +196,7 @@ def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path, caps
     video = tmp_path / "v.mp4"
     write_video(video, [np.full((64, 96, 3), 90, np.uint8)] * 20)
     demo_argv = ["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / "out.mp4"), "--no-progress"]
-    assert load_demo().main(demo_argv + ["MODEL.WEIGHTS", path]) == 2
+    assert load_tool("demo").main(demo_argv + ["MODEL.WEIGHTS", path]) == 2
     assert "demo.py: error: MODEL.WEIGHTS:" in capsys.readouterr().err
     export = load_tool("export_model")
     assert export.main(["--config-file", TINY, "--output", str(tmp_path / "exported"), "MODEL.WEIGHTS", path]) == 2

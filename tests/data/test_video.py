@@ -569,19 +569,20 @@ def test_training_with_skip_bad_samples_logs_every_skip_to_log_txt(tmp_path):
 
 
 def test_demo_on_a_rotated_variable_frame_rate_phone_video(tmp_path):
-    """tools/demo.py decodes with the same reader: upright output at the displayed size, frame
+    """The demo decodes with the same reader: upright output at the displayed size, frame
     times from the timestamps."""
     import json
 
-    from tests.engine.test_predictor import TINY, load_demo
+    from evad_d2.demo import VideoDemo, build_demo_predictor
+    from tests.engine.test_predictor import TINY
 
     video = tmp_path / "phone.mp4"
     write_video(video, [coded_frame(i) for i in range(len(VFR_MS))], times_ms=VFR_MS, rotation=-90)
     out, js = tmp_path / "out.mp4", tmp_path / "out.json"
     torch.manual_seed(0)
-    rc = load_demo().main(["--config-file", TINY, "--input", str(video), "--output", str(out), "--json", str(js),
-                           "--no-progress", "--score-thresh", "0.0"])
-    assert rc == 0
+    predictor = build_demo_predictor(TINY, score_thresh=0.0)
+    stats = VideoDemo(predictor).run(str(video), str(out), json_path=str(js), show_progress=False)
+    assert stats["num_frames"] == len(VFR_MS)
     record = json.loads(js.read_text())
     assert (record["width"], record["height"]) == (H, W)  # portrait, as the phone shows it
     # Keyframes every second: the first frames at or after 0, 1, 2, 3 s (500 ms -> 1000 ms gap).

@@ -1,8 +1,7 @@
-"""EVADPredictor on clips and videos, streaming clip assembly, and tools/demo.py end to end."""
+"""EVADPredictor on clips, streaming clip assembly, VideoDemo over videos, and tools/demo.py end to end."""
 
 import copy
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from evad_d2.data import ClipDatasetMapper
 from evad_d2.data.ava_format import iter_ava_rows, read_label_map
 from evad_d2.data.transforms import apply_transform_to_clip, resize_uint8_opencv
 from evad_d2.data.video import KeyframeClipSampler, VideoFrame, VideoReadError, clip_frame_indices, iter_video_frames, read_video_frames
+from evad_d2.demo import AvaCsvWriter, VideoDemo, build_demo_predictor
 from evad_d2.engine.predictor import EVADPredictor
 from evad_d2.evaluation.ava import main as ava_eval_main
 from evad_d2.utils.video_visualizer import color_for_id
@@ -67,16 +67,12 @@ def decode(path):
         return [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
 
 
-def load_demo():
-    spec = importlib.util.spec_from_file_location("evad_demo", os.path.join(REPO, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return load_demo()
+def run_demo_tool(*args):
+    """``python tools/demo.py ARGS`` in a subprocess: (exit status, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "demo.py"), *map(str, args)], capture_output=True, text=True
+    )
+    return proc.returncode, proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -345,13 +341,13 @@ def test_streamed_clips_equal_random_access_reads(generated):
 
 def test_predict_video(predictor, generated):
     _, video = generated
-    results = list(predictor.predict_video(str(video), keyframe_stride=60))
+    results = list(VideoDemo(predictor, keyframe_stride=60).predict_video(str(video)))
     assert [r["frame_index"] for r in results] == [0, 60, 120]
     np.testing.assert_allclose([r["time"] for r in results], [0.0, 2.0, 4.0], atol=1e-6)
     ref = predictor(read_video_frames(str(video), clip_frame_indices(60, 8, 2, 4, 150)))
     np.testing.assert_allclose([a["box"] for a in results[1]["actors"]], [a["box"] for a in ref], atol=1e-4)
     with pytest.raises(VideoReadError, match="nothing.mp4"):
-        next(predictor.predict_video(str(video.parent / "nothing.mp4")))
+        next(VideoDemo(predictor).predict_video(str(video.parent / "nothing.mp4")))
 
 
 def test_batched_prediction_equals_one_clip_at_a_time(predictor, generated):
@@ -362,14 +358,14 @@ def test_batched_prediction_equals_one_clip_at_a_time(predictor, generated):
     assert predictor.predict_batch([]) == []
     for clip, actors in zip(clips, batched):
         _assert_same_actors(actors, predictor(clip))
-    one = list(predictor.predict_video(str(video), keyframe_stride=30))
+    one = list(VideoDemo(predictor, keyframe_stride=30).predict_video(str(video)))
     for batch_size in (2, 4):
-        many = list(predictor.predict_video(str(video), keyframe_stride=30, batch_size=batch_size))
+        many = list(VideoDemo(predictor, keyframe_stride=30, batch_size=batch_size).predict_video(str(video)))
         assert [r["frame_index"] for r in many] == [r["frame_index"] for r in one] == [0, 30, 60, 90, 120]
         for a, b in zip(many, one):
             _assert_same_actors(a["actors"], b["actors"])
     with pytest.raises(ValueError, match="batch size must be >= 1"):
-        next(predictor.predict_video(str(video), batch_size=0))
+        next(VideoDemo(predictor, batch_size=0).predict_video(str(video)))
 
 
 def _assert_same_actors(got, expected):
@@ -380,13 +376,14 @@ def _assert_same_actors(got, expected):
 
 
 # ---------------------------------------------------------------- demo
-def test_demo_cli_outputs(demo, generated, tmp_path):
+@pytest.mark.slow
+def test_demo_cli_outputs(generated, tmp_path):
+    """tools/demo.py end to end (a subprocess): the outputs, then its refusals of bad input."""
     root, video = generated
     labelmap = root / "annotations" / "ava_action_list_v2.2.pbtxt"
     out, js, cs = tmp_path / "out.mp4", tmp_path / "out.json", tmp_path / "out.csv"
-    torch.manual_seed(0)
-    rc = demo.main(
-        [
+    rc, err = run_demo_tool(
+        *[
             "--config-file",
             TINY,
             "--input",
@@ -409,7 +406,7 @@ def test_demo_cli_outputs(demo, generated, tmp_path):
             "2",
         ]
     )
-    assert rc == 0
+    assert rc == 0, err
     decoded = decode(out)
     assert len(decoded) == 150 and decoded[0][1].shape == (120, 160, 3)
     np.testing.assert_allclose([t for t, _ in decoded], np.arange(150) / 30, atol=1e-3)
@@ -463,6 +460,21 @@ def test_demo_cli_outputs(demo, generated, tmp_path):
     )
     assert 0.0 <= json.loads(res.read_text())["mAP"] <= 100.0
 
+    # Unreadable input: exit status 2 and one error line naming the file, before any output.
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video file " * 128)  # fixed bytes: random ones may parse as some format
+    args = ["--config-file", TINY, "--output", str(tmp_path / "o.mp4")]
+    rc, err = run_demo_tool(*args, "--input", bad)
+    assert rc == 2
+    assert str(bad) in err and "cannot open" in err
+    rc, err = run_demo_tool(*args, "--input", tmp_path / "missing.mp4")
+    assert rc == 2
+    assert "missing.mp4: input video not found" in err
+    assert not (tmp_path / "o.mp4").exists()
+    rc, err = run_demo_tool("--config-file", TINY, "--input", video, "--output", tmp_path / "x.mp4", "--batch-size", "0")
+    assert rc == 2  # argparse's usage error (SystemExit(2))
+    assert "--batch-size must be at least 1, got 0" in err
+
 
 class _MovingActors(torch.nn.Module):
     """Stands in for EVAD: two actors; the first moves 8 px right at every keyframe (call)."""
@@ -491,16 +503,14 @@ def _fake_predictor(predictor):
     return fake
 
 
-def test_demo_draws_boxes_where_the_json_says(demo, predictor, tmp_path):
+def test_demo_draws_boxes_where_the_json_says(predictor, tmp_path):
     video = tmp_path / "grey.mp4"
     write_video(video, [np.full((120, 160, 3), GREY, np.uint8)] * 60)
     out, js = tmp_path / "out.mp4", tmp_path / "out.json"
-    demo.run_demo(
-        _fake_predictor(predictor),
+    VideoDemo(_fake_predictor(predictor), keyframe_stride=15).run(
         str(video),
         str(out),
         json_path=str(js),
-        keyframe_stride=15,
         track=True,
         line_width=3,
         crf=12,
@@ -528,15 +538,13 @@ def test_demo_draws_boxes_where_the_json_says(demo, predictor, tmp_path):
             assert np.abs(img[y2 - 12, x1 + 8 : x2 - 8].astype(float) - GREY).max() < 20
 
 
-def test_demo_memory_stays_bounded_on_a_long_video(demo, predictor, tmp_path):
+def test_demo_memory_stays_bounded_on_a_long_video(predictor, tmp_path):
     stats = {}
     for n in (240, 900):
         video = tmp_path / f"long{n}.mp4"
         frames = [np.full((48, 64, 3), (i * 7) % 256, np.uint8) for i in range(n)]
         write_video(video, frames)
-        stats[n] = demo.run_demo(
-            _fake_predictor(predictor), str(video), str(tmp_path / f"o{n}.mp4"), show_progress=False
-        )
+        stats[n] = VideoDemo(_fake_predictor(predictor)).run(str(video), str(tmp_path / f"o{n}.mp4"), show_progress=False)
         assert stats[n]["num_frames"] == n and stats[n]["num_keyframes"] == n // 30
     # Clip window: (T - 1) * tau + 1 frames (+1 just before eviction); with the frames waiting
     # for their keyframe: at most one stride more. Neither depends on the video's length.
@@ -547,22 +555,21 @@ def test_demo_memory_stays_bounded_on_a_long_video(demo, predictor, tmp_path):
     # the length, and every keyframe is processed.
     batched = {}
     for n in (240, 900):
-        batched[n] = demo.run_demo(
-            _fake_predictor(predictor), str(tmp_path / f"long{n}.mp4"), str(tmp_path / f"b{n}.mp4"),
-            show_progress=False, batch_size=3,
+        batched[n] = VideoDemo(_fake_predictor(predictor), batch_size=3).run(
+            str(tmp_path / f"long{n}.mp4"), str(tmp_path / f"b{n}.mp4"), show_progress=False
         )
         assert batched[n]["num_frames"] == n and batched[n]["num_keyframes"] == n // 30
     assert stats[900]["max_frames_held"] < batched[240]["max_frames_held"] == batched[900]["max_frames_held"] <= 3 * 30 + 8 * 2
 
 
-def test_demo_variable_frame_rate_and_odd_size(demo, predictor, tmp_path):
+def test_demo_variable_frame_rate_and_odd_size(predictor, tmp_path):
     rng = np.random.default_rng(2)
     times = np.round(np.cumsum(np.r_[0, rng.uniform(0.01, 0.12, 59)]), 3)
     frames = [np.full((47, 63, 3), (i * 4) % 256, np.uint8) for i in range(60)]
     video = tmp_path / "vfr.mp4"
     write_video(video, frames, times=times, pix_fmt="yuv444p")
     out, js = tmp_path / "vfr_out.mp4", tmp_path / "vfr.json"
-    stats = demo.run_demo(_fake_predictor(predictor), str(video), str(out), json_path=str(js), show_progress=False)
+    stats = VideoDemo(_fake_predictor(predictor)).run(str(video), str(out), json_path=str(js), show_progress=False)
     decoded = decode(out)
     assert len(decoded) == 60 and decoded[0][1].shape == (48, 64, 3)  # padded to even
     np.testing.assert_allclose([t for t, _ in decoded], times, atol=2e-3)  # timing kept
@@ -578,21 +585,9 @@ def test_demo_variable_frame_rate_and_odd_size(demo, predictor, tmp_path):
     np.testing.assert_allclose([k["time"] for k in keys], times[expected], atol=1e-6)
 
 
-def test_demo_rejects_unreadable_input(demo, tmp_path, capsys):
-    bad = tmp_path / "broken.mp4"
-    bad.write_bytes(b"not a video file " * 128)  # fixed bytes: random ones may parse as some format
-    args = ["--config-file", TINY, "--output", str(tmp_path / "o.mp4")]
-    assert demo.main(args + ["--input", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert str(bad) in err and "cannot open" in err
-    assert demo.main(args + ["--input", str(tmp_path / "missing.mp4")]) == 2
-    assert "missing.mp4: input video not found" in capsys.readouterr().err
-    assert not (tmp_path / "o.mp4").exists()
-
-
-def test_csv_writer_keeps_one_keyframe_per_second(demo, tmp_path):
+def test_csv_writer_keeps_one_keyframe_per_second(tmp_path):
     path = tmp_path / "d.csv"
-    w = demo.AvaCsvWriter(str(path), "v", 100, 50, [3, 7], time_offset=0)
+    w = AvaCsvWriter(str(path), "v", 100, 50, [3, 7], time_offset=0)
     actor = {"box": [10, 5, 60, 45], "action_scores": [0.25, 0.75]}
     for t in (0.0, 0.4, 0.6, 0.9, 1.2, 1.45, 2.5):
         w.add(t, [dict(actor, box=[10 + t, 5, 60, 45])])
@@ -612,27 +607,22 @@ def test_csv_writer_keeps_one_keyframe_per_second(demo, tmp_path):
     assert [r.box for r in iter_ava_rows(str(path))][0] == (0.1, 0.1, 0.6, 0.9)
 
 
-def test_demo_cli_batch_size(demo, generated, tmp_path, capsys):
+def test_demo_batch_size(generated, tmp_path):
+    """The demo (as tools/demo.py --batch-size builds it) gives the same keyframes batched."""
     _, video = generated
     keyframes = {}
     for batch_size in (1, 3):
         js = tmp_path / f"b{batch_size}.json"
         torch.manual_seed(0)
-        rc = demo.main(
-            ["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / f"b{batch_size}.mp4"),
-             "--json", str(js), "--keyframe-stride", "30", "--batch-size", str(batch_size), "--no-progress",
-             "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0"]
-        )
-        assert rc == 0
+        predictor = build_demo_predictor(TINY, ["MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0"])
+        demo = VideoDemo(predictor, keyframe_stride=30, batch_size=batch_size)
+        demo.run(str(video), str(tmp_path / f"b{batch_size}.mp4"), json_path=str(js), show_progress=False)
         keyframes[batch_size] = json.loads(js.read_text())["keyframes"]
     assert [k["frame_index"] for k in keyframes[3]] == [k["frame_index"] for k in keyframes[1]] == [0, 30, 60, 90, 120]
     for a, b in zip(keyframes[3], keyframes[1]):
         # JSON rounds boxes to 0.01 px and scores to 1e-5: allow one unit of the last digit.
         np.testing.assert_allclose([x["box"] for x in a["actors"]], [x["box"] for x in b["actors"]], atol=0.011)
         np.testing.assert_allclose([x["person_score"] for x in a["actors"]], [x["person_score"] for x in b["actors"]], atol=2e-5)
-    with pytest.raises(SystemExit):
-        demo.main(["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / "x.mp4"), "--batch-size", "0"])
-    assert "--batch-size must be at least 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("key, value", [("INPUT.SAMPLING_RATE", 0), ("MODEL.EVAD.NUM_ACTION_CLASSES", -3)])

@@ -1,8 +1,9 @@
 """Tracking, box drawing, the token-pruning picture and the decoder-attention overlay."""
 
-import importlib.util
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -224,8 +225,14 @@ def test_linear_head_has_no_decoder_attention():
         ins.attention_map(0)
 
 
+@pytest.mark.slow
 def test_visualize_pruning_tool_writes_both_pictures(tmp_path):
+    """tools/visualize_pruning.py end to end (a subprocess)."""
     import av
+
+    def tool(*args):
+        cmd = [sys.executable, os.path.join(REPO, "tools", "visualize_pruning.py"), *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True).returncode
 
     video = tmp_path / "v.mp4"
     with av.open(str(video), "w") as c:
@@ -238,21 +245,11 @@ def test_visualize_pruning_tool_writes_both_pictures(tmp_path):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
-    spec = importlib.util.spec_from_file_location(
-        "visualize_pruning", os.path.join(REPO, "tools", "visualize_pruning.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     out = tmp_path / "vis"
-    assert (
-        tool.main(
-            ["--config-file", TINY, "--input", str(video), "--time", "0.5", "--output-dir", str(out), "--scale", "2"]
-        )
-        == 0
-    )
+    assert tool("--config-file", TINY, "--input", video, "--time", "0.5", "--output-dir", out, "--scale", "2") == 0
     # 96 x 64 -> short side 64: 96 x 64, grid (4, 4, 6); cells 96 x 64 with 2 px gaps, doubled.
     assert Image.open(out / "pruning.png").size == (2 * (4 * 96 + 5 * 2), 2 * (2 * 64 + 3 * 2))
     assert Image.open(out / "decoder_attention.png").size == (2 * (4 * 96 + 5 * 2), 2 * (2 * 64 + 3 * 2))
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")
-    assert tool.main(["--config-file", TINY, "--input", str(bad), "--output-dir", str(out)]) == 2
+    assert tool("--config-file", TINY, "--input", bad, "--output-dir", out) == 2

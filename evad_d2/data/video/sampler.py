@@ -49,7 +49,7 @@ def resolve_keyframe_index(keyframe_index: int, num_frames: int) -> int:
     """
     kf = num_frames // 2 if keyframe_index < 0 else keyframe_index
     if not 0 <= kf < num_frames:
-        raise ValueError(f"keyframe_index {keyframe_index} outside a clip of {num_frames} frames")
+        raise ValueError(f"keyframe index {keyframe_index} outside a clip of {num_frames} frames")
     return kf
 
 
