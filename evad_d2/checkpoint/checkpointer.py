@@ -3,7 +3,9 @@
 * this project's own checkpoints (detectron2 ``{"model": ..., "optimizer": ..., ...}``), including
   official checkpoints converted by ``tools/convert_official_evad.py``;
 * official EVAD release checkpoints (converted on the fly, see :mod:`.official_evad`);
-* VideoMAE pretraining or Kinetics fine-tuned checkpoints (see :mod:`.videomae`).
+* VideoMAE pretraining or Kinetics fine-tuned checkpoints (see :mod:`.videomae`), also as saved by
+  Hugging Face ``transformers`` (state dicts, ``.safetensors`` files, ``save_pretrained`` folders
+  whose ``config.json`` is checked against the model; see :mod:`.hf_videomae`).
 
 It says which format it recognised, what it converted or ignored and why, which model tensors
 were loaded, and which were not, separating the ones a backbone checkpoint cannot hold (heads,
@@ -13,7 +15,8 @@ naming the key and both shapes, unless ``skip_shape_mismatch`` is set.
 Safe and crash-proof:
 
 * no file it is given runs code: ``.pkl`` files (detectron2/Caffe2 model zoo) are read with the
-  restricted unpickler, everything else with ``torch.load(weights_only=True)``;
+  restricted unpickler, ``.safetensors`` with the safetensors package, everything else with
+  ``torch.load(weights_only=True)``;
 * an empty, truncated or text file is a :class:`DamagedCheckpointError` naming the file;
 * every save is atomic (:func:`evad_d2.utils.atomic_io.atomic_write`), ``last_checkpoint`` is
   updated only after the checkpoint is complete under its name;
@@ -55,6 +58,7 @@ from .official_evad import (
     official_config_overrides,
     official_to_evad_d2,
 )
+from .hf_videomae import hf_config_problems, hf_videomae_to_videomae, is_hf_videomae_state_dict, read_pretrained_folder
 from .videomae import convert_videomae, is_videomae_state_dict
 
 __all__ = ["EVADCheckpointer", "FORMAT_EVAD_D2", "FORMAT_OFFICIAL", "FORMAT_VIDEOMAE", "LAST_CHECKPOINT"]
@@ -112,6 +116,8 @@ class EVADCheckpointer(DetectionCheckpointer):
         self.skip_shape_mismatch = bool(skip_shape_mismatch)
         self.videomae_decoder_init = bool(videomae_decoder_init)
         self.last_load: Dict[str, Any] = {}
+        # (folder, config.json) while a save_pretrained folder loads.
+        self._pretrained_folder: Optional[Tuple[str, Dict[str, Any]]] = None
 
     @classmethod
     def from_config(cls, cfg, model, save_dir="", **kwargs):
@@ -226,6 +232,10 @@ class EVADCheckpointer(DetectionCheckpointer):
         # Under DDP, detectron2's load first gathers which processes have the file (and loads where
         # one lacks it, with a warning); raising here in one process only would hang the others.
         distributed = isinstance(self.model, DistributedDataParallel)
+        if path and "://" not in path and os.path.isdir(path):
+            folder = path
+            path, config = read_pretrained_folder(folder)
+            self._pretrained_folder = (folder, config)
         if path and "://" not in path and not distributed and not os.path.isfile(path):
             # fvcore would assert; say which file and where the name came from.
             raise FileNotFoundError(f"{path}: checkpoint file not found (from MODEL.WEIGHTS or {LAST_CHECKPOINT})")
@@ -234,6 +244,7 @@ class EVADCheckpointer(DetectionCheckpointer):
         finally:
             # detectron2 resets this only on success; a failed load would make the next one assert.
             self._parsed_url_during_load = None
+            self._pretrained_folder = None
 
     def _torch_load(self, f):
         loaded = load_checkpoint_file(f)
@@ -264,6 +275,8 @@ class EVADCheckpointer(DetectionCheckpointer):
             loaded["model"] = sd
             loaded[_FORMAT] = FORMAT_EVAD_D2
             return loaded
+        if is_hf_videomae_state_dict(sd):
+            return self._from_hf_videomae(sd, filename)
         if is_videomae_state_dict(sd):
             return self._from_videomae(sd, filename)
         sample = sorted(sd.keys())[:8]
@@ -271,7 +284,7 @@ class EVADCheckpointer(DetectionCheckpointer):
             f"{filename}: unrecognised checkpoint format. State-dict keys start with {sample}; expected an evad_d2 "
             "checkpoint (backbone.net.*, localization_head.*, action_head.*), an official EVAD checkpoint "
             "(model_state with det_head.*), or a VideoMAE checkpoint (patch_embed.proj.weight and blocks.* with "
-            "prefix encoder., backbone. or none)"
+            "prefix encoder., backbone. or none; or transformers' embeddings.patch_embeddings.* and encoder.layer.*)"
         )
 
     @staticmethod
@@ -383,6 +396,28 @@ class EVADCheckpointer(DetectionCheckpointer):
             _CHECK_PREFIXES: [vit_prefix],
             "__author__": "VideoMAE",
         }
+
+    def _from_hf_videomae(self, sd, filename) -> Dict[str, Any]:
+        """A transformers VideoMAE state dict: renamed to VideoMAE's layout, then as :meth:`_from_videomae`;
+        from a save_pretrained folder, its config.json is checked against the model first."""
+        renamed, kind = hf_videomae_to_videomae(sd, source=filename)
+        notes = []
+        if self._pretrained_folder is not None:
+            folder, config = self._pretrained_folder
+            _, vit = _named_instance(self.model, PruningVideoViT)
+            errors, notes = hf_config_problems(config, vit, folder) if vit is not None else ([], [])
+            if errors:
+                raise CheckpointFormatError(
+                    "the Hugging Face folder's config does not match the model:\n  " + "\n  ".join(errors)
+                    + "\nBuild the model with the folder's settings (set the config keys named above)."
+                )
+        loaded = self._from_videomae(renamed, filename)
+        report = loaded[_REPORT]
+        report.source_format = f"Hugging Face transformers {kind} {filename}"
+        report.notes[:0] = [f"transformers names renamed to VideoMAE's ({len(sd)} tensors; query/key/value fused into qkv)"]
+        report.notes.extend(notes)
+        loaded["__author__"] = "Hugging Face transformers"
+        return loaded
 
     # ------------------------------------------------------------------ loading and reporting
     def _load_model(self, checkpoint: Dict[str, Any]) -> _IncompatibleKeys:

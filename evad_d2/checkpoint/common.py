@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
 from ..utils.safe_pickle import UnreadablePickleError, UnsafePickleError, restricted_load
@@ -29,6 +31,7 @@ __all__ = [
     "checkpoint_file_problem",
     "load_checkpoint_file",
     "load_pickle_checkpoint",
+    "load_safetensors_file",
     "find_state_dict",
     "strip_prefix",
 ]
@@ -177,11 +180,16 @@ def load_checkpoint_file(path: str) -> Any:
 
     Every record of the zip archive is checked against its CRC-32 first (torch.load does not).
 
+    A ``.safetensors`` file (Hugging Face) is read with the ``safetensors`` package, which holds
+    tensors only and runs no code.
+
     Raises:
         FileNotFoundError: no file at ``path``.
         DamagedCheckpointError: empty, truncated, text, corrupted (CRC), or otherwise unreadable.
         CheckpointFormatError: a readable file that needs globals ``weights_only`` refuses.
     """
+    if str(path).endswith(".safetensors"):
+        return load_safetensors_file(path)
     problem = checkpoint_file_problem(path, verify_crc=True)
     if problem == "does not exist":
         raise FileNotFoundError(f"{path}: checkpoint file not found")
@@ -203,6 +211,23 @@ def load_checkpoint_file(path: str) -> Any:
         raise DamagedCheckpointError(
             f"{path}: damaged checkpoint ({os.path.getsize(path)} bytes), torch.load fails with "
             f"{type(e).__name__}: {e}"
+        ) from e
+
+
+def load_safetensors_file(path: str) -> Dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file, on the CPU (the format holds no code).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        DamagedCheckpointError: a file the safetensors reader rejects (empty, truncated, not safetensors).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    try:
+        return load_safetensors(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DamagedCheckpointError(
+            f"{path}: damaged or not a safetensors file ({os.path.getsize(path)} bytes): {e}"
         ) from e
 
 
