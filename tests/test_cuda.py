@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.modeling.test_meta_arch import build, random_clip, training_input
-from tests.engine.test_predictor import tiny_cfg, load_demo
+from tests.engine.test_predictor import tiny_cfg
 from tests.test_tools import TINY, run_tool
 from tests.test_train_net import generate_dataset, make_args, run_training
 
@@ -148,17 +148,18 @@ def test_predictor_on_cuda_matches_cpu(precision, exact_fp32):
 
 
 def test_demo_on_cuda_in_fp16_with_batches(tmp_path):
+    from evad_d2.demo import VideoDemo, build_demo_predictor
     from tests.engine.test_predictor import decode, write_video
 
     video, out, js = tmp_path / "in.mp4", tmp_path / "out.mp4", tmp_path / "out.json"
     rng = np.random.default_rng(0)
     write_video(video, [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(45)])
-    demo = load_demo()
-    code = demo.main(
-        ["--config-file", TINY, "--input", str(video), "--output", str(out), "--json", str(js), "--precision", "fp16",
-         "--batch-size", "2", "--no-progress", "MODEL.DEVICE", "cuda", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0"]
+    # As tools/demo.py --precision fp16 --batch-size 2 MODEL.DEVICE cuda runs it.
+    predictor = build_demo_predictor(
+        TINY, ["MODEL.DEVICE", "cuda", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0"], precision="fp16"
     )
-    assert code == 0
+    stats = VideoDemo(predictor, batch_size=2).run(str(video), str(out), json_path=str(js), show_progress=False)
+    assert stats["num_frames"] == 45
     result = json.loads(js.read_text())
     assert len(result["keyframes"]) == 2 and all(k["actors"] for k in result["keyframes"])
     assert len(decode(out)) == 45
