@@ -1,4 +1,4 @@
-"""Draw actor boxes and their top actions onto video frames (used by tools/demo.py).
+"""Draw actor boxes and their top actions onto video frames (used by evad_d2.demo.VideoDemo).
 
 One colour per track id (or per actor position when there is no tracking), from a fixed palette
 of saturated colours that stand out on natural images. Labels sit above a box's top-left corner,
