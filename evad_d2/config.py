@@ -11,7 +11,7 @@ from detectron2.config import get_cfg
 
 from .config_check import ConfigValueError, check_evad_cfg
 from .evaluation.ava import DEFAULT_PROTOCOL as AVA_DEFAULT_PROTOCOL
-from .evaluation.ucf_jhmdb import DEFAULT_PROTOCOL as UCF_JHMDB_DEFAULT_PROTOCOL
+from .evaluation.ucf_jhmdb.protocols import DEFAULT_PROTOCOL as UCF_JHMDB_DEFAULT_PROTOCOL
 
 __all__ = ["ConfigValueError", "add_evad_config", "check_evad_cfg", "get_evad_cfg"]
 
