@@ -6,45 +6,29 @@ where everything is. The last line is ``quickstart frame-mAP@0.5: X`` (X in perc
     python tools/quickstart.py [--output-dir output/quickstart] [KEY VALUE ...]
 """
 import argparse
-import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, ROOT)  # train_net.py, the training script, lives at the repository root
+
+from evad_d2.data.synthetic import GeneratorSettings, ensure_generated  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs", "quickstart", "EVAD_tiny_ava_like_cpu.yaml")
 # The builtin dataset names register under $EVAD_DATASETS (default: ./datasets); pin it to this
 # repository's datasets/ so the quick-start works from any working directory.
 os.environ.setdefault("EVAD_DATASETS", os.path.join(ROOT, "datasets"))
 DATA = os.path.join(os.environ["EVAD_DATASETS"], "generated", "ava_like")
-GENERATOR = os.path.join(ROOT, "datasets", "generate_ava_like.py")
 
 
-# Many short training videos: a model trained from scratch memorises a few dozen videos (40 videos
-# x 8 keyframes gave 38 mAP on train and under 1 on val); diversity is what makes it generalise.
-GENERATOR_ARGS = ["--num-train-videos", "160", "--num-val-videos", "16", "--duration", "8"]
-
-
-def ensure_dataset(root: str, seed: int) -> None:
-    """Generate the dataset unless ``root`` already holds one made with the same arguments and
-    the same generator (a changed generator script makes a different dataset)."""
-    args = ["--seed", str(seed)] + GENERATOR_ARGS
-    with open(GENERATOR, "rb") as f:
-        made_by = {"args": args, "generator_sha256": hashlib.sha256(f.read()).hexdigest()}
-    stamp = os.path.join(root, "quickstart_generator_args.json")
-    if os.path.exists(stamp):
-        with open(stamp) as f:
-            if json.load(f) == made_by:
-                print(f"[quickstart] using the generated dataset in {root}")
-                return
-    print(f"[quickstart] generating the bundled dataset into {root} ({' '.join(args)})")
-    subprocess.run([sys.executable, GENERATOR, "--out", root, "--quiet"] + args, check=True)
-    with open(stamp, "w") as f:
-        json.dump(made_by, f)
+def generator_settings(seed: int) -> GeneratorSettings:
+    """The bundled dataset: ``datasets/generate_ava_like.py --seed SEED --num-train-videos 160
+    --num-val-videos 16 --duration 8``."""
+    # Many short training videos: a model trained from scratch memorises a few dozen videos (40
+    # videos x 8 keyframes gave 38 mAP on train and under 1 on val); diversity makes it generalise.
+    return GeneratorSettings(seed=seed, num_train_videos=160, num_val_videos=16, duration=8)
 
 
 def write_examples(output_dir: str, weights: str) -> dict:
@@ -94,7 +78,11 @@ def main(argv=None) -> float:
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = p.parse_args(argv)
 
-    ensure_dataset(DATA, args.seed)
+    settings = generator_settings(args.seed)
+    if ensure_generated(DATA, settings, log=lambda *a: None):
+        print(f"[quickstart] generated the bundled dataset in {DATA} ({settings})")
+    else:
+        print(f"[quickstart] using the generated dataset in {DATA}")
     from detectron2.engine import default_argument_parser
 
     import train_net

@@ -1,7 +1,6 @@
 """The bundled generated dataset and the validation command."""
 import csv
 import hashlib
-import importlib.util
 import io
 import os
 import subprocess
@@ -12,18 +11,13 @@ import pytest
 
 from evad_d2.data import ClipDatasetMapper, load_ava_dataset
 from evad_d2.data.ava_format import read_label_map
+from evad_d2.data.synthetic import GeneratorSettings, generate
+from evad_d2.data.synthetic.actors import MAX_MIN_CONTRAST, Actor, contrasting_color, make_actors
 from evad_d2.data.validate import main as validate_main
 from evad_d2.data.validate import validate_ava_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "datasets", "generate_ava_like.py")
-
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("generate_ava_like", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _digest(root):
@@ -66,18 +60,17 @@ def test_layout_and_determinism(generated, tmp_path):
         1: "walk_left", 2: "walk_right", 3: "jump", 4: "wave", 5: "spin", 6: "stand"}
     # Same seed, same bytes.
     again = str(tmp_path / "again")
-    _generator().generate(again, 3, 4, 2, 6, 160, 120, False, log=lambda *a: None)
+    generate(again, GeneratorSettings(seed=3, num_train_videos=4, num_val_videos=2, duration=6), log=lambda *a: None)
     assert _digest(again) == _digest(generated)
 
 
 def test_generated_labels_match_the_motion():
-    gen = _generator()
     rng = np.random.default_rng(0)
     width, height, duration = 160, 120, 8
     seen, changed = set(), 0
     for _ in range(40):
         background = rng.integers(60, 200, size=3)
-        actors = gen.make_actors(rng, width, height, duration, background, (1.3, 1.6), 2, 200)
+        actors = make_actors(rng, width, height, duration, background, (1.3, 1.6), 2, 200)
         assert 1 <= len(actors) <= 2
         for actor in actors:
             labels = [tuple(actor.action_ids(k)) for k in range(2, duration - 1)]
@@ -113,7 +106,7 @@ def test_generated_labels_match_the_motion():
                 assert margin - 1e-6 <= actor.center_x(t) <= width - margin + 1e-6, t
             # Positions are continuous across action changes.
             for k in range(1, duration):
-                edge = gen.Actor.segment_start(k)
+                edge = Actor.segment_start(k)
                 assert abs(actor.center_x(edge - 1e-6) - actor.center_x(edge)) < 1e-3
     assert seen == {1, 2, 3, 4, 5, 6}
     assert changed > 10, "actions change within videos"
@@ -172,33 +165,45 @@ def test_validate_command_accepts_good_and_rejects_bad_data(generated, tmp_path)
 
 
 def test_generator_palettes_and_bad_options(tmp_path):
-    gen = _generator()
     rng = np.random.default_rng(1)
     background = np.array([100, 150, 200])
-    dark = gen.make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "dark")
+    dark = make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "dark")
     assert all(max(c) < 70 for a in dark for c in a.colors)
-    bright = gen.make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "random")
+    bright = make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "random")
     assert all(np.abs(np.array(c) - background).sum() >= 200 for a in bright for c in a.colors)
     with pytest.raises(ValueError, match="palette"):
-        gen.make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "pastel")
+        make_actors(rng, 160, 120, 6, background, (1.3, 1.6), 2, 200, "pastel")
     with pytest.raises(ValueError, match="actor-scale"):
-        gen.generate(str(tmp_path / "x"), 0, 1, 0, 6, 160, 120, False, log=lambda *a: None, scale_range=(3.0, 3.0))
+        generate(str(tmp_path / "x"), GeneratorSettings(seed=0, num_train_videos=1, num_val_videos=0, duration=6, scale_range=(3.0, 3.0)), log=lambda *a: None)
     with pytest.raises(ValueError, match="max-actors"):
-        gen.generate(str(tmp_path / "x"), 0, 1, 0, 6, 160, 120, False, log=lambda *a: None, max_actors=0)
+        generate(str(tmp_path / "x"), GeneratorSettings(seed=0, num_train_videos=1, num_val_videos=0, duration=6, max_actors=0), log=lambda *a: None)
     with pytest.raises(ValueError, match=r"--min-contrast must be in \[0, 384\]"):
-        gen.generate(str(tmp_path / "x"), 0, 1, 0, 6, 160, 120, False, log=lambda *a: None, min_contrast=385)
+        generate(str(tmp_path / "x"), GeneratorSettings(seed=0, num_train_videos=1, num_val_videos=0, duration=6, min_contrast=385), log=lambda *a: None)
 
 
 def test_contrasting_color_at_the_largest_distances():
-    gen = _generator()
     rng = np.random.default_rng(0)
     background = np.array([20, 240, 128])
     # The farthest colour is (255, 0, 0): 235 + 240 + 128 = 603 away; random draws rarely reach 590.
-    colors = [gen.contrasting_color(rng, background, 590) for _ in range(20)]
+    colors = [contrasting_color(rng, background, 590) for _ in range(20)]
     assert all(np.abs(np.array(c) - background).sum() >= 590 for c in colors)
-    assert gen.contrasting_color(rng, background, 603) == (255, 0, 0)
+    assert contrasting_color(rng, background, 603) == (255, 0, 0)
     with pytest.raises(ValueError, match="no colour is 604"):
-        gen.contrasting_color(rng, background, 604)
+        contrasting_color(rng, background, 604)
     # Any background has a colour MAX_MIN_CONTRAST away.
     for grey in (127, 128):
-        assert np.abs(np.array(gen.contrasting_color(rng, np.full(3, grey), gen.MAX_MIN_CONTRAST)) - grey).sum() >= 384
+        assert np.abs(np.array(contrasting_color(rng, np.full(3, grey), MAX_MIN_CONTRAST)) - grey).sum() >= 384
+
+
+def test_ensure_generated_regenerates_only_when_settings_or_code_change(tmp_path, monkeypatch):
+    from evad_d2.data.synthetic import dataset, ensure_generated
+
+    calls = []
+    monkeypatch.setattr(dataset, "generate", lambda out, settings, log: calls.append(settings))
+    settings = GeneratorSettings(seed=1)
+    assert ensure_generated(str(tmp_path), settings)
+    assert not ensure_generated(str(tmp_path), settings)
+    assert ensure_generated(str(tmp_path), GeneratorSettings(seed=2))
+    monkeypatch.setattr(dataset, "generator_sha256", lambda: "a changed generator")
+    assert ensure_generated(str(tmp_path), GeneratorSettings(seed=2))
+    assert calls == [settings, GeneratorSettings(seed=2), GeneratorSettings(seed=2)]
