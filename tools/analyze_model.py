@@ -11,27 +11,16 @@ for one clip in inference; ``--keep-rates`` repeats the FLOP count at other keep
 config's pruning blocks.
 """
 import argparse
-import json
-import logging
-import os
-import sys
-from typing import Dict, List
 
-import torch
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import parameter_count_table
 from tabulate import tabulate
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evad_d2 import get_evad_cfg  # noqa: E402
-from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
-from evad_d2.utils.flops import flop_count_analysis, method_flops  # noqa: E402
-
-logger = logging.getLogger("evad_d2.analyze_model")
-
-# The paper's whole-model GFLOPs for ViT-B at 16x224x224 (Table 2a).
-PAPER_GFLOPS_VIT_B_224 = {1.0: 223.8, 0.9: 186.3, 0.8: 157.0, 0.7: 134.2, 0.6: 116.3}
+from evad_d2 import get_evad_cfg
+from evad_d2.benchmark.analysis import count_gflops, count_parameters, paper_comparison, part_modules
+from evad_d2.benchmark.report import write_json
+from evad_d2.modeling.backbone import scaled_keep_rates
 
 
 def get_parser():
@@ -43,43 +32,6 @@ def get_parser():
     p.add_argument("--json", default=None)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p
-
-
-def part_modules(model) -> Dict[str, List[str]]:
-    """Module-name prefixes making up each part."""
-    return {
-        "backbone": ["backbone.net"],
-        "neck": [f"backbone.{n}" for n, _ in model.backbone.named_children() if n != "net"],
-        "localization_head": ["localization_head"],
-        "action_head": ["action_head"],
-    }
-
-
-def count_parameters(model) -> Dict[str, int]:
-    counts = {"total": sum(p.numel() for p in model.parameters())}
-    for part, prefixes in part_modules(model).items():
-        counts[part] = sum(
-            p.numel() for n, p in model.named_parameters() if any(n == q or n.startswith(q + ".") for q in prefixes)
-        )
-    return counts
-
-
-def count_gflops(model, clip_size) -> Dict[str, float]:
-    t, h, w = clip_size
-    torch.manual_seed(0)
-    inputs = [{"clip": torch.rand(3, t, h, w) * 255, "height": h, "width": w}]
-    with torch.no_grad(), method_flops(model):
-        analysis = flop_count_analysis(model, inputs)
-        # detectron2's tracing adapter holds the model as its "model" child.
-        by_module = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in analysis.by_module().items()}
-        total = analysis.total()
-    gflops = {"total": total / 1e9}
-    for part, prefixes in part_modules(model).items():
-        gflops[part] = sum(by_module.get(q, 0) for q in prefixes) / 1e9
-    # The meta-architecture calls the neck's forward_features directly (not as a module), so its
-    # resizing is counted at the model's top level: the neck is everything outside the other parts.
-    gflops["neck"] = gflops["total"] - sum(v for k, v in gflops.items() if k not in ("total", "neck"))
-    return gflops
 
 
 def main(argv=None) -> dict:
@@ -110,23 +62,14 @@ def main(argv=None) -> dict:
             model.set_keep_rates(base)
         headers = ["setting", "total"] + list(part_modules(model))
         print(tabulate(rows, headers=headers, floatfmt=".4g"))
-        paper = {
-            rho: ref
-            for rho, ref in PAPER_GFLOPS_VIT_B_224.items()
-            if str(rho) in result.get("gflops_by_keep_rate", {})
-        }
-        if paper and tuple(clip_size) == (16, 224, 224) and cfg.MODEL.EVAD.EMBED_DIM == 768:
-            cmp_rows = []
-            for rho, ref in sorted(paper.items(), reverse=True):
-                ours = result["gflops_by_keep_rate"][str(rho)]["total"]
-                cmp_rows.append([rho, ours, ref, ours / ref])
-            result["paper_comparison"] = [dict(zip(["keep_rate", "ours", "paper", "ratio"], r)) for r in cmp_rows]
+        comparison = paper_comparison(result.get("gflops_by_keep_rate", {}), clip_size, cfg.MODEL.EVAD.EMBED_DIM)
+        if comparison:
+            result["paper_comparison"] = comparison
+            cmp_rows = [[r["keep_rate"], r["ours"], r["paper"], r["ratio"]] for r in comparison]
             print(tabulate(cmp_rows, headers=["keep rate", "GFLOPs (ours)", "GFLOPs (paper)", "ours/paper"], floatfmt=".3f"))
 
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(result, args.json)
     return result
 
 

@@ -27,12 +27,11 @@ import sys
 
 from detectron2.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evad_d2 import get_evad_cfg  # noqa: E402
-from evad_d2.checkpoint import CheckpointFormatError  # noqa: E402
-from evad_d2.engine.predictor import EVADPredictor  # noqa: E402
-from evad_d2.export import EXPORT_FORMATS, export_evad  # noqa: E402
-from evad_d2.modeling.backbone import scaled_keep_rates  # noqa: E402
+from evad_d2 import get_evad_cfg
+from evad_d2.checkpoint import CheckpointFormatError
+from evad_d2.engine.predictor import EVADPredictor
+from evad_d2.export import EXPORT_FORMATS, export_evad
+from evad_d2.modeling.backbone import scaled_keep_rates
 
 logger = logging.getLogger("evad_d2.export_model")
 
