@@ -1,21 +1,15 @@
 """detectron2 ``DatasetEvaluator`` for UCF101-24 / JHMDB: frame-mAP and video-mAP."""
-import json
 import logging
 import math
-import os
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
-from iopath.common.file_io import g_pathmgr
 
 from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle, split_videos
-from evad_d2.utils.atomic_io import atomic_write
 
-from ..plots import plot_per_class_ap
+from ..base import KeyframeEvaluator
 from .frame_map import FrameDetections, frame_map
 from .protocols import DEFAULT_PROTOCOL, VIDEO_MAP_THRESHOLDS, check_protocol
 from .tubes import LINK_MIN_SCORE, Tube, link_tubes
@@ -26,7 +20,7 @@ __all__ = ["UCFJHMDBEvaluator"]
 logger = logging.getLogger(__name__)
 
 
-class UCFJHMDBEvaluator(DatasetEvaluator):
+class UCFJHMDBEvaluator(KeyframeEvaluator):
     """Frame-mAP@0.5 and video-mAP@{0.2, 0.5, 0.5:0.95} on UCF101-24 / JHMDB.
 
     Inputs carry ``video_id`` (the pickle's video name), ``timestamp`` (1-based frame number),
@@ -52,6 +46,7 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
     ):
         """
         Args:
+            dataset_name, output_dir, distributed: as in :class:`~evad_d2.evaluation.base.KeyframeEvaluator`.
             compute_video_map: also link tubes and compute video-mAP.
             only_processed_frames: score only ground truth of processed frames (frame-mAP) and
                 of videos with at least one processed frame (video-mAP), for partial runs.
@@ -68,26 +63,14 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
                 f"dataset '{dataset_name}': metadata 'split' must be 'train' or 'test' and 'split_index' a "
                 f"0-based int (as register_ucf_jhmdb sets them), got split={split!r}, split_index={split_index!r}"
             )
-        self._dataset_name = dataset_name
-        self._output_dir = output_dir
-        self._distributed = distributed
         self._video_map = compute_video_map
         self._only_processed = only_processed_frames
         self._link_kwargs = dict(link_kwargs or {})
-        self._protocol = check_protocol(protocol)
         self._gt_file = meta.gt_file
         self._split = split
         self._split_index = split_index
         self._names = list(getattr(meta, "action_classes", []))
-        self.reset()
-
-    @property
-    def protocol(self) -> str:
-        """The metric protocol this evaluator follows (see the ``protocol`` argument)."""
-        return self._protocol
-
-    def reset(self):
-        self._frames = []
+        super().__init__(dataset_name, output_dir, distributed=distributed, protocol=check_protocol(protocol))
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
@@ -101,28 +84,12 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
             )
 
     def evaluate(self):
-        frames = self._frames
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(self._frames, dst=0)
-            if not comm.is_main_process():
-                return {}
-            frames = [f for part in gathered for f in part]
+        frames = self.gathered_frames()
         if not frames:
-            logger.warning("UCFJHMDBEvaluator on '%s' received no predictions.", self._dataset_name)
             return {}
-        gt = load_gt_pickle(self._gt_file)
-        labels = list(gt["labels"])
-        if self._names and len(self._names) != len(labels):
-            raise ValueError(
-                f"dataset '{self._dataset_name}': {len(self._names)} action_classes but {self._gt_file} has {len(labels)} labels"
-            )
-        names = self._names or labels
-        try:
-            videos = split_videos(gt, self._split, self._split_index)
-        except KeyError as e:
-            raise KeyError(f"dataset '{self._dataset_name}': {self._gt_file}: {e.args[0]}") from None
-        dets = self._to_detections(frames, gt, len(labels))
+        gt, videos, names = self._ground_truth()
+        num_classes = len(gt["labels"])
+        dets = self._to_detections(frames, gt, num_classes)
         if self._only_processed:
             seen = set(dets.video)
             videos = [v for v in videos if v in seen]
@@ -135,8 +102,7 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
             "frame_AP@0.5": {names[c]: _pct(a) for c, a in f_aps.items()},
         }
         if self._video_map:
-            tubes = self._link(dets, len(labels))
-            v_maps = video_map(gt, tubes, videos, protocol=self._protocol)
+            v_maps = video_map(gt, self._link(dets, num_classes), videos, protocol=self._protocol)
             results["video_mAP@0.2"] = 100.0 * v_maps[0.2][0]
             results["video_mAP@0.5"] = 100.0 * v_maps[0.5][0]
             results["video_mAP@0.5:0.95"] = 100.0 * float(np.mean([v_maps[t][0] for t in VIDEO_MAP_THRESHOLDS]))
@@ -149,26 +115,31 @@ class UCFJHMDBEvaluator(DatasetEvaluator):
             "'%s' (%s protocol): %s", self._dataset_name, self._protocol,
             ", ".join(f"{k} = {v:.2f}" for k, v in results.items() if "AP-" not in k),
         )
-        if self._output_dir:
-            g_pathmgr.mkdirs(self._output_dir)
-            with atomic_write(os.path.join(self._output_dir, "ucf_jhmdb_metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=2)
-            plot_per_class_ap(
-                {names[c]: 100.0 * a for c, a in f_aps.items()},
-                os.path.join(self._output_dir, "ucf_jhmdb_per_class_ap.png"),
-                title=f"{self._dataset_name}: frame-mAP@0.5 = {results['frame_mAP@0.5']:.2f} ({self._protocol})",
-            )
+        self.write_metrics(
+            "ucf_jhmdb", metrics, {names[c]: 100.0 * a for c, a in f_aps.items()},
+            title=f"{self._dataset_name}: frame-mAP@0.5 = {results['frame_mAP@0.5']:.2f} ({self._protocol})",
+        )
         return OrderedDict(ucf_jhmdb=results)
+
+    def _ground_truth(self) -> Tuple[Dict, List[str], List[str]]:
+        """The pickle, the videos of this dataset's split and the class names."""
+        gt = load_gt_pickle(self._gt_file)
+        labels = list(gt["labels"])
+        if self._names and len(self._names) != len(labels):
+            raise ValueError(
+                f"dataset '{self._dataset_name}': {len(self._names)} action_classes but {self._gt_file} has {len(labels)} labels"
+            )
+        try:
+            videos = split_videos(gt, self._split, self._split_index)
+        except KeyError as e:
+            raise KeyError(f"dataset '{self._dataset_name}': {self._gt_file}: {e.args[0]}") from None
+        return gt, videos, self._names or labels
 
     @staticmethod
     def _to_detections(frames, gt, num_classes) -> FrameDetections:
         out = FrameDetections([], np.zeros(0, dtype=np.int64), [], [])
-        seen = set()
         fr = []
         for video, t, h, w, boxes, scores in frames:
-            if (video, t) in seen:
-                continue
-            seen.add((video, t))
             if scores.ndim != 2 or scores.shape[1] != num_classes:
                 raise ValueError(f"pred_action_scores has shape {scores.shape}, expected (N, {num_classes})")
             res = gt["resolution"].get(video)
