@@ -15,7 +15,18 @@ from .evaluation.ava import PROTOCOLS as AVA_PROTOCOLS
 from .evaluation.ucf_jhmdb import PROTOCOLS as UCF_JHMDB_PROTOCOLS
 from .modeling.heads import ACTION_HEAD_REGISTRY, ACTION_HEAD_SHORT_NAMES, LOCALIZATION_HEAD_REGISTRY
 
-__all__ = ["ConfigValueError", "check_batch_split", "check_epoch_schedule", "check_evad_cfg", "check_optimizer_cfg"]
+__all__ = [
+    "ConfigValueError",
+    "check_action_head_cfg",
+    "check_backbone_cfg",
+    "check_batch_split",
+    "check_epoch_schedule",
+    "check_evad_cfg",
+    "check_heads_cfg",
+    "check_input_cfg",
+    "check_optimizer_cfg",
+    "check_solver_cfg",
+]
 
 IMPORTANCE_IMPLS = ("auto", "logsumexp", "recompute", "explicit")
 PROPOSAL_INITS = ("image", "grid")
@@ -153,10 +164,20 @@ def check_epoch_schedule(cfg) -> None:
 def check_evad_cfg(cfg) -> None:
     """Raise a ConfigValueError for the first EVAD value that cannot work; return None if all can.
 
+    The checks run by topic, in this order (each its own function, callable alone).
+
     Args:
         cfg: a config with EVAD's keys (``get_evad_cfg``/``add_evad_config``), frozen or not.
     """
-    # ------------------------------------------------------------ input
+    check_input_cfg(cfg)
+    check_backbone_cfg(cfg)
+    check_heads_cfg(cfg)
+    check_action_head_cfg(cfg)
+    check_solver_cfg(cfg)
+
+
+def check_input_cfg(cfg) -> None:
+    """INPUT.* (clip length, keyframe, sizes, augmentation) and MODEL.PIXEL_MEAN/STD."""
     e = "MODEL.EVAD"
     tubelet = _int(cfg, f"{e}.TUBELET_SIZE", 1, why="frames per temporal token")
     num_frames = _int(cfg, "INPUT.NUM_FRAMES", 1)
@@ -182,7 +203,10 @@ def check_evad_cfg(cfg) -> None:
         positive = key.endswith("STD")
         _items(key, values, lambda x: _is_real(x) and (x > 0 if positive else True), "a number > 0" if positive else "a finite number")
 
-    # ------------------------------------------------------------ backbone
+
+def check_backbone_cfg(cfg) -> None:
+    """The pruning ViT (MODEL.EVAD.*: sizes, keep rates, feature layers) and its FPN width."""
+    e = "MODEL.EVAD"
     _int(cfg, f"{e}.EMBED_DIM", 1)
     depth = _int(cfg, f"{e}.DEPTH", 1)
     _int(cfg, f"{e}.NUM_HEADS", 1)
@@ -204,7 +228,10 @@ def check_evad_cfg(cfg) -> None:
            f"a number > 0 that makes stride {e}.PATCH_SIZE = {patch} a power of 2")
     _int(cfg, "MODEL.FPN.OUT_CHANNELS", 1)
 
-    # ------------------------------------------------------------ heads
+
+def check_heads_cfg(cfg) -> None:
+    """The number of classes, the heads' registry names and the localization head (MODEL.EVAD.LOC.*)."""
+    e = "MODEL.EVAD"
     _int(cfg, f"{e}.NUM_ACTION_CLASSES", 1)
     _registered(cfg, f"{e}.ACTION_HEAD", ACTION_HEAD_REGISTRY, "ACTION_HEAD_REGISTRY", ACTION_HEAD_SHORT_NAMES)
     loc = f"{e}.LOC"
@@ -225,6 +252,11 @@ def check_evad_cfg(cfg) -> None:
     weights = _seq(cfg, f"{loc}.BBOX_WEIGHTS", length=4, why="weights of dx, dy, dw, dh")
     _items(f"{loc}.BBOX_WEIGHTS", weights, lambda w: _is_real(w) and w > 0, "a number > 0")
     _real(cfg, f"{loc}.SCORE_THRESH_TEST", 0, 1, why="a person probability")
+
+
+def check_action_head_cfg(cfg) -> None:
+    """The context refinement decoder (MODEL.EVAD.DECODER.*) and the loss weights."""
+    e = "MODEL.EVAD"
     dec = f"{e}.DECODER"
     _int(cfg, f"{dec}.DIM", 1)
     _int(cfg, f"{dec}.DEPTH", 1)
@@ -240,7 +272,9 @@ def check_evad_cfg(cfg) -> None:
     for w in ("CLASS_WEIGHT", "L1_WEIGHT", "GIOU_WEIGHT", "ACTION_WEIGHT", "NO_OBJECT_WEIGHT"):
         _real(cfg, f"{e}.LOSS.{w}", 0)
 
-    # ------------------------------------------------------------ solver and loader
+
+def check_solver_cfg(cfg) -> None:
+    """SOLVER.*, DATALOADER.*, TEST.* and SEED."""
     check_optimizer_cfg(cfg)
     _int(cfg, "SOLVER.IMS_PER_BATCH", 1)
     check_epoch_schedule(cfg)

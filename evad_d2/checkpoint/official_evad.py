@@ -41,6 +41,8 @@ __all__ = [
     "roi_extension_note",
     "OFFICIAL_DEFAULT_ROI_EXTENSION",
     "REQUIRED_OVERRIDES",
+    "OFFICIAL_KEY_TABLE",
+    "UNSUPPORTED_OFFICIAL_SETTINGS",
 ]
 
 _Rule = Tuple["re.Pattern[str]", str, Optional[Callable[[Tensor], Tensor]], str]
@@ -236,6 +238,62 @@ def roi_extension_note(cfg_text: Optional[str]) -> str:
     return f"RoI extension MODEL.EVAD.DECODER.ROI_EXTEND {ext} from {source} ({kind})"
 
 
+# (official config key, evad_d2 key, conversion), in the order official_config_overrides applies them.
+OFFICIAL_KEY_TABLE: Tuple[Tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("ViT.EMBED_DIM", "MODEL.EVAD.EMBED_DIM", int),
+    ("ViT.DEPTH", "MODEL.EVAD.DEPTH", int),
+    ("ViT.NUM_HEADS", "MODEL.EVAD.NUM_HEADS", int),
+    ("ViT.MLP_RATIO", "MODEL.EVAD.MLP_RATIO", float),
+    ("ViT.QKV_BIAS", "MODEL.EVAD.QKV_BIAS", bool),
+    ("ViT.PATCH_SIZE", "MODEL.EVAD.PATCH_SIZE", int),
+    ("ViT.TUBELET_SIZE", "MODEL.EVAD.TUBELET_SIZE", int),
+    ("ViT.PRETRAIN_IMG_SIZE", "MODEL.EVAD.PRETRAIN_IMG_SIZE", int),
+    ("ViT.USE_LEARNABLE_POS_EMB", "MODEL.EVAD.LEARNABLE_POS_EMBED", bool),
+    ("ViT.DROP_PATH_RATE", "MODEL.EVAD.DROP_PATH_RATE", float),
+    ("ViT.FPN_INDICES", "MODEL.EVAD.FEATURE_LAYERS", lambda v: [int(i) for i in v]),
+    ("MODEL.KTP.KEEP_RATES", "MODEL.EVAD.KEEP_RATES", lambda v: [float(r) for r in v]),
+    ("MODEL.KTP.ENHANCED_WEIGHT", "MODEL.EVAD.KEYFRAME_WEIGHT", float),
+    ("MODEL.NUM_CLASSES", "MODEL.EVAD.NUM_ACTION_CLASSES", int),
+    ("MODEL.SparseRCNN.NUM_PROPOSALS", "MODEL.EVAD.LOC.NUM_PROPOSALS", int),
+    ("MODEL.SparseRCNN.HIDDEN_DIM", "MODEL.EVAD.LOC.HIDDEN_DIM", int),
+    ("MODEL.SparseRCNN.NUM_HEADS", "MODEL.EVAD.LOC.NUM_STAGES", int),
+    ("MODEL.SparseRCNN.NHEADS", "MODEL.EVAD.LOC.NUM_HEADS", int),
+    ("MODEL.SparseRCNN.DIM_FEEDFORWARD", "MODEL.EVAD.LOC.DIM_FEEDFORWARD", int),
+    ("MODEL.SparseRCNN.DIM_DYNAMIC", "MODEL.EVAD.LOC.DIM_DYNAMIC", int),
+    ("MODEL.SparseRCNN.NUM_DYNAMIC", "MODEL.EVAD.LOC.NUM_DYNAMIC", int),
+    ("MODEL.SparseRCNN.PERSON_THRESHOLD", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", float),
+    ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "MODEL.EVAD.LOC.POOLER_RESOLUTION", int),
+    ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "MODEL.EVAD.LOC.POOLER_SAMPLING_RATIO", int),
+    ("MODEL.CRD.EMBED_DIM", "MODEL.EVAD.DECODER.DIM", int),
+    ("MODEL.CRD.DEPTH", "MODEL.EVAD.DECODER.DEPTH", int),
+    ("MODEL.CRD.NUM_HEADS", "MODEL.EVAD.DECODER.NUM_HEADS", int),
+    ("MODEL.CRD.MLP_RATIO", "MODEL.EVAD.DECODER.MLP_RATIO", float),
+    ("MODEL.CRD.DROP_PATH_RATE", "MODEL.EVAD.DECODER.DROP_PATH_RATE", float),
+    ("MODEL.SparseRCNN.ACT_FC_DIM", "MODEL.EVAD.DECODER.CLS_HIDDEN_DIM", int),
+    ("DETECTION.ROI_XFORM_RESOLUTION", "MODEL.EVAD.DECODER.POOLER_RESOLUTION", int),
+    ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "MODEL.EVAD.DECODER.POOLER_SAMPLING_RATIO", int),
+    ("DATA.NUM_FRAMES", "INPUT.NUM_FRAMES", int),
+    ("DATA.SAMPLING_RATE", "INPUT.SAMPLING_RATE", int),
+    ("AVA.MIN_SIZE_TEST", "INPUT.MIN_SIZE_TEST", int),
+    ("AVA.MAX_SIZE_TEST", "INPUT.MAX_SIZE_TEST", int),
+    ("DATA.MEAN", "MODEL.PIXEL_MEAN", lambda v: [round(float(m) * 255.0, 6) for m in v]),
+    ("DATA.STD", "MODEL.PIXEL_STD", lambda v: [round(float(s) * 255.0, 6) for s in v]),
+)
+
+# Official settings evad_d2 has only one value of: (key, the supported value).
+UNSUPPORTED_OFFICIAL_SETTINGS: Tuple[Tuple[str, Any], ...] = (
+    ("MODEL.SparseRCNN.NUM_CLS", 1),
+    ("MODEL.SparseRCNN.NUM_REG", 3),
+    ("MODEL.SparseRCNN.NUM_ACT", 1),
+    ("MODEL.SparseRCNN.JITTER_BOX", False),
+    ("MODEL.SparseRCNN.SOFTMAX_POSE", False),
+    ("MODEL.SparseRCNN.USE_FOCAL", False),
+    ("MODEL.SparseRCNN.NUM_EVAL_ACT_CLASSES", 0),
+    ("MODEL.CRD.USE_LEARNABLE_POS_EMB", False),
+    ("ViT.INIT_VALUES", 0.0),
+)
+
+
 def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], List[str]]:
     """evad_d2 config overrides equivalent to an official checkpoint's stored training config.
 
@@ -251,49 +309,8 @@ def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], Lis
     """
     cfg = _load_official_cfg(cfg_text)
 
-    # (official key, evad_d2 key, conversion)
-    table = [
-        ("ViT.EMBED_DIM", "MODEL.EVAD.EMBED_DIM", int),
-        ("ViT.DEPTH", "MODEL.EVAD.DEPTH", int),
-        ("ViT.NUM_HEADS", "MODEL.EVAD.NUM_HEADS", int),
-        ("ViT.MLP_RATIO", "MODEL.EVAD.MLP_RATIO", float),
-        ("ViT.QKV_BIAS", "MODEL.EVAD.QKV_BIAS", bool),
-        ("ViT.PATCH_SIZE", "MODEL.EVAD.PATCH_SIZE", int),
-        ("ViT.TUBELET_SIZE", "MODEL.EVAD.TUBELET_SIZE", int),
-        ("ViT.PRETRAIN_IMG_SIZE", "MODEL.EVAD.PRETRAIN_IMG_SIZE", int),
-        ("ViT.USE_LEARNABLE_POS_EMB", "MODEL.EVAD.LEARNABLE_POS_EMBED", bool),
-        ("ViT.DROP_PATH_RATE", "MODEL.EVAD.DROP_PATH_RATE", float),
-        ("ViT.FPN_INDICES", "MODEL.EVAD.FEATURE_LAYERS", lambda v: [int(i) for i in v]),
-        ("MODEL.KTP.KEEP_RATES", "MODEL.EVAD.KEEP_RATES", lambda v: [float(r) for r in v]),
-        ("MODEL.KTP.ENHANCED_WEIGHT", "MODEL.EVAD.KEYFRAME_WEIGHT", float),
-        ("MODEL.NUM_CLASSES", "MODEL.EVAD.NUM_ACTION_CLASSES", int),
-        ("MODEL.SparseRCNN.NUM_PROPOSALS", "MODEL.EVAD.LOC.NUM_PROPOSALS", int),
-        ("MODEL.SparseRCNN.HIDDEN_DIM", "MODEL.EVAD.LOC.HIDDEN_DIM", int),
-        ("MODEL.SparseRCNN.NUM_HEADS", "MODEL.EVAD.LOC.NUM_STAGES", int),
-        ("MODEL.SparseRCNN.NHEADS", "MODEL.EVAD.LOC.NUM_HEADS", int),
-        ("MODEL.SparseRCNN.DIM_FEEDFORWARD", "MODEL.EVAD.LOC.DIM_FEEDFORWARD", int),
-        ("MODEL.SparseRCNN.DIM_DYNAMIC", "MODEL.EVAD.LOC.DIM_DYNAMIC", int),
-        ("MODEL.SparseRCNN.NUM_DYNAMIC", "MODEL.EVAD.LOC.NUM_DYNAMIC", int),
-        ("MODEL.SparseRCNN.PERSON_THRESHOLD", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", float),
-        ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "MODEL.EVAD.LOC.POOLER_RESOLUTION", int),
-        ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "MODEL.EVAD.LOC.POOLER_SAMPLING_RATIO", int),
-        ("MODEL.CRD.EMBED_DIM", "MODEL.EVAD.DECODER.DIM", int),
-        ("MODEL.CRD.DEPTH", "MODEL.EVAD.DECODER.DEPTH", int),
-        ("MODEL.CRD.NUM_HEADS", "MODEL.EVAD.DECODER.NUM_HEADS", int),
-        ("MODEL.CRD.MLP_RATIO", "MODEL.EVAD.DECODER.MLP_RATIO", float),
-        ("MODEL.CRD.DROP_PATH_RATE", "MODEL.EVAD.DECODER.DROP_PATH_RATE", float),
-        ("MODEL.SparseRCNN.ACT_FC_DIM", "MODEL.EVAD.DECODER.CLS_HIDDEN_DIM", int),
-        ("DETECTION.ROI_XFORM_RESOLUTION", "MODEL.EVAD.DECODER.POOLER_RESOLUTION", int),
-        ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "MODEL.EVAD.DECODER.POOLER_SAMPLING_RATIO", int),
-        ("DATA.NUM_FRAMES", "INPUT.NUM_FRAMES", int),
-        ("DATA.SAMPLING_RATE", "INPUT.SAMPLING_RATE", int),
-        ("AVA.MIN_SIZE_TEST", "INPUT.MIN_SIZE_TEST", int),
-        ("AVA.MAX_SIZE_TEST", "INPUT.MAX_SIZE_TEST", int),
-        ("DATA.MEAN", "MODEL.PIXEL_MEAN", lambda v: [round(float(m) * 255.0, 6) for m in v]),
-        ("DATA.STD", "MODEL.PIXEL_STD", lambda v: [round(float(s) * 255.0, 6) for s in v]),
-    ]
     overrides: List[Tuple[str, Any]] = []
-    for official, ours, conv in table:
+    for official, ours, conv in OFFICIAL_KEY_TABLE:
         value = _get(cfg, official)
         if value is not None:
             overrides.append((ours, conv(value)))
@@ -301,18 +318,7 @@ def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], Lis
     overrides.extend(REQUIRED_OVERRIDES)
 
     warnings = []
-    unsupported = [
-        ("MODEL.SparseRCNN.NUM_CLS", 1),
-        ("MODEL.SparseRCNN.NUM_REG", 3),
-        ("MODEL.SparseRCNN.NUM_ACT", 1),
-        ("MODEL.SparseRCNN.JITTER_BOX", False),
-        ("MODEL.SparseRCNN.SOFTMAX_POSE", False),
-        ("MODEL.SparseRCNN.USE_FOCAL", False),
-        ("MODEL.SparseRCNN.NUM_EVAL_ACT_CLASSES", 0),
-        ("MODEL.CRD.USE_LEARNABLE_POS_EMB", False),
-        ("ViT.INIT_VALUES", 0.0),
-    ]
-    for key, supported in unsupported:
+    for key, supported in UNSUPPORTED_OFFICIAL_SETTINGS:
         value = _get(cfg, key)
         if value is not None and value != supported:
             warnings.append(

@@ -22,7 +22,7 @@ What is not loaded, and why:
 
 import math
 import re
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor
 
@@ -111,14 +111,7 @@ def convert_videomae(
     for key, value in sd.items():
         local = key[len(enc_prefix) :] if enc_prefix and key.startswith(enc_prefix) else key
         if key.startswith("decoder.") or key in ("encoder_to_decoder.weight", "mask_token"):
-            m = _DECODER_BLOCK.match(key)
-            local_dec = f"blocks.{m.group(1)}.{m.group(2)}" if m else key
-            if decoder_prefix is None or (m is None and key != "encoder_to_decoder.weight"):
-                report.ignored[key] = _PRETRAIN_DECODER
-            elif tuple((decoder_shapes or {}).get(local_dec, ())) == tuple(value.shape):
-                put(key, decoder_prefix + local_dec, value)
-            else:
-                report.ignored[key] = "pretraining decoder tensor without a same-shaped action-decoder tensor"
+            _convert_decoder_tensor(key, value, decoder_prefix, decoder_shapes or {}, put, report)
         elif local.startswith(("fc_norm.", "head.")):
             report.ignored[key] = "Kinetics classifier (fc_norm/head), not used by EVAD"
         elif local == _PATCH_KEY:
@@ -137,21 +130,41 @@ def convert_videomae(
         else:
             put(key, prefix + local, value)
 
+    report.notes.extend(_uninitialised_notes(sd, out, target_shapes, prefix, enc_prefix))
+    return out, report
+
+
+def _convert_decoder_tensor(key, value, decoder_prefix, decoder_shapes, put, report) -> None:
+    """A pretraining-decoder tensor: ignored, or passed on to the action decoder under
+    ``decoder_prefix`` where that has a same-shaped tensor (the official loader's behaviour)."""
+    m = _DECODER_BLOCK.match(key)
+    local_dec = f"blocks.{m.group(1)}.{m.group(2)}" if m else key
+    if decoder_prefix is None or (m is None and key != "encoder_to_decoder.weight"):
+        report.ignored[key] = _PRETRAIN_DECODER
+    elif tuple(decoder_shapes.get(local_dec, ())) == tuple(value.shape):
+        put(key, decoder_prefix + local_dec, value)
+    else:
+        report.ignored[key] = "pretraining decoder tensor without a same-shaped action-decoder tensor"
+
+
+def _uninitialised_notes(sd, out, target_shapes, prefix: str, enc_prefix: str) -> List[str]:
+    """Notes on the final norm and the learnable position embedding when the checkpoint lacks them."""
+    notes = []
     if "norm.weight" in target_shapes and "norm.weight" not in {d[len(prefix) :] for d in out}:
         if any(k.startswith(enc_prefix + "fc_norm.") for k in sd):
-            report.notes.append(
+            notes.append(
                 "the checkpoint has fc_norm (mean-pooling classifier norm) but no norm: the encoder's final "
                 f"{prefix}norm stays at its initialisation (weight 1, bias 0), as in the official EVAD code, "
                 "which does not map fc_norm to norm"
             )
         else:
-            report.notes.append(f"the checkpoint has no final norm: {prefix}norm stays at its initialisation")
+            notes.append(f"the checkpoint has no final norm: {prefix}norm stays at its initialisation")
     if "pos_embed" in target_shapes and not any(d == prefix + "pos_embed" for d in out):
-        report.notes.append(
+        notes.append(
             f"no pos_embed in the checkpoint (VideoMAE's table is fixed): the learnable {prefix}pos_embed keeps "
             "its initial value, the same sin-cos table"
         )
-    return out, report
+    return notes
 
 
 def _check_patch_embed(value: Tensor, target: Optional[Sequence[int]], source: str) -> None:
