@@ -14,7 +14,7 @@ and ``person_id`` = the tube's index within the video.
 import functools
 import logging
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog
@@ -49,8 +49,10 @@ def load_ucf_jhmdb_dataset(
             positives there). Default: True for "test", False for "train".
 
     Raises:
-        ValueError: a video of the split missing from nframes/resolution, a tube frame outside
-            the video, or a malformed tube (naming file, video and class).
+        FileNotFoundError: no ``gt_file``.
+        ValueError: a malformed or refused pickle (:class:`~evad_d2.data.formats.ucf_jhmdb.GTPickleError`),
+            a video of the split missing from nframes/resolution/gttubes, or a tube frame outside
+            the video (naming file, video and class).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -60,7 +62,6 @@ def load_ucf_jhmdb_dataset(
         raise ValueError(f"{gt_file}: split index {split_index} out of range ({len(lists)} splits)")
     if all_frames is None:
         all_frames = split == "test"
-    num_classes = len(gt["labels"])
     dicts, dropped = [], 0
     for video in lists[split_index]:
         for key in ("nframes", "resolution", "gttubes"):
@@ -68,32 +69,9 @@ def load_ucf_jhmdb_dataset(
                 raise ValueError(f"{gt_file}: video {video!r} of {split}_videos[{split_index}] has no entry in '{key}'")
         nframes = int(gt["nframes"][video])
         height, width = (int(v) for v in gt["resolution"][video])
-        per_frame = {}
-        tube_id = 0
-        for label, tubes in sorted(gt["gttubes"][video].items()):
-            if not 0 <= int(label) < num_classes:
-                raise ValueError(f"{gt_file}: video {video!r} has class index {label} outside the {num_classes} labels")
-            for tube in tubes:
-                tube = np.asarray(tube, dtype=np.float64)
-                if tube.ndim != 2 or tube.shape[1] != 5:
-                    raise ValueError(f"{gt_file}: video {video!r} class {label}: tube of shape {tube.shape}, expected (n, 5)")
-                for row in tube:
-                    frame = int(row[0])
-                    if not 1 <= frame <= nframes:
-                        raise ValueError(f"{gt_file}: video {video!r} class {label}: tube frame {frame} outside 1..{nframes}")
-                    x1, y1, x2, y2 = np.clip(row[1:], 0, [width, height, width, height])
-                    if x2 <= x1 or y2 <= y1:
-                        dropped += 1
-                        continue
-                    per_frame.setdefault(frame, []).append({
-                        "bbox": [float(x1), float(y1), float(x2), float(y2)],
-                        "bbox_mode": BoxMode.XYXY_ABS,
-                        "action_ids": [int(label)],
-                        "person_id": tube_id,
-                    })
-                tube_id += 1
-        frames = range(1, nframes + 1) if all_frames else sorted(per_frame)
-        for frame in frames:
+        per_frame, video_dropped = _frame_annotations(gt_file, video, gt["gttubes"][video], nframes, height, width)
+        dropped += video_dropped
+        for frame in range(1, nframes + 1) if all_frames else sorted(per_frame):
             dicts.append({
                 "video_id": video,
                 "timestamp": frame,
@@ -109,6 +87,40 @@ def load_ucf_jhmdb_dataset(
         logger.warning(f"{gt_file}: dropped {dropped} tube boxes that are empty after clipping to the frame")
     logger.info(f"Loaded {len(dicts)} keyframes of {len(lists[split_index])} videos from {gt_file} ({split}, split {split_index + 1})")
     return dicts
+
+
+def _frame_annotations(
+    gt_file: str, video: str, tubes_by_label: Dict[int, List[np.ndarray]], nframes: int, height: int, width: int
+) -> Tuple[Dict[int, List[dict]], int]:
+    """The annotations of one video by frame number, and how many boxes were empty after clipping.
+
+    Each tube box is one annotation, clipped to the frame; ``person_id`` numbers the video's tubes
+    in label order. The tubes are as :func:`load_gt_pickle` checked them ((n, 5), known labels).
+
+    Raises:
+        ValueError: a tube frame outside ``1..nframes`` (naming file, video and class).
+    """
+    per_frame: Dict[int, List[dict]] = {}
+    dropped = 0
+    tube_id = 0
+    for label, tubes in sorted(tubes_by_label.items()):
+        for tube in tubes:
+            for row in tube:
+                frame = int(row[0])
+                if not 1 <= frame <= nframes:
+                    raise ValueError(f"{gt_file}: video {video!r} class {label}: tube frame {frame} outside 1..{nframes}")
+                x1, y1, x2, y2 = np.clip(row[1:], 0, [width, height, width, height])
+                if x2 <= x1 or y2 <= y1:
+                    dropped += 1
+                    continue
+                per_frame.setdefault(frame, []).append({
+                    "bbox": [float(x1), float(y1), float(x2), float(y2)],
+                    "bbox_mode": BoxMode.XYXY_ABS,
+                    "action_ids": [int(label)],
+                    "person_id": tube_id,
+                })
+            tube_id += 1
+    return per_frame, dropped
 
 
 def _ucf_jhmdb_label_metadata(gt_file: str) -> dict:
