@@ -58,11 +58,18 @@ TIMELINE_RATE = 30
 
 
 class VideoReadError(RuntimeError):
-    """A missing, unreadable, corrupt or truncated video or frame; the message names the file."""
+    """A missing, unreadable, corrupt or truncated video or frame; the message names the file.
+
+    Attributes:
+        path: the file.
+        reason: what is wrong with it (the message without the path), so that a caller can
+            add context without parsing the message.
+    """
 
     def __init__(self, path: str, message: str):
         super().__init__(f"{path}: {message}")
         self.path = path
+        self.reason = message
 
 
 @dataclass(frozen=True)
