@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from evad_d2.data.ava_format import read_exclusions
+from evad_d2.data.formats.ava import read_exclusions
 from evad_d2.evaluation.ava import evaluate_ava_files, evaluate_frame_map, read_ava_csv
 
 # The 60 evaluated AVA v2.2 classes (ids of ava_action_list_v2.2_for_activitynet_2019.pbtxt).

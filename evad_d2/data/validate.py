@@ -18,7 +18,8 @@ import sys
 from collections import OrderedDict
 from typing import Dict, List, Optional
 
-from .ava_format import AvaFormatError, iter_ava_rows_or_errors, iter_frame_list, read_exclusions, read_label_map
+from .formats.ava import AvaFormatError, iter_ava_rows_or_errors, iter_frame_list, read_exclusions
+from .formats.label_map import read_label_map
 from .datasets.ava import AVA_FRAME_RATE, AVA_VIDEO_START_SEC, ava_files, index_video_files
 from .video import (
     VideoReadError,
@@ -139,7 +140,7 @@ def validate_ava_root(
         if not keyframes and not bad_rows:
             report.error(f"{f['groundtruth']}: the annotation CSV has no rows (empty file)")
         if os.path.isfile(f["proposals"]):
-            for item in iter_ava_rows_or_errors(f["proposals"], allow_missing_action=True):
+            for item in iter_ava_rows_or_errors(f["proposals"], policy="proposals"):
                 if isinstance(item, AvaFormatError):
                     report.error(str(item))
         counts = _check_videos(root, frame_source, decode, used, report)

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, Optional, Sequence
 from tqdm import tqdm
 
 from ..config import get_evad_cfg
-from ..data.ava_format import read_label_map
+from ..data.formats.label_map import read_label_map
 from ..data.video import (
     KeyframeBatcher,
     KeyframeClipSampler,

@@ -11,8 +11,8 @@ from detectron2.structures import BoxMode
 
 from evad_d2.data import load_ava_dataset, load_ucf_jhmdb_dataset, register_ava, register_ucf_jhmdb
 from evad_d2.data import skip_bad_samples_at_load
-from evad_d2.data.ava_format import AvaFormatError, iter_ava_rows, iter_frame_list, read_exclusions, read_label_map
-from evad_d2.data.ava_format import read_label_map_entries
+from evad_d2.data.formats.ava import AvaFormatError, iter_ava_rows, iter_frame_list, read_exclusions
+from evad_d2.data.formats.label_map import read_label_map, read_label_map_entries
 from evad_d2.data.validate import validate_ava_root
 from evad_d2.data.video import VideoReadError
 
@@ -288,7 +288,7 @@ def test_ucf_jhmdb_bad_pickles(ucf_pickle, tmp_path):
 
 
 def test_row_parser_agrees_with_iter_ava_rows_and_frame_lists(tmp_path):
-    from evad_d2.data.ava_format import AvaRow, iter_ava_rows, iter_ava_rows_or_errors, iter_frame_list
+    from evad_d2.data.formats.ava import AvaRow, iter_ava_rows, iter_ava_rows_or_errors, iter_frame_list
 
     rows = [
         "v,0902,0.1,0.2,0.5,0.9,1,3",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from evad_d2.data import ClipDatasetMapper, load_ava_dataset
-from evad_d2.data.ava_format import read_label_map
+from evad_d2.data.formats.label_map import read_label_map
 from evad_d2.data.synthetic import GeneratorSettings, generate
 from evad_d2.data.synthetic.actors import MAX_MIN_CONTRAST, Actor, contrasting_color, make_actors
 from evad_d2.data.validate import main as validate_main

@@ -14,7 +14,7 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
-from evad_d2.data.ava_format import AvaFormatError
+from evad_d2.data.formats.ava import AvaFormatError, DetectionCsvWriter, round_decimals
 from evad_d2.evaluation.ava import cli as ava_cli
 from evad_d2.evaluation.ava import protocol as ava_protocol
 from evad_d2.evaluation.ava import reader as ava_reader
@@ -25,7 +25,6 @@ from evad_d2.evaluation.ava import (
     evaluate_person_ap,
     main,
     read_ava_csv,
-    round_decimals,
 )
 from evad_d2.evaluation.ap import voc_average_precision
 from evad_d2.evaluation.ava.evaluator import AVAEvaluator
@@ -645,6 +644,26 @@ def test_evaluator_person_ap_with_tied_duplicate_boxes(tmp_path):
     ev.reset()
     ev.process(inputs, [{"instances": twice}])
     assert ev.evaluate()["ava"]["person_AP@0.5"] == 100.0
+
+
+def test_streaming_writer_writes_the_text_of_detection_rows(tmp_path):
+    """One spec: DetectionCsvWriter keyframe by keyframe = detection_rows(row_order="box") at once."""
+    rng = np.random.default_rng(5)
+    ids = [4, 1, 12]
+    frames = [("vidA", 902, 2), ("vidB", 7, 0), ("-5KQ66BBWC4", 1800, 3)]
+    boxes = rng.random((5, 4))
+    boxes[0] = [0.0625, 0.1875, 1.0, 0.5]  # exact rounding ties
+    scores = rng.random((5, 3))
+    buf = io.BytesIO()
+    detection_rows([f[0] for f in frames], [f[1] for f in frames], [f[2] for f in frames], boxes, scores, ids,
+                   row_order="box", out=buf)
+    text = io.StringIO()
+    writer, b0 = DetectionCsvWriter(text, ids), 0
+    for video, ts, n in frames:
+        writer.write(video, ts, boxes[b0:b0 + n], scores[b0:b0 + n])
+        b0 += n
+    assert text.getvalue() == buf.getvalue().decode() and writer.num_rows == 15
+    assert text.getvalue().startswith("vidA,0902,0.06250,0.18750,1.00000,0.50000,4,")
 
 
 def test_detection_rows_in_box_order():

@@ -33,8 +33,9 @@ from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from ..ava_format import AvaFormatError, iter_ava_rows, read_exclusions, read_label_map
 from ..bad_samples import current_load_skips
+from ..formats.ava import AvaFormatError, iter_ava_rows, read_exclusions
+from ..formats.label_map import read_label_map
 from ..video import VideoReadError, count_frames_in_folder, keyframe_frame_index, probe_video, timeline_frame_count
 from .metadata import fresh_metadata
 
@@ -191,7 +192,7 @@ def load_ava_dataset(
         proposal_file = files["proposals"]
     proposals: Dict[tuple, list] = {}
     if proposal_file is not None:
-        for row in iter_ava_rows(proposal_file, allow_missing_action=True):
+        for row in iter_ava_rows(proposal_file, policy="proposals"):
             proposals.setdefault((row.video_id, row.timestamp), []).append(row)
 
     timeline = _VideoTimeline(source, root, index_video_files(os.path.join(root, "videos")), frame_rate)
@@ -227,7 +228,7 @@ def load_ava_dataset(
         persons: "OrderedDict[tuple, dict]" = OrderedDict()
         for r in rows:
             # Rows of one person share the box; several rows are several labels (multi-label).
-            pid = int(r.extra) if r.extra is not None else -1
+            pid = int(r.person_id) if r.person_id is not None else -1
             ann = persons.setdefault((r.box, pid), {
                 "bbox": [r.box[0] * w, r.box[1] * h, r.box[2] * w, r.box[3] * h],
                 "bbox_mode": BoxMode.XYXY_ABS,
@@ -252,7 +253,7 @@ def load_ava_dataset(
             scale = np.array([w, h, w, h], dtype=np.float32)
             record["proposals"] = {
                 "boxes": np.array([p.box for p in props], dtype=np.float32).reshape(-1, 4) * scale,
-                "scores": np.array([p.extra if p.extra is not None else 1.0 for p in props], dtype=np.float32),
+                "scores": np.array([p.score if p.score is not None else 1.0 for p in props], dtype=np.float32),
             }
         dicts.append(record)
     if load_skips is not None:

@@ -24,14 +24,13 @@ from .protocol import (
     evaluate_person_ap,
 )
 from .reader import read_ava_csv
-from .writer import detection_rows, round_decimals
+from .writer import detection_rows
 
 __all__ = [
     "AvaBoxes",
     "FrameMapResult",
     "read_ava_csv",
     "detection_rows",
-    "round_decimals",
     "evaluate_frame_map",
     "evaluate_person_ap",
     "evaluate_ava_files",

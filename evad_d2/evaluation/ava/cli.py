@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Dict, Optional, Sequence
 
-from evad_d2.data.ava_format import AvaFormatError
+from evad_d2.data.formats.ava import AvaFormatError
 from evad_d2.utils.atomic_io import atomic_write
 
 from .protocol import DEFAULT_PROTOCOL, PROTOCOL_TABLE, PROTOCOLS, FrameMapResult, evaluate_ava_files

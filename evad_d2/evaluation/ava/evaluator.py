@@ -12,7 +12,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from iopath.common.file_io import g_pathmgr
 
-from evad_d2.data.ava_format import read_exclusions
+from evad_d2.data.formats.ava import read_exclusions
 from evad_d2.utils.atomic_io import atomic_write
 
 from ..plots import plot_per_class_ap

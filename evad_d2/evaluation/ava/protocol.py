@@ -56,7 +56,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from evad_d2.data.ava_format import read_exclusions, read_label_map
+from evad_d2.data.formats.ava import read_exclusions
+from evad_d2.data.formats.label_map import read_label_map
 
 from ..ap import average_precision_in_order, match_detections, ranked_average_precision
 from .boxes import AvaBoxes, id_table, in_table

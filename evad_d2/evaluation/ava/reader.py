@@ -16,21 +16,17 @@ non-finite or pyarrow fails, and the exact path decides.
 import codecs
 import csv
 import io
-import math
-from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from iopath.common.file_io import g_pathmgr
 
-from evad_d2.data.ava_format import AvaFormatError
+from evad_d2.data.formats.ava import BOX_SLACK, ROW_POLICIES, AvaSource, is_blank, parse_ava_row, parse_timestamp
 
 from .boxes import AvaBoxes, distinct_frames, id_table, in_table
 
 __all__ = ["read_ava_csv"]
 
-# Box coordinates may exceed [0, 1] by this much (rounding in written files); they are used as is.
-_BOX_SLACK = 1e-3
 # pyarrow reads the text in blocks of this many bytes (its unit of parallel work).
 _BLOCK_BYTES = 1 << 22
 
@@ -67,59 +63,29 @@ def read_ava_csv(
     """
     with g_pathmgr.open(path, "rb") as f:
         data = f.read()
-    source = CsvSource(path, with_scores, id_table(class_whitelist), id_table(known_class_ids))
+    source = AvaSource(path, ROW_POLICIES["detections" if with_scores else "groundtruth"], known_class_ids)
+    whitelist = id_table(class_whitelist)
     if b'"' in data:
         # Quoted fields never occur in AVA files; the csv module reads them.
         reader = csv.reader(io.StringIO(data.decode("utf-8-sig")))  # a byte-order mark is not data
-        return _read_exact(((reader.line_num, row) for row in reader), source)
+        return _read_exact(((reader.line_num, row) for row in reader), source, whitelist)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     if b"\r" in data:
         data = data.replace(b"\r", b"")
     if not data.endswith(b"\n"):
         data += b"\n"
-    rows = _read_fast(data, source)
+    rows = _read_fast(data, source, whitelist)
     if rows is None:
         lines = data.decode("utf-8").split("\n")
-        rows = _read_exact(((i, line.split(",")) for i, line in enumerate(lines, start=1)), source)
+        rows = _read_exact(((i, line.split(",")) for i, line in enumerate(lines, start=1)), source, whitelist)
     return rows
-
-
-@dataclass(frozen=True)
-class CsvSource:
-    """What a read needs to know about its file, and how it names the file in errors.
-
-    Attributes:
-        path: the file, named in every error.
-        with_scores: the 8th column is a detection score (else the optional person id).
-        whitelist, known: :func:`~evad_d2.evaluation.ava.boxes.id_table` of the kept class
-            ids and of the known ones (None: all).
-    """
-
-    path: str
-    with_scores: bool
-    whitelist: Optional[np.ndarray] = None
-    known: Optional[np.ndarray] = None
-
-    @property
-    def last_column(self) -> str:
-        """The 8th column, as errors name it."""
-        return "score" if self.with_scores else "person id"
-
-    def error(self, line: int, message: str) -> AvaFormatError:
-        return AvaFormatError(self.path, int(line), message)
-
-    def columns_error(self, line: int, got: int) -> AvaFormatError:
-        expected = "8 (video_id, timestamp, x1, y1, x2, y2, action_id, score)" if self.with_scores else (
-            "7 or 8 (video_id, timestamp, x1, y1, x2, y2, action_id[, person_id])"
-        )
-        return self.error(line, f"expected {expected} columns, got {got}")
 
 
 # ----------------------------------------------------------------------------- fast path
 
 
-def _read_fast(data: bytes, source: CsvSource) -> Optional[AvaBoxes]:
+def _read_fast(data: bytes, source: AvaSource, whitelist: Optional[np.ndarray]) -> Optional[AvaBoxes]:
     """The rows of ``data`` (normalised text, one row per line) read by pyarrow; None when
     pyarrow cannot read it or a row fails validation (the exact reader then names the error)."""
     import pyarrow as pa
@@ -136,7 +102,7 @@ def _read_fast(data: bytes, source: CsvSource) -> Optional[AvaBoxes]:
     except pa.ArrowException:
         return None
     ncols = table.num_columns
-    if not (ncols == 8 or (ncols == 7 and not source.with_scores)):
+    if not (ncols == 8 or (ncols == 7 and not source.policy.with_scores)):
         return None
     ts = table.column(1).to_numpy()
     boxes = np.stack([table.column(j).to_numpy() for j in range(2, 6)], axis=1)
@@ -150,32 +116,34 @@ def _read_fast(data: bytes, source: CsvSource) -> Optional[AvaBoxes]:
     ts, labels = ts.astype(np.int64), labels.astype(np.int64)
     frames = distinct_frames(video_idx, ts)
     columns = [video_idx, ts, boxes, labels, scores, np.arange(1, len(ts) + 1, dtype=np.int64)]
-    if source.whitelist is not None:
-        keep = in_table(labels, source.whitelist)
+    if whitelist is not None:
+        keep = in_table(labels, whitelist)
         if not keep.all():
             columns = [c[keep] for c in columns]
     return AvaBoxes(video.dictionary.to_pylist(), *columns, frames)
 
 
-def _columns_valid(ts, boxes, labels, scores, source: CsvSource) -> bool:
-    """Whether every row passes the checks of :func:`_check_row` (the same rules, vectorised)."""
+def _columns_valid(ts, boxes, labels, last, source: AvaSource) -> bool:
+    """Whether every row passes :func:`~evad_d2.data.formats.ava.parse_ava_row` (its checks on
+    whole columns, for the ``groundtruth`` and ``detections`` policies)."""
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(scores).all()
+        ok = np.isfinite(last).all()
         ok = ok and (np.isfinite(ts) & (ts == np.floor(ts)) & (ts >= 0)).all()
         ok = ok and (np.isfinite(labels) & (labels == np.floor(labels))).all()
-        ok = ok and ((boxes >= -_BOX_SLACK) & (boxes <= 1.0 + _BOX_SLACK)).all()
-    if ok and not source.with_scores:
+        ok = ok and ((boxes >= -BOX_SLACK) & (boxes <= 1.0 + BOX_SLACK)).all()
+    if ok and source.policy.box_rule == "ordered":
         ok = ((boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])).all()
-    if ok and source.known is not None:
-        ok = in_table(labels.astype(np.int64), source.known).all()
+    if ok and source.known_ids is not None:
+        ok = in_table(labels.astype(np.int64), id_table(source.known_ids)).all()
     return bool(ok)
 
 
 # ----------------------------------------------------------------------------- exact path
 
 
-def _read_exact(rows: Iterator[Tuple[int, List[str]]], source: CsvSource) -> AvaBoxes:
-    """Rows of ``(line number, fields)`` read with ``float()`` and checked one by one.
+def _read_exact(rows: Iterator[Tuple[int, List[str]]], source: AvaSource, whitelist: Optional[np.ndarray]) -> AvaBoxes:
+    """Rows of ``(line number, fields)`` checked one by one by
+    :func:`~evad_d2.data.formats.ava.parse_ava_row`, numbers read with ``float()``.
 
     Raises:
         AvaFormatError: at the first bad row.
@@ -184,82 +152,33 @@ def _read_exact(rows: Iterator[Tuple[int, List[str]]], source: CsvSource) -> Ava
     video, ts, boxes, labels, scores, lines = [], [], [], [], [], []
     pairs: List[Tuple[str, int]] = []  # two-column rows
     for line, fields in rows:
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
-            continue  # a blank line
-        if len(fields) == 2:
-            pairs.append((fields[0], _timestamp(source, line, fields[1])))
+        if is_blank(fields):
             continue
-        row = _check_row(source, line, fields)
-        video.append(names.setdefault(fields[0], len(names)))
-        for col, value in zip((ts, boxes, labels, scores, lines), row + (line,)):
-            col.append(value)
+        if len(fields) == 2:
+            pairs.append((fields[0], parse_timestamp(source, line, fields[1])))
+            continue
+        row = parse_ava_row(source, line, fields)
+        video.append(names.setdefault(row.video_id, len(names)))
+        ts.append(row.timestamp)
+        boxes.append(row.box)
+        labels.append(row.action_id)
+        # The 8th column as the official reader takes it: a score (the person id for ground truth).
+        last = row.score if source.policy.with_scores else row.person_id
+        scores.append(1.0 if last is None else float(last))
+        lines.append(line)
     # Two-column rows' video ids after the rows' ids: the ids keep the rows' order.
     pair_video = [names.setdefault(v, len(names)) for v, _ in pairs]
     video, ts, labels = (np.array(c, dtype=np.int64) for c in (video, ts, labels))
     frames = np.concatenate([
         distinct_frames(video, ts), np.array([pair_video, [t for _, t in pairs]], dtype=np.int64).T.reshape(-1, 2),
     ])
-    rows_out = AvaBoxes(
+    out = AvaBoxes(
         list(names), video, ts, np.array(boxes, dtype=np.float64).reshape(-1, 4), labels,
         np.array(scores, dtype=np.float64), np.array(lines, dtype=np.int64),
         np.unique(frames, axis=0) if len(frames) else frames,
     )
-    if source.whitelist is not None:
-        keep = in_table(labels, source.whitelist)
+    if whitelist is not None:
+        keep = in_table(labels, whitelist)
         if not keep.all():
-            rows_out = rows_out.select(keep)
-    return rows_out
-
-
-def _check_row(source: CsvSource, line: int, fields: List[str]) -> Tuple[int, List[float], int, float]:
-    """``(timestamp, box, action id, score)`` of a row of 3 or more fields, validated.
-
-    The rules, in the order they are checked: 8 columns (7 allowed for ground truth); numbers;
-    a finite score; a whole non-negative timestamp; an integer action id; box coordinates in
-    [0, 1] (up to ``_BOX_SLACK``); for ground truth x1 <= x2 and y1 <= y2 (detections with
-    x2 <= x1 are kept: the metric drops them, as the official code does); a known class id.
-    A missing or empty person id reads as 1.0 (the official reader takes it as a score).
-    """
-    n = len(fields)
-    if not (n == 8 or (n == 7 and not source.with_scores)):
-        raise source.columns_error(line, n)
-    ts = _number(source, line, fields[1], "timestamp")
-    box = [_number(source, line, v, "box coordinate") for v in fields[2:6]]
-    label = _number(source, line, fields[6], "action id")
-    has_last = n == 8 and (source.with_scores or fields[7] != "")
-    score = _number(source, line, fields[7], source.last_column) if has_last else 1.0
-    if not math.isfinite(score):
-        raise source.error(line, f"{source.last_column} {score} is not a finite number")
-    _check_timestamp(source, line, ts)
-    if not (math.isfinite(label) and label == math.floor(label)):
-        raise source.error(line, f"action id {label!r} is not an integer")
-    if not all(-_BOX_SLACK <= v <= 1.0 + _BOX_SLACK for v in box):
-        raise source.error(
-            line,
-            f"box {box} is outside the frame (coordinates must be normalised to [0, 1]; "
-            "pixel boxes must be divided by the frame width/height)",
-        )
-    if not source.with_scores and (box[2] < box[0] or box[3] < box[1]):
-        raise source.error(line, f"box {box} has x2 < x1 or y2 < y1")
-    label = int(label)
-    if source.known is not None and not in_table(np.array([label]), source.known)[0]:
-        raise source.error(line, f"unknown action id {label} (not in the label map)")
-    return int(ts), box, label, score
-
-
-def _number(source: CsvSource, line: int, text: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise source.error(line, f"{what} {text!r} is not a number") from None
-
-
-def _check_timestamp(source: CsvSource, line: int, ts: float):
-    if not (math.isfinite(ts) and ts == math.floor(ts) and ts >= 0):
-        raise source.error(line, f"timestamp {ts!r} must be a non-negative whole second")
-
-
-def _timestamp(source: CsvSource, line: int, text: str) -> int:
-    ts = _number(source, line, text, "timestamp")
-    _check_timestamp(source, line, ts)
-    return int(ts)
+            out = out.select(keep)
+    return out

@@ -3,39 +3,11 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+from evad_d2.data.formats.ava import BOX_DECIMALS, SCORE_DECIMALS, decimal_text, format_timestamp, round_decimals
+
 from .boxes import AvaBoxes
 
-__all__ = ["round_decimals", "detection_rows"]
-
-
-def round_decimals(x: np.ndarray, digits: int) -> np.ndarray:
-    """Integers ``q`` such that ``"%.{digits}f" % x`` reads ``q / 10**digits`` (Python's rounding).
-
-    ``x * 10**digits`` in float64 is within half an ulp of the exact product, so ``rint`` rounds
-    it like the exact decimal unless it is that close to a tie; those few go through ``%``.
-
-    Args:
-        x: float64 array, finite, ``|x| * 10**digits < 2**52``.
-
-    Returns:
-        int64 array of ``x``'s shape.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = x * 10.0 ** digits
-    if not np.isfinite(y).all() or (np.abs(y) >= 2.0 ** 52).any():
-        raise ValueError(f"cannot write values with {digits} decimals: non-finite or too large")
-    frac = y - np.floor(y)
-    q = np.rint(y).astype(np.int64)
-    near = np.abs(frac - 0.5) <= 1e-12 * np.maximum(np.abs(y), 1.0)
-    for i in np.flatnonzero(near.ravel()):
-        q.flat[i] = int(("%.*f" % (digits, x.flat[i])).replace(".", ""))
-    return q
-
-
-def _decimal_text(q: int, digits: int) -> str:
-    """``"%.{digits}f"`` text of ``q / 10**digits``."""
-    whole, frac = divmod(abs(q), 10 ** digits)
-    return f"{'-' if q < 0 else ''}{whole}.{frac:0{digits}d}"
+__all__ = ["detection_rows"]
 
 
 def detection_rows(
@@ -46,8 +18,8 @@ def detection_rows(
     scores: np.ndarray,
     class_ids: Sequence[int],
     *,
-    box_decimals: int = 5,
-    score_decimals: int = 6,
+    box_decimals: int = BOX_DECIMALS,
+    score_decimals: int = SCORE_DECIMALS,
     row_order: str = "score",
     out=None,
 ) -> AvaBoxes:
@@ -119,11 +91,11 @@ def detection_rows(
     )
     if out is None:
         return rows
-    frame_text = [f"{v},{t:04d}," for v, t in zip(frame_videos, frame_ts.tolist())]
+    frame_text = [f"{v},{format_timestamp(t)}," for v, t in zip(frame_videos, frame_ts.tolist())]
     if len(box_q) and box_q.min() >= 0 and box_q.max() <= 10 ** box_decimals:  # in [0, 1]: a table
-        coord = [_decimal_text(q, box_decimals) + "," for q in range(10 ** box_decimals + 1)]
+        coord = [decimal_text(q, box_decimals) + "," for q in range(10 ** box_decimals + 1)]
     else:
-        coord = {q: _decimal_text(q, box_decimals) + "," for q in np.unique(box_q).tolist()}
+        coord = {q: decimal_text(q, box_decimals) + "," for q in np.unique(box_q).tolist()}
     prefixes = [
         frame_text[f] + coord[a] + coord[b] + coord[c] + coord[d]
         for f, (a, b, c, d) in zip(box_frame.tolist(), box_q.tolist())
@@ -150,7 +122,7 @@ def _join_rows(prefixes, classes, row_box, row_col, score_q, digits) -> Iterator
     one = 10 ** digits
     if n and not ((score_q >= 0).all() and (score_q <= 9 * one).all()):  # a score outside [0, 10)
         text = "".join(
-            f"{prefixes[b]}{classes[c]}{_decimal_text(q, digits)}\n"
+            f"{prefixes[b]}{classes[c]}{decimal_text(q, digits)}\n"
             for b, c, q in zip(row_box.tolist(), row_col.tolist(), score_q.tolist())
         )
         yield np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
