@@ -1,10 +1,13 @@
-"""tools/analyze_model.py and tools/benchmark.py at minimal sizes, through their command lines."""
+"""tools/analyze_model.py, tools/benchmark.py and tools/benchmark_data.py at minimal sizes, through their command
+lines (end-to-end smoke tests, marked slow)."""
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from evad_d2.data.synthetic import GeneratorSettings, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
@@ -16,6 +19,7 @@ def run_tool(*argv):
     return out.stdout
 
 
+@pytest.mark.slow
 def test_analyze_model_parameters_and_flops(tmp_path):
     out = tmp_path / "analysis.json"
     run_tool("tools/analyze_model.py", "--config-file", TINY, "--tasks", "parameter", "flop", "--keep-rates", "1.0", "0.5", "--json", str(out))
@@ -33,6 +37,7 @@ def test_analyze_model_parameters_and_flops(tmp_path):
     assert by_rate["0.5"]["neck"] == pytest.approx(by_rate["1.0"]["neck"])
 
 
+@pytest.mark.slow
 def test_benchmark_backbone_writes_one_row_per_keep_rate(tmp_path):
     out = tmp_path / "bench.json"
     run_tool(
@@ -50,6 +55,7 @@ def test_benchmark_backbone_writes_one_row_per_keep_rate(tmp_path):
     assert all(r["gflops"] <= r["gflops_executed"] + 1e-9 for r in rows)
 
 
+@pytest.mark.slow
 def test_benchmark_model_end_to_end_and_model_only(tmp_path):
     out = tmp_path / "model.json"
     # Raw 32x64 frames: the predictor's test resize (short side 64, max 128) gives the network 64x128.
@@ -79,6 +85,7 @@ def test_benchmark_model_end_to_end_and_model_only(tmp_path):
     assert rows[2]["gflops_ratio_vs_ref"] == pytest.approx(rows[2]["gflops"] / rows[0]["gflops"])
 
 
+@pytest.mark.slow
 def test_benchmark_training_step_time_and_peak_memory(tmp_path):
     out = tmp_path / "train.json"
     run_tool(
@@ -99,6 +106,7 @@ def test_benchmark_training_step_time_and_peak_memory(tmp_path):
     assert rows[0]["gflops"] > rows[1]["gflops"] > 0
 
 
+@pytest.mark.slow
 def test_benchmark_loader_on_generated_dataset(tmp_path):
     root = tmp_path / "ava_like"
     subprocess.run(
@@ -121,6 +129,7 @@ def test_benchmark_loader_on_generated_dataset(tmp_path):
         assert r["num_keyframes"] == len(keyframes)
 
 
+@pytest.mark.slow
 def test_benchmark_loader_without_dataset_names_the_missing_data(tmp_path):
     missing = tmp_path / "nowhere"
     res = subprocess.run(
@@ -131,6 +140,7 @@ def test_benchmark_loader_without_dataset_names_the_missing_data(tmp_path):
     assert str(missing) in res.stderr and "generate_ava_like.py" in res.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, dtype", [("--dtype", "bf16"), ("--precision", "fp16")])
 def test_benchmark_model_under_autocast(tmp_path, flag, dtype):
     out = tmp_path / "amp.json"
@@ -145,6 +155,7 @@ def test_benchmark_model_under_autocast(tmp_path, flag, dtype):
     assert [r["tokens"] for r in rows] == [64, 16]
 
 
+@pytest.mark.slow
 def test_benchmark_exported_graphs_against_eager(tmp_path):
     out = tmp_path / "export.json"
     stdout = run_tool(
@@ -162,3 +173,14 @@ def test_benchmark_exported_graphs_against_eager(tmp_path):
             assert r[f"{kind}_speedup_vs_eager"] == pytest.approx(r[f"{kind}_clips_per_s"] / r["eager_clips_per_s"])
     with pytest.raises(AssertionError, match="--batch-size 1"):
         run_tool("tools/benchmark.py", "--config-file", TINY, "--part", "export", "--batch-size", "2")
+
+
+@pytest.mark.slow
+def test_benchmark_data_on_a_tiny_generated_dataset(tmp_path):
+    root = tmp_path / "ava_like"
+    generate(str(root), GeneratorSettings(seed=0, num_train_videos=2, num_val_videos=0, duration=5), log=lambda *a: None)
+    stdout = run_tool(
+        "tools/benchmark_data.py", "--dataset-root", str(root), "--workers", "0", "--num-frames", "4",
+        "--sampling-rate", "2", "--short-side", "64", "--batch-size", "1", "--num-batches", "1",
+    )
+    assert "workers=0:" in stdout and "clips/s" in stdout
