@@ -278,7 +278,6 @@ def evaluate_frame_map(
     class_ids = sorted(set(int(c) for c in class_ids))
     if not class_ids or class_ids[0] < 1:
         raise ValueError(f"class ids must be >= 1 (as the official evaluation requires), got {class_ids[:5]}")
-    cls_arr = np.array(class_ids, dtype=np.int64)
     gkey, dkey, ekey, listed, vocab, tmax = _frame_keys(groundtruth, detections, excluded)
 
     classes = id_table(class_ids)
@@ -289,27 +288,9 @@ def evaluate_frame_map(
     dwhite = in_table(detections.labels, classes)
     if dwhite.all():
         dwhite = slice(None)  # no copies
-
-    if protocol == "activitynet":
-        g_key, g_boxes, g_labels, _ = _heap_read(
-            gkey[gsel], groundtruth.boxes[gsel], groundtruth.labels[gsel], groundtruth.scores[gsel], 0
-        )
-        d_key, d_boxes, d_labels, d_scores = _heap_read(
-            dkey[dwhite], detections.boxes[dwhite], detections.labels[dwhite],
-            detections.scores[dwhite], _ACTIVITYNET_CAPACITY,
-        )
-        d_rank = np.arange(len(d_key), dtype=np.int64)  # already frames by appearance, in order
-    else:
-        g_key, g_boxes, g_labels = gkey[gsel], groundtruth.boxes[gsel], groundtruth.labels[gsel]
-        d_key, d_boxes = dkey[dwhite], detections.boxes[dwhite]
-        d_labels, d_scores = detections.labels[dwhite], detections.scores[dwhite]
-        frame_rank = _first_appearance_rank(d_key)
-        if (frame_rank[1:] >= frame_rank[:-1]).all():  # each frame's rows together (the usual case)
-            d_rank = np.arange(len(d_key), dtype=np.int64)
-        else:
-            order = np.lexsort((np.arange(len(d_key)), frame_rank))
-            d_rank = np.empty(len(d_key), dtype=np.int64)
-            d_rank[order] = np.arange(len(d_key))
+    gt = (gkey[gsel], groundtruth.boxes[gsel], groundtruth.labels[gsel], groundtruth.scores[gsel])
+    det = (dkey[dwhite], detections.boxes[dwhite], detections.labels[dwhite], detections.scores[dwhite])
+    (g_key, g_boxes, g_labels), (d_key, d_boxes, d_labels, d_scores, d_rank) = _protocol_order(protocol, gt, det)
 
     keep = ~_isin(d_key, ekey)
     if protocol == "activitynet":  # detections on frames the ground truth does not list are ignored
@@ -320,11 +301,59 @@ def evaluate_frame_map(
             d_key[keep], d_boxes[keep], d_labels[keep], d_scores[keep], d_rank[keep]
         )
 
-    ncls = int(cls_arr[-1]) + 1
+    ncls = class_ids[-1] + 1
     g_group = g_key * ncls + g_labels
     gorder = np.argsort(g_group, kind="stable")  # stable: keeps the per-frame ground-truth order
     tp = match_detections(g_group[gorder], g_boxes[gorder], d_key * ncls + d_labels, d_boxes, d_rank, iou_threshold)
+    mean_ap, per_class, n_gt, n_det = _per_class_ap(class_ids, g_labels, d_labels, d_scores, d_rank, tp)
+    warnings = [_unmatched_keyframes(dkey, listed, ekey, vocab, tmax)]
+    if not any(n_gt.values()):
+        warnings.append(
+            f"the ground truth has no rows of the {len(class_ids)} evaluated classes "
+            f"(ids {', '.join(map(str, class_ids[:5]))}{', ...' if len(class_ids) > 5 else ''}) "
+            "outside excluded keyframes, so the frame-mAP is undefined (nan); check the ground-truth file and "
+            "that the label map is the one it was written with"
+        )
+    warnings = [w for w in warnings if w]
+    for w in warnings:
+        logger.warning(w)
+    return FrameMapResult(mean_ap, per_class, n_gt, n_det, warnings)
 
+
+def _protocol_order(protocol: str, gt: Tuple, det: Tuple) -> Tuple[Tuple, Tuple]:
+    """The rows each protocol's reader keeps, in its matching order.
+
+    Args:
+        gt: (keys, boxes, labels, scores) of the evaluated ground-truth rows, file order.
+        det: (keys, boxes, labels, scores) of the evaluated detection rows, file order.
+    Returns:
+        ``(keys, boxes, labels)`` of the ground truth and ``(keys, boxes, labels, scores,
+        rank)`` of the detections, ``rank`` the matching order (lower first).
+    """
+    if protocol == "activitynet":
+        g_key, g_boxes, g_labels, _ = _heap_read(*gt, 0)
+        d_key, d_boxes, d_labels, d_scores = _heap_read(*det, _ACTIVITYNET_CAPACITY)
+        d_rank = np.arange(len(d_key), dtype=np.int64)  # already frames by appearance, in order
+        return (g_key, g_boxes, g_labels), (d_key, d_boxes, d_labels, d_scores, d_rank)
+    d_key = det[0]
+    frame_rank = _first_appearance_rank(d_key)
+    if (frame_rank[1:] >= frame_rank[:-1]).all():  # each frame's rows together (the usual case)
+        d_rank = np.arange(len(d_key), dtype=np.int64)
+    else:
+        order = np.lexsort((np.arange(len(d_key)), frame_rank))
+        d_rank = np.empty(len(d_key), dtype=np.int64)
+        d_rank[order] = np.arange(len(d_key))
+    return gt[:3], (*det, d_rank)
+
+
+def _per_class_ap(class_ids: List[int], g_labels, d_labels, d_scores, d_rank, tp):
+    """Per-class VOC AP of the matched detections, ranked as the official code ranks them.
+
+    Returns:
+        mean AP (over classes with ground truth; NaN if none), ``{class: AP}`` (NaN without
+        ground truth), ``{class: #ground truth}``, ``{class: #detections}``.
+    """
+    ncls = class_ids[-1] + 1
     num_gt = np.bincount(g_labels, minlength=ncls)
     if (d_rank[1:] > d_rank[:-1]).all():
         # Already in rank order: a stable sort by class (radix sort on small integers).
@@ -344,18 +373,7 @@ def evaluate_frame_map(
         aps[c - 1] = ranked_average_precision(d_scores[idx], tp[idx], int(num_gt[c]))
         per_class[c] = float(aps[c - 1])
     mean_ap = float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
-    warnings = [_unmatched_keyframes(dkey, listed, ekey, vocab, tmax)]
-    if not any(n_gt.values()):
-        warnings.append(
-            f"the ground truth has no rows of the {len(class_ids)} evaluated classes "
-            f"(ids {', '.join(map(str, class_ids[:5]))}{', ...' if len(class_ids) > 5 else ''}) "
-            "outside excluded keyframes, so the frame-mAP is undefined (nan); check the ground-truth file and "
-            "that the label map is the one it was written with"
-        )
-    warnings = [w for w in warnings if w]
-    for w in warnings:
-        logger.warning(w)
-    return FrameMapResult(mean_ap, per_class, n_gt, n_det, warnings)
+    return mean_ap, per_class, n_gt, n_det
 
 
 # Examples of keyframes named in the warning about detections on no ground-truth keyframe.

@@ -65,14 +65,7 @@ def detection_rows(
     if row_order not in ("score", "box"):
         raise ValueError(f"row_order must be 'score' or 'box', got {row_order!r}")
     flat = scores.reshape(-1)
-    order = np.arange(num_boxes * k, dtype=np.int64)  # box by box, as in "box" order
-    if row_order == "score":
-        # Per keyframe, a stable descending sort of its box x class scores; keyframes with the
-        # same number of boxes are sorted together as the rows of one matrix.
-        first_row = (np.cumsum(box_counts) - box_counts) * k
-        for count in np.unique(box_counts[box_counts > 0]):
-            idx = first_row[box_counts == count][:, None] + np.arange(count * k)
-            order[idx] = np.take_along_axis(idx, np.argsort(-flat[idx], axis=1, kind="stable"), axis=1)
+    order = _row_order(flat, box_counts, k) if row_order == "score" else np.arange(num_boxes * k, dtype=np.int64)
     row_box = order // k  # a division by a scalar: numpy's fast path
     row_col = order - row_box * k
 
@@ -91,18 +84,36 @@ def detection_rows(
     )
     if out is None:
         return rows
+    box_text = _box_prefixes(frame_videos, frame_ts, box_frame, box_q, box_decimals)
+    for text in _join_rows(box_text, [f"{c}," for c in class_ids.tolist()], row_box, row_col, score_q, score_decimals):
+        out.write(text)
+    return rows
+
+
+def _row_order(flat: np.ndarray, box_counts: np.ndarray, k: int) -> np.ndarray:
+    """Index into ``flat`` (the (B * K,) box x class scores) of each row in ``"score"`` order:
+    per keyframe a stable descending sort; keyframes with the same number of boxes are sorted
+    together as the rows of one matrix."""
+    order = np.arange(len(flat), dtype=np.int64)
+    first_row = (np.cumsum(box_counts) - box_counts) * k
+    for count in np.unique(box_counts[box_counts > 0]):
+        idx = first_row[box_counts == count][:, None] + np.arange(count * k)
+        order[idx] = np.take_along_axis(idx, np.argsort(-flat[idx], axis=1, kind="stable"), axis=1)
+    return order
+
+
+def _box_prefixes(frame_videos, frame_ts: np.ndarray, box_frame: np.ndarray, box_q: np.ndarray, digits: int) -> List[str]:
+    """``"video_id,timestamp,x1,y1,x2,y2,"`` text of every box (``box_q``: coordinates times
+    ``10**digits``, as integers)."""
     frame_text = [f"{v},{format_timestamp(t)}," for v, t in zip(frame_videos, frame_ts.tolist())]
-    if len(box_q) and box_q.min() >= 0 and box_q.max() <= 10 ** box_decimals:  # in [0, 1]: a table
-        coord = [decimal_text(q, box_decimals) + "," for q in range(10 ** box_decimals + 1)]
+    if len(box_q) and box_q.min() >= 0 and box_q.max() <= 10 ** digits:  # in [0, 1]: a table
+        coord = [decimal_text(q, digits) + "," for q in range(10 ** digits + 1)]
     else:
-        coord = {q: decimal_text(q, box_decimals) + "," for q in np.unique(box_q).tolist()}
-    prefixes = [
+        coord = {q: decimal_text(q, digits) + "," for q in np.unique(box_q).tolist()}
+    return [
         frame_text[f] + coord[a] + coord[b] + coord[c] + coord[d]
         for f, (a, b, c, d) in zip(box_frame.tolist(), box_q.tolist())
     ]
-    for text in _join_rows(prefixes, [f"{c}," for c in class_ids.tolist()], row_box, row_col, score_q, score_decimals):
-        out.write(text)
-    return rows
 
 
 # Rows are written this many at a time: the buffers stay small enough to be reused.
