@@ -169,93 +169,30 @@ def load_ava_dataset(
     load_skips = current_load_skips()
     if skip_bad_videos is None:
         skip_bad_videos = load_skips is not None
-    files = ava_files(root, split, version)
-    for key in ("groundtruth", "label_map"):
-        if not os.path.isfile(files[key]):
-            raise _missing(files[key], root, "AVA annotation file")
+    files = _existing_annotation_files(root, split, version)
     source = resolve_frame_source(root, frame_source)
     label_map = read_label_map(files["label_map"])
     excluded = read_exclusions(files["exclusions"]) if os.path.isfile(files["exclusions"]) else set()
     gt_path = files["groundtruth"]
-
-    keyframes: "OrderedDict[tuple, list]" = OrderedDict()
-    for row in iter_ava_rows(gt_path, label_map=label_map):
-        keyframes.setdefault((row.video_id, row.timestamp), []).append(row)
-    if not keyframes:
-        raise AvaFormatError(
-            gt_path, None, "the annotation CSV has no rows (empty file); it needs "
-            "'video_id,timestamp,x1,y1,x2,y2,action_id,person_id' rows (datasets/README.md)"
-        )
+    keyframes = _ground_truth_keyframes(gt_path, label_map)
     n_excluded = sum(1 for k in keyframes if k in excluded)
-
     if proposal_file is None and os.path.isfile(files["proposals"]):
         proposal_file = files["proposals"]
-    proposals: Dict[tuple, list] = {}
-    if proposal_file is not None:
-        for row in iter_ava_rows(proposal_file, policy="proposals"):
-            proposals.setdefault((row.video_id, row.timestamp), []).append(row)
+    proposals = None if proposal_file is None else _rows_by_keyframe(iter_ava_rows(proposal_file, policy="proposals"))
 
     timeline = _VideoTimeline(source, root, index_video_files(os.path.join(root, "videos")), frame_rate)
-    videos: Dict[str, Optional[dict]] = {}
-    dicts, skipped = [], 0
+    reader = _KeyframeReader(gt_path, timeline, frame_rate, video_start_sec, skip_bad_videos)
+    dicts = []
     for (video_id, ts), rows in keyframes.items():
         if (video_id, ts) in excluded:
             continue
-        if video_id not in videos:
-            try:
-                videos[video_id] = timeline(video_id)
-            except VideoReadError as e:
-                if not skip_bad_videos:
-                    raise VideoReadError(e.path, f"{str(e).split(': ', 1)[1]} (video of {gt_path}:{rows[0].line})") from None
-                logger.warning(f"Skipping the keyframes of video {video_id} (first at {gt_path}:{rows[0].line}): {e}")
-                videos[video_id] = None
-        video = videos[video_id]
-        if video is None:
-            skipped += 1
+        record = reader.record(video_id, ts, rows)
+        if record is None:
             continue
-        frame_index = keyframe_frame_index(ts, frame_rate=frame_rate, start_sec=video_start_sec)
-        if not 0 <= frame_index < video["num_frames"]:
-            msg = (
-                f"timestamp {ts} is frame {frame_index} (= ({ts} - {video_start_sec:g}) * {frame_rate}), outside "
-                f"video {video_id} with {video['num_frames']} frames"
-            )
-            if not skip_bad_videos:
-                raise AvaFormatError(gt_path, rows[0].line, msg)
-            logger.warning(f"Skipping keyframe {gt_path}:{rows[0].line}: {msg}")
-            skipped += 1
-            continue
-        w, h = video["width"], video["height"]
-        persons: "OrderedDict[tuple, dict]" = OrderedDict()
-        for r in rows:
-            # Rows of one person share the box; several rows are several labels (multi-label).
-            pid = int(r.person_id) if r.person_id is not None else -1
-            ann = persons.setdefault((r.box, pid), {
-                "bbox": [r.box[0] * w, r.box[1] * h, r.box[2] * w, r.box[3] * h],
-                "bbox_mode": BoxMode.XYXY_ABS,
-                "action_ids": [],
-                "person_id": pid,
-            })
-            if r.action_id not in ann["action_ids"]:
-                ann["action_ids"].append(r.action_id)
-        record = {
-            "video_id": video_id,
-            "timestamp": ts,
-            "height": h,
-            "width": w,
-            "frame_index": frame_index,
-            "num_frames": video["num_frames"],
-            "frame_rate": frame_rate,
-            "annotations": list(persons.values()),
-        }
-        record.update({k: video[k] for k in ("video_path", "frame_dir", "frame_pattern") if k in video})
-        if proposal_file is not None:
-            props = proposals.get((video_id, ts), [])
-            scale = np.array([w, h, w, h], dtype=np.float32)
-            record["proposals"] = {
-                "boxes": np.array([p.box for p in props], dtype=np.float32).reshape(-1, 4) * scale,
-                "scores": np.array([p.score if p.score is not None else 1.0 for p in props], dtype=np.float32),
-            }
+        if proposals is not None:
+            record["proposals"] = _proposal_arrays(proposals.get((video_id, ts), []), record["width"], record["height"])
         dicts.append(record)
+    skipped, videos = reader.skipped, reader.videos
     if load_skips is not None:
         load_skips.add(skipped)
     if not dicts and skipped:
@@ -269,6 +206,122 @@ def load_ava_dataset(
         f"{n_excluded} excluded timestamps dropped" + (f", {skipped} keyframes skipped as bad" if skipped else "")
     )
     return dicts
+
+
+def _existing_annotation_files(root: str, split: str, version: str) -> Dict[str, Optional[str]]:
+    """:func:`ava_files`, the ground truth and label map checked to exist (else how to get them)."""
+    files = ava_files(root, split, version)
+    for key in ("groundtruth", "label_map"):
+        if not os.path.isfile(files[key]):
+            raise _missing(files[key], root, "AVA annotation file")
+    return files
+
+
+def _rows_by_keyframe(rows) -> "OrderedDict[tuple, list]":
+    """CSV rows grouped by (video id, timestamp), keyframes and rows in file order."""
+    keyframes: "OrderedDict[tuple, list]" = OrderedDict()
+    for row in rows:
+        keyframes.setdefault((row.video_id, row.timestamp), []).append(row)
+    return keyframes
+
+
+def _ground_truth_keyframes(gt_path: str, label_map: Dict[int, str]) -> "OrderedDict[tuple, list]":
+    """The annotation CSV's rows by keyframe; an error naming the file if it has none."""
+    keyframes = _rows_by_keyframe(iter_ava_rows(gt_path, label_map=label_map))
+    if not keyframes:
+        raise AvaFormatError(
+            gt_path, None, "the annotation CSV has no rows (empty file); it needs "
+            "'video_id,timestamp,x1,y1,x2,y2,action_id,person_id' rows (datasets/README.md)"
+        )
+    return keyframes
+
+
+class _KeyframeReader:
+    """Dataset dicts of the ground truth's keyframes, each video opened once.
+
+    A video that does not open, or a keyframe outside its video, raises an error naming the CSV
+    line; with ``skip`` it is logged and counted in :attr:`skipped` instead, and gives None.
+    """
+
+    def __init__(self, gt_path: str, timeline: "_VideoTimeline", frame_rate: int, video_start_sec: float, skip: bool):
+        self.gt_path, self.timeline, self.skip = gt_path, timeline, skip
+        self.frame_rate, self.video_start_sec = frame_rate, video_start_sec
+        self.videos: Dict[str, Optional[dict]] = {}  # video id -> timeline entry, None if it did not open
+        self.skipped = 0
+
+    def record(self, video_id: str, ts: int, rows: list) -> Optional[dict]:
+        """The keyframe's dataset dict without proposals (see :func:`_keyframe_record`), or None."""
+        line = rows[0].line
+        if video_id not in self.videos:
+            self.videos[video_id] = self._open(video_id, line)
+        video = self.videos[video_id]
+        if video is None:
+            self.skipped += 1
+            return None
+        frame_index = keyframe_frame_index(ts, frame_rate=self.frame_rate, start_sec=self.video_start_sec)
+        if not 0 <= frame_index < video["num_frames"]:
+            msg = (
+                f"timestamp {ts} is frame {frame_index} (= ({ts} - {self.video_start_sec:g}) * {self.frame_rate}), "
+                f"outside video {video_id} with {video['num_frames']} frames"
+            )
+            error = AvaFormatError(self.gt_path, line, msg)
+            self._skip_or_raise(error, f"Skipping keyframe {self.gt_path}:{line}: {msg}")
+            self.skipped += 1
+            return None
+        return _keyframe_record(video_id, ts, rows, video, frame_index, self.frame_rate)
+
+    def _open(self, video_id: str, line: int) -> Optional[dict]:
+        try:
+            return self.timeline(video_id)
+        except VideoReadError as e:
+            where = f"{self.gt_path}:{line}"
+            error = VideoReadError(e.path, f"{e.reason} (video of {where})")
+            self._skip_or_raise(error, f"Skipping the keyframes of video {video_id} (first at {where}): {e}")
+        return None
+
+    def _skip_or_raise(self, error: Exception, warning: str) -> None:
+        if not self.skip:
+            raise error from None
+        logger.warning(warning)
+
+
+def _keyframe_record(video_id: str, ts: int, rows: list, video: dict, frame_index: int, frame_rate: int) -> dict:
+    """The dataset dict of one keyframe (fields in the module docstring) without proposals; one
+    annotation per person: rows of one person share the box, several rows are several labels."""
+    w, h = video["width"], video["height"]
+    persons: "OrderedDict[tuple, dict]" = OrderedDict()
+    for r in rows:
+        pid = int(r.person_id) if r.person_id is not None else -1
+        ann = persons.setdefault((r.box, pid), {
+            "bbox": [r.box[0] * w, r.box[1] * h, r.box[2] * w, r.box[3] * h],
+            "bbox_mode": BoxMode.XYXY_ABS,
+            "action_ids": [],
+            "person_id": pid,
+        })
+        if r.action_id not in ann["action_ids"]:
+            ann["action_ids"].append(r.action_id)
+    record = {
+        "video_id": video_id,
+        "timestamp": ts,
+        "height": h,
+        "width": w,
+        "frame_index": frame_index,
+        "num_frames": video["num_frames"],
+        "frame_rate": frame_rate,
+        "annotations": list(persons.values()),
+    }
+    record.update({k: video[k] for k in ("video_path", "frame_dir", "frame_pattern") if k in video})
+    return record
+
+
+def _proposal_arrays(rows: list, width: int, height: int) -> Dict[str, np.ndarray]:
+    """``{"boxes": (K, 4) float32 pixels XYXY, "scores": (K,) float32}`` of a keyframe's proposal
+    rows (a row without a score scores 1)."""
+    scale = np.array([width, height, width, height], dtype=np.float32)
+    return {
+        "boxes": np.array([p.box for p in rows], dtype=np.float32).reshape(-1, 4) * scale,
+        "scores": np.array([p.score if p.score is not None else 1.0 for p in rows], dtype=np.float32),
+    }
 
 
 _AVA_LAZY_KEYS = ("action_ids", "action_classes", "eval_action_ids", "eval_label_map_file", "exclusions_file")
