@@ -19,7 +19,8 @@ Outputs:
                x2, y2] (pixels), "person_score", "actions": [{"id", "name", "score"}] (top-k),
                "track_id" (int, or null without --track)}]}], "num_frames"}
     --csv     AVA detection rows ``video_id, timestamp, x1, y1, x2, y2, action_id, score`` with
-              the box normalised to [0, 1] and one row per actor and class. ``timestamp`` is the
+              the box normalised to [0, 1] and one row per actor and class, in the evaluator's
+              text (``evad_d2.data.formats.ava``: ``%04d`` timestamps, 5 box / 6 score decimals). ``timestamp`` is the
               keyframe's time plus ``--time-offset`` rounded to the nearest whole second (halves
               up); when several keyframes round to the same second only the one nearest to it
               is written, so the file has at most one keyframe per second like AVA's.

@@ -2,10 +2,13 @@
 
 The annotated video itself is written by ``evad_d2.data.video.Mp4Writer``.
 """
-import csv
 import json
 import math
 from typing import Dict, List
+
+import numpy as np
+
+from ..data.formats.ava import BOX_DECIMALS, DetectionCsvWriter, round_decimals
 
 __all__ = ["AvaCsvWriter", "JsonKeyframeWriter", "ava_timestamp", "json_actor"]
 
@@ -52,9 +55,11 @@ class JsonKeyframeWriter:
 class AvaCsvWriter:
     """AVA detection CSV, at most one keyframe per whole second (the one nearest to it).
 
-    Rows are ``video_id, timestamp, x1, y1, x2, y2, action_id, score``: the box normalised to
-    [0, 1] (4 decimals), one row per actor and class (6 decimals). An actor whose box is empty
-    after rounding is skipped (counted in :attr:`num_skipped_boxes`).
+    Rows are ``video_id, timestamp, x1, y1, x2, y2, action_id, score``, one per actor and class,
+    the box normalised to [0, 1]: the one AVA detection text of ``evad_d2.data.formats.ava``
+    (:class:`~evad_d2.data.formats.ava.DetectionCsvWriter`: ``%04d`` timestamps, ``BOX_DECIMALS``
+    box and ``SCORE_DECIMALS`` score decimals), as the evaluator writes it. An actor whose box is
+    empty at that precision is skipped (counted in :attr:`num_skipped_boxes`).
 
     Args:
         path: output CSV.
@@ -70,13 +75,17 @@ class AvaCsvWriter:
         if time_offset < 0:
             raise ValueError(f"--time-offset must be >= 0 (AVA timestamps are non-negative), got {time_offset}")
         self.f = open(path, "w", newline="")
-        self.writer = csv.writer(self.f)
+        self.rows = DetectionCsvWriter(self.f, action_ids)
         self.video_id, self.width, self.height = video_id, width, height
         self.action_ids = list(action_ids)
         self.time_offset = time_offset
         self._pending = None  # (timestamp, distance to it, actors)
-        self.num_rows = 0
         self.num_skipped_boxes = 0
+
+    @property
+    def num_rows(self) -> int:
+        """Rows written so far."""
+        return self.rows.num_rows
 
     def add(self, time: float, actors: List[Dict]) -> None:
         """The actors of the keyframe at ``time`` seconds (kept if nearest to its whole second)."""
@@ -93,20 +102,16 @@ class AvaCsvWriter:
         if self._pending is None:
             return
         ts, _, actors = self._pending
-        for actor in actors:
-            x1, y1, x2, y2 = actor["box"]
-            box = [
-                min(max(v / s, 0.0), 1.0)
-                for v, s in ((x1, self.width), (y1, self.height), (x2, self.width), (y2, self.height))
-            ]
-            text = [f"{v:.4f}" for v in box]
-            if float(text[2]) <= float(text[0]) or float(text[3]) <= float(text[1]):
-                self.num_skipped_boxes += 1  # an empty box is not a valid AVA row
-                continue
-            for aid, score in zip(self.action_ids, actor["action_scores"]):
-                self.writer.writerow([self.video_id, ts, *text, aid, f"{score:.6f}"])
-                self.num_rows += 1
         self._pending = None
+        if not actors:
+            return
+        scale = np.array([self.width, self.height, self.width, self.height], dtype=np.float64)
+        boxes = np.clip(np.array([a["box"] for a in actors], dtype=np.float64) / scale, 0.0, 1.0)
+        q = round_decimals(boxes, BOX_DECIMALS)
+        keep = (q[:, 2] > q[:, 0]) & (q[:, 3] > q[:, 1])  # an empty box is not a valid AVA row
+        self.num_skipped_boxes += int((~keep).sum())
+        scores = np.array([a["action_scores"] for a in actors], dtype=np.float64)
+        self.rows.write(self.video_id, ts, boxes[keep], scores[keep])
 
     def close(self) -> None:
         """Write the last keyframe and close the file."""

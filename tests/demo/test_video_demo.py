@@ -285,17 +285,18 @@ def test_csv_writer_keeps_one_keyframe_per_second(tmp_path):
     actor = {"box": [10, 5, 60, 45], "action_scores": [0.25, 0.75]}
     for t in (0.0, 0.4, 0.6, 0.9, 1.2, 1.45, 2.5):
         w.add(t, [dict(actor, box=[10 + t, 5, 60, 45])])
-    w.add(4.0, [{"box": [10, 5, 10.001, 45], "action_scores": [0.1, 0.2]}])  # empty after rounding
+    w.add(4.0, [{"box": [10, 5, 10.0001, 45], "action_scores": [0.1, 0.2]}])  # empty after rounding
     w.close()
     rows = list(csv.reader(open(path)))
     # 0.0 (second 0), 0.9 (second 1, nearer than 0.6 and 1.2), 2.5 (second 3, halves round up).
+    # The one AVA detection text (evad_d2.data.formats.ava): %04d timestamps, 5 box decimals.
     assert [(r[1], r[2], r[6], r[7]) for r in rows] == [
-        ("0", "0.1000", "3", "0.250000"),
-        ("0", "0.1000", "7", "0.750000"),
-        ("1", "0.1090", "3", "0.250000"),
-        ("1", "0.1090", "7", "0.750000"),
-        ("3", "0.1250", "3", "0.250000"),
-        ("3", "0.1250", "7", "0.750000"),
+        ("0000", "0.10000", "3", "0.250000"),
+        ("0000", "0.10000", "7", "0.750000"),
+        ("0001", "0.10900", "3", "0.250000"),
+        ("0001", "0.10900", "7", "0.750000"),
+        ("0003", "0.12500", "3", "0.250000"),
+        ("0003", "0.12500", "7", "0.750000"),
     ]
     assert w.num_skipped_boxes == 1
     assert [r.box for r in iter_ava_rows(str(path), policy="detections")][0] == (0.1, 0.1, 0.6, 0.9)
