@@ -68,18 +68,11 @@ class ClipInspection:
         return flat.reshape(self.grid)
 
 
-def inspect_clip(model: torch.nn.Module, inputs: Dict, decoder_layer: int = -1) -> ClipInspection:
-    """Run an EVAD model on one clip and record pruning, proposals and decoder attention.
-
-    Args:
-        model: an :class:`~evad_d2.modeling.meta_arch.evad.EVAD` (its mode is left unchanged; use eval).
-        inputs: one model input dict (``"clip"`` (3, T, H, W) as the model takes it, e.g. from
-            ``EVADPredictor.preprocess``).
-        decoder_layer: index of the decoder block whose attention is recorded (default: the last).
-
-    Returns:
-        the recorded :class:`ClipInspection`.
-    """
+def _record_forward(model: torch.nn.Module, inputs: Dict, decoder_layer: int) -> Dict:
+    """One forward of ``model`` on ``inputs`` with hooks recording, on the CPU: ``kept_index``
+    ({pruning block: kept token indices}), ``token_index``, the last localization stage's
+    ``logits`` and ``boxes``, and (with a decoder) the actor queries' ``attention`` over the
+    context tokens in block ``decoder_layer``."""
     net = model.backbone.net
     record: Dict = {"kept_index": {}}
     hooks = []
@@ -119,6 +112,23 @@ def inspect_clip(model: torch.nn.Module, inputs: Dict, decoder_layer: int = -1) 
     finally:
         for h in hooks:
             h.remove()
+    return record
+
+
+def inspect_clip(model: torch.nn.Module, inputs: Dict, decoder_layer: int = -1) -> ClipInspection:
+    """Run an EVAD model on one clip and record pruning, proposals and decoder attention.
+
+    Args:
+        model: an :class:`~evad_d2.modeling.meta_arch.evad.EVAD` (its mode is left unchanged; use eval).
+        inputs: one model input dict (``"clip"`` (3, T, H, W) as the model takes it, e.g. from
+            ``EVADPredictor.preprocess``).
+        decoder_layer: index of the decoder block whose attention is recorded (default: the last).
+
+    Returns:
+        the recorded :class:`ClipInspection`.
+    """
+    record = _record_forward(model, inputs, decoder_layer)
+    net = model.backbone.net
 
     clip = inputs["clip"]
     divisibility = model.backbone.size_divisibility
