@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..modeling.meta_arch.evad import clip_boxes
+from ..modeling.postprocessing import detection_probabilities, rescale_boxes, select_detections
 
 __all__ = ["ExportableEVAD", "EXPORT_FORMATS", "export_evad", "load_exported", "make_graph"]
 
@@ -78,17 +78,16 @@ class ExportableEVAD(nn.Module):
         model = self.model
         images = model.preprocess_clips([{"clip": clip}])
         loc_outputs, action_logits = model.run_network(images)
-        person, boxes, actions = model.output_scores(loc_outputs[-1], action_logits[-1])
-        # What EVAD.inference and EVAD.postprocess do with detectron2's Boxes, in tensor ops (Boxes
-        # asserts on values, which torch.export cannot trace): clip to the clip's size and keep
-        # the proposals above the threshold; by default only non-empty boxes (as
-        # detector_postprocess), in official mode all of them, clipped to [0, w-1] x [0, h-1].
-        h, w = self.input_shape[2:]
-        boxes = clip_boxes(boxes[0], h, w, official=model.official_mode)
-        keep = model.keep_mask(person[0])
-        if not model.official_mode:
-            keep = keep & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return boxes[keep], person[0][keep], actions[0][keep]
+        person, boxes, actions = detection_probabilities(loc_outputs[-1], action_logits[-1])
+        # EVAD.inference and EVAD.postprocess in their tensor-only form (modeling/postprocessing.py),
+        # the output size being the clip's own.
+        size = (self.input_shape[2], self.input_shape[3])
+        boxes, scores, actions = select_detections(
+            person[0], boxes[0], actions[0], size,
+            score_thresh=model.score_thresh, official=model.official_mode, keep_all_if_none=model.keep_all_if_none,
+        )
+        boxes, keep = rescale_boxes(boxes, size, size, official=model.official_mode)
+        return boxes[keep], scores[keep], actions[keep]
 
 
 def export_evad(
@@ -137,30 +136,8 @@ def export_evad(
     else:
         torch.export.save(graph, path)
 
-    graph = _load_graph(path, fmt, device)
-    with torch.no_grad():
-        # The reference is the model's own forward (Instances, detectron2's postprocessing).
-        inst = model([{"clip": check}])[0]["instances"]
-        expected = (inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores)
-        got = graph(check)
-    max_diff = _compare(expected, got)
-
-    info = {
-        "format": fmt,
-        "file": EXPORT_FORMATS[fmt],
-        "input": {"shape": [3, t, h, w], "dtype": "float32", "range": [0, 255], "layout": "(C, T, H, W) RGB"},
-        "outputs": ["boxes (N, 4) XYXY in input pixels", "scores (N,) person", "action_scores (N, C)"],
-        "device": str(device),
-        "keep_rates": [float(r) for r in model.backbone.keep_rates],
-        "score_thresh": float(model.score_thresh),
-        # Official-checkpoint mode: threshold >=, boxes clipped to [0, w-1] x [0, h-1], empty ones kept.
-        "official_mode": bool(model.official_mode),
-        "torch": torch.__version__,
-        "max_abs_diff": max_diff,
-        # Actors on the check clip: with 0 (e.g. random weights) the check compared shapes only.
-        "check_actors": int(expected[0].shape[0]),
-        **(metadata or {}),
-    }
+    max_diff, check_actors = _check_graph(model, _load_graph(path, fmt, device), check)
+    info = _export_info(model, fmt, (t, h, w), device, max_diff, check_actors, metadata)
     with open(os.path.join(output_dir, "model.json"), "w") as f:
         json.dump(info, f, indent=2)
     logger.info(
@@ -170,6 +147,38 @@ def export_evad(
     if not info["check_actors"]:
         logger.warning("No actor passed the threshold on the check clip: the export check compared output shapes only")
     return info
+
+
+def _check_graph(model: nn.Module, graph: Callable, clip: Tensor) -> Tuple[float, int]:
+    """Max |difference| between the graph and the model on ``clip``, and the number of actors."""
+    with torch.no_grad():
+        # The reference is the model's own forward (Instances, detectron2's postprocessing).
+        inst = model([{"clip": clip}])[0]["instances"]
+        expected = (inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores)
+        got = graph(clip)
+    return _compare(expected, got), int(expected[0].shape[0])
+
+
+def _export_info(
+    model: nn.Module, fmt: str, size: Tuple[int, int, int], device, max_diff: float, check_actors: int, metadata
+) -> Dict:
+    """The contents of ``model.json``."""
+    return {
+        "format": fmt,
+        "file": EXPORT_FORMATS[fmt],
+        "input": {"shape": [3, *size], "dtype": "float32", "range": [0, 255], "layout": "(C, T, H, W) RGB"},
+        "outputs": ["boxes (N, 4) XYXY in input pixels", "scores (N,) person", "action_scores (N, C)"],
+        "device": str(device),
+        "keep_rates": [float(r) for r in model.backbone.keep_rates],
+        "score_thresh": float(model.score_thresh),
+        # Official-checkpoint mode: threshold >=, boxes clipped to [0, w-1] x [0, h-1], empty ones kept.
+        "official_mode": bool(model.official_mode),
+        "torch": torch.__version__,
+        "max_abs_diff": max_diff,
+        # Actors on the check clip: with 0 (e.g. random weights) the check compared shapes only.
+        "check_actors": check_actors,
+        **(metadata or {}),
+    }
 
 
 def make_graph(wrapper: ExportableEVAD, example: Tensor, fmt: str):

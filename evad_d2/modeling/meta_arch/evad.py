@@ -6,15 +6,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
 from ..backbone.contract import BackboneOutput, EVADBackbone, check_backbone
 from ..heads import build_action_head, build_localization_head
 from ..losses import SetCriterion
+from ..postprocessing import detection_probabilities, keep_mask, rescale_boxes, select_detections
 
-__all__ = ["EVAD", "OFFICIAL_MODE", "clip_boxes"]
+__all__ = ["EVAD", "OFFICIAL_MODE"]
 
 # What MODEL.EVAD.OFFICIAL_MODE changes, to compute what the official EVAD code (MCG-NJU/EVAD)
 # computes for its released checkpoints. Keys it turns on (their own values are then ignored):
@@ -32,15 +32,6 @@ OFFICIAL_MODE = {
 #   * test-time resize: OpenCV's uint8 bilinear, rounded to uint8 before normalising (default:
 #     torch's float bilinear); done where clips are prepared (``EVADPredictor``), see
 #     ``evad_d2.data.transforms.resize_uint8_opencv``.
-
-
-def clip_boxes(boxes: Tensor, height: int, width: int, official: bool = False) -> Tensor:
-    """(N, 4) XYXY boxes clipped to a ``height`` x ``width`` image: to [0, width] x [0, height]
-    (continuous pixel coordinates), or with ``official`` to [0, width - 1] x [0, height - 1] (the
-    official code's pixel-index convention). Tensor ops only, for traced and exported graphs."""
-    x_max, y_max = (width - 1, height - 1) if official else (width, height)
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([x1.clamp(0, x_max), y1.clamp(0, y_max), x2.clamp(0, x_max), y2.clamp(0, y_max)], dim=-1)
 
 
 def _pad_clips(clips: List[Tensor], size_divisibility: int) -> ImageList:
@@ -221,63 +212,50 @@ class EVAD(nn.Module):
                     f"(N, {num_classes}) (MODEL.EVAD.NUM_ACTION_CLASSES = {num_classes})"
                 )
 
-    def output_scores(self, loc_output: Dict[str, Tensor], action_logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Person probabilities (B, n), boxes (B, n, 4) and action probabilities (B, n, C) of all
-        proposals, float32.
-
-        Args:
-            loc_output: last stage, "pred_logits" (B, n, 2) [person, no-object], "pred_boxes" (B, n, 4).
-            action_logits: (B, n, num_classes) of the last decoder layer.
-        """
-        # float(): under autocast (bf16/fp16 inference) the heads' outputs are half precision;
-        # outputs stay float32 so that thresholds, numpy conversion and evaluation are unchanged.
-        person = loc_output["pred_logits"].float().softmax(-1)[..., 0]
-        return person, loc_output["pred_boxes"].float(), action_logits.float().sigmoid()
-
     def keep_mask(self, person: Tensor) -> Tensor:
-        """(n,) proposals of one clip that are output: person probability above the threshold
-        (at least the threshold in official mode; all of them where none passes, with
-        ``keep_all_if_none``). Tensor ops only, so that traced and exported graphs keep the
-        threshold dynamic."""
-        keep = person >= self.score_thresh if self.official_mode else person > self.score_thresh
-        if self.keep_all_if_none:
-            keep = keep | ~keep.any()
-        return keep
+        """(n,) proposals of one clip that are output, from their (n,) person probabilities: the
+        model's threshold and mode applied by :func:`~evad_d2.modeling.postprocessing.keep_mask`."""
+        return keep_mask(person, self.score_thresh, official=self.official_mode, keep_all_if_none=self.keep_all_if_none)
 
     def inference(self, loc_output: Dict[str, Tensor], action_logits: Tensor, image_sizes) -> List[Instances]:
-        """Proposals that :meth:`keep_mask` keeps (see :meth:`output_scores`), boxes clipped to
-        each clip's unpadded size (:func:`clip_boxes`)."""
-        person, pred_boxes, actions = self.output_scores(loc_output, action_logits)
+        """Per clip, the proposals that :meth:`keep_mask` keeps, boxes clipped to the clip's
+        unpadded size (:func:`~evad_d2.modeling.postprocessing.select_detections`).
+
+        Args:
+            loc_output: the last localization stage ("pred_logits" (B, n, 2), "pred_boxes" (B, n, 4)).
+            action_logits: (B, n, C) of the action head's last layer.
+            image_sizes: B unpadded (h, w).
+        """
+        person, pred_boxes, actions = detection_probabilities(loc_output, action_logits)
         results = []
         for b, size in enumerate(image_sizes):
-            keep = self.keep_mask(person[b])
+            boxes, scores, action_scores = select_detections(
+                person[b], pred_boxes[b], actions[b], size,
+                score_thresh=self.score_thresh, official=self.official_mode, keep_all_if_none=self.keep_all_if_none,
+            )
             inst = Instances(tuple(size))
-            inst.pred_boxes = Boxes(clip_boxes(pred_boxes[b][keep], *size, official=self.official_mode))
-            inst.scores = person[b][keep]
-            inst.pred_action_scores = actions[b][keep]
+            inst.pred_boxes = Boxes(boxes)
+            inst.scores = scores
+            inst.pred_action_scores = action_scores
             results.append(inst)
         return results
 
     def postprocess(self, instances: List[Instances], batched_inputs: List[Dict], image_sizes) -> List[Dict]:
-        """Rescale boxes to each input's requested output size (default: the clip's own size).
-
-        Default: detectron2's ``detector_postprocess`` (scale, clip to the output size, drop
-        empty boxes). Official mode: scale and clamp to [0, W] x [0, H], keeping every box.
-        """
+        """Rescale boxes to each input's requested output size (default: the clip's own size) with
+        :func:`~evad_d2.modeling.postprocessing.rescale_boxes`: scale, clip to the output size and,
+        by default, drop empty boxes (as detectron2's ``detector_postprocess``); official mode keeps
+        every box."""
         processed = []
         for inst, x, size in zip(instances, batched_inputs, image_sizes):
-            h = x.get("height", size[0])
-            w = x.get("width", size[1])
-            if not self.official_mode:
-                processed.append({"instances": detector_postprocess(inst, h, w)})
-                continue
-            out = Instances((h, w), **inst.get_fields())
-            boxes = inst.pred_boxes.tensor.clone()
-            # The same float32 arithmetic as detector_postprocess (and the official code).
-            boxes[:, 0::2] *= w / size[1]
-            boxes[:, 1::2] *= h / size[0]
-            out.pred_boxes = Boxes(clip_boxes(boxes, h, w))
-            processed.append({"instances": out})
+            out_size = (x.get("height", size[0]), x.get("width", size[1]))
+            boxes = inst.pred_boxes.tensor
+            if not self.official_mode and not torch.isfinite(boxes).all():
+                # What detectron2's Boxes.clip asserts: a diverged model, not boxes to drop quietly.
+                raise FloatingPointError(f"EVAD predicted non-finite boxes for input {len(processed)}")
+            boxes, keep = rescale_boxes(boxes, size, out_size, official=self.official_mode)
+            out = Instances(out_size, **inst.get_fields())
+            out.pred_boxes = Boxes(boxes)
+            processed.append({"instances": out if self.official_mode else out[keep]})
         return processed
 
     def set_keep_rates(self, keep_rates: Optional[Sequence[float]]) -> None:
