@@ -16,7 +16,7 @@ from detectron2.structures import Boxes, Instances
 
 from evad_d2.data.formats.ava import AvaFormatError, DetectionCsvWriter, round_decimals
 from evad_d2.evaluation.ava import cli as ava_cli
-from evad_d2.evaluation.ava import protocol as ava_protocol
+from evad_d2.evaluation.ava import activitynet as ava_activitynet
 from evad_d2.evaluation.ava import reader as ava_reader
 from evad_d2.evaluation.ava import (
     AvaBoxes,
@@ -296,8 +296,8 @@ def test_activitynet_vectorised_read_equals_heap():
         boxes = rng.integers(0, 3, (n, 4)) / 4.0
         labels = rng.integers(1, 4, n)
         scores = rng.integers(0, 12, n) / 10.0  # many ties
-        fast = ava_protocol._heap_read(keys, boxes, labels, scores, capacity)
-        exact = ava_protocol._heap_read_exact(keys, boxes, labels, scores, capacity)
+        fast = ava_activitynet.activitynet_read(keys, boxes, labels, scores, capacity)
+        exact = ava_activitynet.activitynet_read_exact(keys, boxes, labels, scores, capacity)
 
         def per_group(out):
             k, b, lab, s = out

@@ -3,7 +3,8 @@
 Modules:
 
 * :mod:`.protocol`: the metric (frame-mAP, person AP, the two official protocols and how they
-  differ: :data:`PROTOCOL_TABLE`), and :func:`evaluate_ava_files` on files.
+  differ: :data:`PROTOCOL_TABLE`), :func:`evaluate_ava_files` on files, the JSON form of a result.
+* :mod:`.activitynet`: ActivityNet's top-50 heap reader, vectorised.
 * :mod:`.boxes`: :class:`AvaBoxes`, the rows of an AVA CSV as parallel arrays.
 * :mod:`.reader`: :func:`read_ava_csv` (pyarrow, with an exact fallback that names file and line).
 * :mod:`.writer`: :func:`detection_rows`, detection rows from model outputs, as they read back.
@@ -13,7 +14,7 @@ Modules:
 The evaluator (which needs detectron2) is imported only when asked for.
 """
 from .boxes import AvaBoxes
-from .cli import format_table, main, result_to_json
+from .cli import format_table, main
 from .protocol import (
     DEFAULT_PROTOCOL,
     PROTOCOL_TABLE,
@@ -22,6 +23,7 @@ from .protocol import (
     evaluate_ava_files,
     evaluate_frame_map,
     evaluate_person_ap,
+    result_to_json,
 )
 from .reader import read_ava_csv
 from .writer import detection_rows

@@ -4,7 +4,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["AvaBoxes", "distinct_frames", "id_table", "in_table"]
+__all__ = ["AvaBoxes", "distinct_frames", "id_table", "in_table", "key_runs", "first_appearance_rank"]
 
 
 @dataclass
@@ -105,3 +105,24 @@ def in_table(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     out = np.zeros(len(values), dtype=bool)
     out[inside] = table[values[inside]]
     return out
+
+
+def key_runs(keys: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Runs of equal consecutive keys: (the key of each run, the run of each row).
+
+    Rows of a frame are nearly always consecutive, so per-frame work is done once per run.
+    """
+    head = np.ones(len(keys), dtype=bool)
+    head[1:] = keys[1:] != keys[:-1]
+    return keys[head], np.cumsum(head) - 1
+
+
+def first_appearance_rank(keys: np.ndarray) -> np.ndarray:
+    """For each row, the rank of its key by first appearance (a dict's insertion order)."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    run_keys, run = key_runs(keys)
+    uniq, first_run, inverse = np.unique(run_keys, return_index=True, return_inverse=True)
+    rank_of_uniq = np.empty(len(uniq), dtype=np.int64)
+    rank_of_uniq[np.argsort(first_run, kind="stable")] = np.arange(len(uniq))
+    return rank_of_uniq[inverse.ravel()][run]

@@ -9,22 +9,9 @@ from typing import Dict, Optional, Sequence
 from evad_d2.data.formats.ava import AvaFormatError
 from evad_d2.utils.atomic_io import atomic_write
 
-from .protocol import DEFAULT_PROTOCOL, PROTOCOL_TABLE, PROTOCOLS, FrameMapResult, evaluate_ava_files
+from .protocol import DEFAULT_PROTOCOL, PROTOCOL_TABLE, PROTOCOLS, FrameMapResult, evaluate_ava_files, result_to_json
 
-__all__ = ["main", "result_to_json", "format_table"]
-
-
-def result_to_json(result: FrameMapResult) -> Dict:
-    """``{"mAP": x, "per_class": {"<id>": ap}, "warnings": [...]}`` in percent; a class without
-    ground truth is null."""
-    def pct(v):
-        return None if v is None or math.isnan(v) else 100.0 * v
-
-    return {
-        "mAP": pct(result.mean_ap),
-        "per_class": {str(c): pct(ap) for c, ap in result.per_class_ap.items()},
-        "warnings": list(result.warnings),
-    }
+__all__ = ["main", "format_table"]
 
 
 def format_table(result: FrameMapResult, names: Dict[int, str]) -> str:

@@ -1,23 +1,17 @@
 """detectron2 ``DatasetEvaluator`` for AVA-format datasets: frame-mAP@0.5 and person AP@0.5."""
-import json
 import logging
 import math
-import os
 from collections import OrderedDict
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
-from iopath.common.file_io import g_pathmgr
 
 from evad_d2.data.formats.ava import read_exclusions
 from evad_d2.utils.atomic_io import atomic_write
 
-from ..plots import plot_per_class_ap
-from .cli import result_to_json
-from .protocol import DEFAULT_PROTOCOL, PROTOCOLS, evaluate_frame_map, evaluate_person_ap
+from ..base import KeyframeEvaluator
+from .protocol import DEFAULT_PROTOCOL, PROTOCOLS, evaluate_frame_map, evaluate_person_ap, result_to_json
 from .reader import read_ava_csv
 from .writer import detection_rows
 
@@ -28,7 +22,7 @@ logger = logging.getLogger(__name__)
 _REQUIRED_METADATA = ("action_ids", "eval_action_ids", "groundtruth_file")
 
 
-class AVAEvaluator(DatasetEvaluator):
+class AVAEvaluator(KeyframeEvaluator):
     """Scores model outputs with the official AVA protocol (see :mod:`evad_d2.evaluation.ava`).
 
     Each model output (``{"instances": Instances((height, width))}`` with ``pred_boxes`` in pixels,
@@ -71,11 +65,7 @@ class AVAEvaluator(DatasetEvaluator):
             raise KeyError(f"dataset '{dataset_name}': metadata lacks {missing} needed by AVAEvaluator")
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        self._dataset_name = dataset_name
-        self._output_dir = output_dir
-        self._distributed = distributed
         self._only_processed = only_processed_keyframes
-        self._protocol = protocol
         action_ids = [int(i) for i in meta.action_ids]
         self._eval_ids = [int(i) for i in meta.eval_action_ids]
         unknown = sorted(set(self._eval_ids) - set(action_ids))
@@ -86,15 +76,8 @@ class AVAEvaluator(DatasetEvaluator):
         self._names = dict(zip(action_ids, names))
         self._gt_file = meta.groundtruth_file
         self._exclusions_file = getattr(meta, "exclusions_file", None)
-        self.reset()
-
-    @property
-    def protocol(self) -> str:
-        """The metric protocol this evaluator follows (see the ``protocol`` argument)."""
-        return self._protocol
-
-    def reset(self):
-        self._frames: List[Tuple[str, int, np.ndarray, np.ndarray, np.ndarray]] = []
+        # Records: (video_id, timestamp, boxes (N, 4) normalised, person scores (N,), scores (N, K)).
+        super().__init__(dataset_name, output_dir, distributed=distributed, protocol=protocol)
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
@@ -110,43 +93,21 @@ class AVAEvaluator(DatasetEvaluator):
                 (str(inp["video_id"]), int(inp["timestamp"]), boxes, person, actions[:, self._eval_cols])
             )
 
-    def _gather(self):
-        if not self._distributed:
-            return self._frames
-        comm.synchronize()
-        gathered = comm.gather(self._frames, dst=0)
-        if not comm.is_main_process():
-            return None
-        return [f for part in gathered for f in part]
-
     def evaluate(self):
-        frames = self._gather()
-        if frames is None:
-            return {}
+        frames = self.gathered_frames()
         if not frames:
-            logger.warning("AVAEvaluator on '%s' received no predictions.", self._dataset_name)
             return {}
-        seen, unique = set(), []
-        for f in frames:
-            if (f[0], f[1]) not in seen:
-                seen.add((f[0], f[1]))
-                unique.append(f)
-        if len(unique) < len(frames):
-            logger.warning("%d keyframes were predicted more than once; the first prediction is kept.",
-                           len(frames) - len(unique))
-        frames = unique
 
         # The rows hold exactly the values their written text reads, so scoring them equals
         # scoring the file (and the file need not be parsed back).
         if self._output_dir:
-            g_pathmgr.mkdirs(self._output_dir)
-            with atomic_write(os.path.join(self._output_dir, "ava_detections.csv"), "wb") as f:
+            with atomic_write(self.output_path("ava_detections.csv"), "wb") as f:
                 detections = self._detection_rows(frames, f)
         else:
             detections = self._detection_rows(frames, None)
         groundtruth = read_ava_csv(self._gt_file, with_scores=False)
         excluded = read_exclusions(self._exclusions_file) if self._exclusions_file else set()
-        keyframes = seen if self._only_processed else None
+        keyframes = {(f[0], f[1]) for f in frames} if self._only_processed else None
         result = evaluate_frame_map(
             groundtruth, detections, self._eval_ids, excluded=excluded, protocol=self._protocol, keyframes=keyframes
         )
@@ -171,11 +132,8 @@ class AVAEvaluator(DatasetEvaluator):
                 protocol=self._protocol,
                 only_processed_keyframes=self._only_processed,
             )
-            with atomic_write(os.path.join(self._output_dir, "ava_metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=2)
-            plot_per_class_ap(
-                {self._names.get(c, str(c)): 100.0 * ap for c, ap in result.per_class_ap.items()},
-                os.path.join(self._output_dir, "ava_per_class_ap.png"),
+            self.write_metrics(
+                "ava", metrics, {self._names.get(c, str(c)): 100.0 * ap for c, ap in result.per_class_ap.items()},
                 title=f"{self._dataset_name}: frame-mAP@0.5 = {named['frame_mAP@0.5']:.2f}",
             )
         return OrderedDict(ava=named)

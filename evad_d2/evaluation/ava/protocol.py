@@ -48,8 +48,8 @@ Command line::
     python -m evad_d2.evaluation.ava --groundtruth GT.csv --detections DET.csv \\
         --labelmap MAP.pbtxt [--exclusions EX.csv] --json OUT.json [--plot OUT.png]
 """
-import heapq
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -60,7 +60,8 @@ from evad_d2.data.formats.ava import read_exclusions
 from evad_d2.data.formats.label_map import read_label_map
 
 from ..ap import average_precision_in_order, match_detections, ranked_average_precision
-from .boxes import AvaBoxes, id_table, in_table
+from .activitynet import activitynet_read
+from .boxes import AvaBoxes, first_appearance_rank, id_table, in_table, key_runs
 from .reader import read_ava_csv
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "evaluate_frame_map",
     "evaluate_person_ap",
     "evaluate_ava_files",
+    "result_to_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,117 +136,12 @@ def _frame_keys(gt: AvaBoxes, det: AvaBoxes, excluded: Iterable[Tuple[str, int]]
     return gkey, dkey, ekey, listed, vocab, tmax
 
 
-def _runs(keys: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Runs of equal consecutive keys: (the key of each run, the run of each row).
-
-    Rows of a frame are nearly always consecutive, so per-frame work is done once per run.
-    """
-    head = np.ones(len(keys), dtype=bool)
-    head[1:] = keys[1:] != keys[:-1]
-    return keys[head], np.cumsum(head) - 1
-
-
 def _isin(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``np.isin(keys, values)``, evaluated once per run of equal keys."""
     if len(keys) == 0:
         return np.zeros(0, dtype=bool)
-    run_keys, run = _runs(keys)
+    run_keys, run = key_runs(keys)
     return np.isin(run_keys, values)[run]
-
-
-def _first_appearance_rank(keys: np.ndarray) -> np.ndarray:
-    """For each row, the rank of its key by first appearance (a dict's insertion order)."""
-    if len(keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    run_keys, run = _runs(keys)
-    uniq, first_run, inverse = np.unique(run_keys, return_index=True, return_inverse=True)
-    rank_of_uniq = np.empty(len(uniq), dtype=np.int64)
-    rank_of_uniq[np.argsort(first_run, kind="stable")] = np.arange(len(uniq))
-    return rank_of_uniq[inverse.ravel()][run]
-
-
-def _heap_read(keys, boxes, labels, scores, capacity):
-    """ActivityNet's ``read_csv``: per frame a heap of (score, label, y1, x1, y2, x2) tuples of
-    at most ``capacity`` entries (0: unbounded), then sorted by descending score.
-
-    Vectorised: a frame keeps its ``capacity`` best rows, by descending score. That is the
-    heap's result unless the last kept score ties with the first dropped one, and its order
-    differs from the heap's only among rows of equal score, which matters only for rows of one
-    class with different boxes (matching and ranking are per class; identical rows are
-    interchangeable). Frames with either kind of tie go through :func:`_heap_read_exact`.
-
-    Returns:
-        keys, boxes (x1, y1, x2, y2), labels, scores in the reader's output order (frames by
-        first appearance).
-    """
-    n = len(keys)
-    if n == 0:
-        return keys, boxes, labels, scores
-    rank = _first_appearance_rank(keys)
-    num_frames = int(rank.max()) + 1
-    order = np.lexsort((-scores, rank))  # frame by frame, descending score
-    r = rank[order]
-    bad = np.zeros(num_frames, dtype=bool)
-    if capacity >= 1:
-        pos = np.arange(n) - np.searchsorted(r, np.arange(num_frames))[r]
-        at_cap = np.flatnonzero(pos == capacity)
-        bad[r[at_cap[scores[order[at_cap]] == scores[order[at_cap - 1]]]]] = True
-        order, r = order[pos < capacity], r[pos < capacity]
-    s = scores[order]
-    tie = np.flatnonzero((r[1:] == r[:-1]) & (s[1:] == s[:-1]))
-    if len(tie):
-        # Rows in runs of one frame and score; a run with two rows of one class and different
-        # boxes makes the frame's heap order matter.
-        at = np.union1d(tie, tie + 1)
-        run = np.cumsum(np.concatenate([[True], ~np.isin(at[1:] - 1, tie)]))
-        rows = order[at]
-        o = np.lexsort((labels[rows], run))
-        rows, run = rows[o], run[o]
-        clash = (run[1:] == run[:-1]) & (labels[rows[1:]] == labels[rows[:-1]])
-        clash &= (boxes[rows[1:]] != boxes[rows[:-1]]).any(axis=1)
-        bad[rank[rows[1:][clash]]] = True
-    if not bad.any():
-        return keys[order], boxes[order], labels[order], scores[order]
-
-    good = ~bad[r]
-    order, r = order[good], r[good]
-    exact = np.flatnonzero(bad[rank])
-    e_keys, e_boxes, e_labels, e_scores = _heap_read_exact(
-        keys[exact], boxes[exact], labels[exact], scores[exact], capacity
-    )
-    rank_of_key = dict(zip(keys[exact].tolist(), rank[exact].tolist()))
-    e_rank = np.array([rank_of_key[k] for k in e_keys.tolist()], dtype=np.int64)
-    merge = np.argsort(np.concatenate([r, e_rank]), kind="stable")
-    return tuple(
-        np.concatenate([a[order], b])[merge]
-        for a, b in ((keys, e_keys), (boxes, e_boxes), (labels, e_labels), (scores, e_scores))
-    )
-
-
-def _heap_read_exact(keys, boxes, labels, scores, capacity):
-    """:func:`_heap_read` by the official reader's own steps (a Python heap per frame)."""
-    entries: Dict[int, list] = {}
-    y1, x1, y2, x2 = boxes[:, 1].tolist(), boxes[:, 0].tolist(), boxes[:, 3].tolist(), boxes[:, 2].tolist()
-    for k, lab, s, a, b, c, d in zip(keys.tolist(), labels.tolist(), scores.tolist(), y1, x1, y2, x2):
-        heap = entries.get(k)
-        if heap is None:
-            heap = entries[k] = []
-        if capacity < 1 or len(heap) < capacity:
-            heapq.heappush(heap, (s, lab, a, b, c, d))
-        elif s > heap[0][0]:
-            heapq.heapreplace(heap, (s, lab, a, b, c, d))
-    out_keys, out = [], []
-    for k, heap in entries.items():
-        rows = sorted(heap, key=lambda t: -t[0])
-        out.extend(rows)
-        out_keys.extend([k] * len(rows))
-    arr = np.array(out, dtype=np.float64).reshape(-1, 6)
-    return (
-        np.array(out_keys, dtype=np.int64),
-        arr[:, [3, 2, 5, 4]].copy(),
-        arr[:, 1].astype(np.int64),
-        arr[:, 0].copy(),
-    )
 
 
 def evaluate_frame_map(
@@ -331,12 +228,12 @@ def _protocol_order(protocol: str, gt: Tuple, det: Tuple) -> Tuple[Tuple, Tuple]
         rank)`` of the detections, ``rank`` the matching order (lower first).
     """
     if protocol == "activitynet":
-        g_key, g_boxes, g_labels, _ = _heap_read(*gt, 0)
-        d_key, d_boxes, d_labels, d_scores = _heap_read(*det, _ACTIVITYNET_CAPACITY)
+        g_key, g_boxes, g_labels, _ = activitynet_read(*gt, 0)
+        d_key, d_boxes, d_labels, d_scores = activitynet_read(*det, _ACTIVITYNET_CAPACITY)
         d_rank = np.arange(len(d_key), dtype=np.int64)  # already frames by appearance, in order
         return (g_key, g_boxes, g_labels), (d_key, d_boxes, d_labels, d_scores, d_rank)
     d_key = det[0]
-    frame_rank = _first_appearance_rank(d_key)
+    frame_rank = first_appearance_rank(d_key)
     if (frame_rank[1:] >= frame_rank[:-1]).all():  # each frame's rows together (the usual case)
         d_rank = np.arange(len(d_key), dtype=np.int64)
     else:
@@ -490,3 +387,16 @@ def evaluate_ava_files(
         len(gt), len(det), t1 - t0, time.perf_counter() - t1,
     )
     return result, labels
+
+
+def result_to_json(result: FrameMapResult) -> Dict:
+    """``{"mAP": x, "per_class": {"<id>": ap}, "warnings": [...]}`` in percent; a class without
+    ground truth is null."""
+    def pct(v):
+        return None if v is None or math.isnan(v) else 100.0 * v
+
+    return {
+        "mAP": pct(result.mean_ap),
+        "per_class": {str(c): pct(ap) for c, ap in result.per_class_ap.items()},
+        "warnings": list(result.warnings),
+    }
