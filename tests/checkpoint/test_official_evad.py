@@ -6,7 +6,8 @@ The official layout is written out here from the official modules' structure (MC
 (``Block`` with ``act_module`` and ``action_logits``), and the criterion's ``empty_weight`` buffer),
 independently of the converter's rules.
 """
-import importlib.util
+import subprocess
+import sys
 import os
 
 import pytest
@@ -21,6 +22,7 @@ from evad_d2.checkpoint import (
     official_config_overrides,
     official_to_evad_d2,
 )
+from evad_d2.checkpoint.convert_official import convert_official_checkpoint
 from evad_d2.checkpoint.official_evad import roi_extension_note
 from evad_d2.config import add_evad_config
 
@@ -350,19 +352,11 @@ def test_official_config_overrides():
     assert len(warnings) == 1 and "JITTER_BOX" in warnings[0]
 
 
-def _tool():
-    path = os.path.join(REPO, "tools", "convert_official_evad.py")
-    spec = importlib.util.spec_from_file_location("convert_official_evad", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, capsys):
     official = official_state_dict(TINY)
     src, dst = str(tmp_path / "official.pth"), str(tmp_path / "converted.pth")
     torch.save({"epoch": 11, "model_state": official, "cfg": OFFICIAL_CFG_YAML}, src)
-    assert _tool().main([src, dst, "--config-file", TINY_CONFIG]) == 0
+    assert convert_official_checkpoint(src, dst, config_file=TINY_CONFIG) == 0
     out = capsys.readouterr().out
     assert "verified: all" in out and "MODEL.EVAD.OFFICIAL_MODE True" in out.splitlines()[-1]
     assert "MODEL.EVAD.KEEP_RATES [1.0,0.6,1.0,0.6]" in out
@@ -383,27 +377,39 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, capsys):
 def test_convert_tool_sets_the_roi_extension_of_a_rho1_checkpoint(tmp_path, capsys):
     src, dst = str(tmp_path / "official_rho1.pth"), str(tmp_path / "converted.pth")
     torch.save({"model_state": official_state_dict(TINY), "cfg": RHO1_CFG_YAML}, src)
-    assert _tool().main([src, dst, "--config-file", TINY_CONFIG]) == 0
+    assert convert_official_checkpoint(src, dst, config_file=TINY_CONFIG) == 0
     command = capsys.readouterr().out.splitlines()[-1]
     assert command.startswith("evaluate with: python train_net.py")
     assert "MODEL.EVAD.DECODER.ROI_EXTEND [0.0,0.0]" in command and "MODEL.EVAD.OFFICIAL_MODE True" in command
     # Without a stored config the tool cannot know: a warning says which extension fits which checkpoint.
     torch.save({"model_state": official_state_dict(TINY)}, src)
-    assert _tool().main([src, dst, "--config-file", TINY_CONFIG]) == 0
+    assert convert_official_checkpoint(src, dst, config_file=TINY_CONFIG) == 0
     out = capsys.readouterr().out
     assert "WARNING: RoI extension unknown (the file has no training config)" in out
     assert "MODEL.EVAD.OFFICIAL_MODE True" in out.splitlines()[-1]
 
 
 def test_convert_tool_checks_against_the_model_and_rejects_other_formats(tmp_path):
-    tool = _tool()
     src = str(tmp_path / "videomae.pth")
     videomae = {"patch_embed.proj.weight": torch.zeros(4, 3, 2, 16, 16), "blocks.0.norm1.weight": torch.zeros(4)}
     torch.save({"module": videomae}, src)
     with pytest.raises(CheckpointFormatError, match="not an official EVAD checkpoint"):
-        tool.main([src, str(tmp_path / "o.pth"), "--no-verify"])
+        convert_official_checkpoint(src, str(tmp_path / "o.pth"), config_file=TINY_CONFIG, verify=False)
     # official weights of a wider decoder than the config: the check names the tensors
     src = str(tmp_path / "official.pth")
     torch.save({"model_state": official_state_dict(dict(TINY, dec_dim=40))}, src)
     with pytest.raises(CheckpointFormatError, match="action_head.mask_token: converted \\(40,\\) vs model \\(32,\\)"):
-        tool.main([src, str(tmp_path / "o.pth"), "--config-file", TINY_CONFIG])
+        convert_official_checkpoint(src, str(tmp_path / "o.pth"), config_file=TINY_CONFIG)
+
+
+@pytest.mark.slow
+def test_convert_tool_runs_as_a_script(tmp_path):
+    """tools/convert_official_evad.py end to end, as a user runs it."""
+    src, dst = str(tmp_path / "official.pth"), str(tmp_path / "converted.pth")
+    torch.save({"model_state": official_state_dict(TINY), "cfg": OFFICIAL_CFG_YAML}, src)
+    tool = os.path.join(REPO, "tools", "convert_official_evad.py")
+    run = subprocess.run([sys.executable, tool, src, dst, "--config-file", TINY_CONFIG],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "verified: all" in run.stdout and run.stdout.splitlines()[-1].startswith("evaluate with:")
+    assert os.path.isfile(dst)

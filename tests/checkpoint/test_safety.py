@@ -39,6 +39,7 @@ from tests.test_train_net import ROOT, TINY, generate_dataset, make_args, run_tr
 import train_net
 from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import CheckpointFormatError, DamagedCheckpointError, EVADCheckpointer, load_pickle_checkpoint
+from evad_d2.checkpoint.convert_official import official_converter_cfg
 from evad_d2.engine.predictor import EVADPredictor
 from evad_d2.utils.atomic_io import atomic_write, remove_stale_temporaries
 
@@ -215,9 +216,8 @@ def test_config_file_with_a_python_tag_is_refused_without_running_it(tmp_path):
     config.write_text(f'_BASE_: "{TINY}"\nSEED: !!python/object/apply:os.system ["touch {marker}"]\n')
     with pytest.raises(yaml.constructor.ConstructorError, match=f'python/object/apply:os.system(.|\n)*{config}", line 2'):
         get_evad_cfg(str(config))
-    convert = load_tool("convert_official_evad")
     with pytest.raises(yaml.constructor.ConstructorError):
-        convert.make_cfg(str(config), [], [])
+        official_converter_cfg(str(config), [], [])
     assert not marker.exists()
 
 
