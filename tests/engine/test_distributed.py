@@ -22,7 +22,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.evaluation.test_ucf_jhmdb import _gt, _write
+from tests.data.ucf_jhmdb_gt import small_gt, write_gt
 from tests.test_train_net import generate_dataset, make_args, register_dataset, train_net
 
 from evad_d2.evaluation import UCFJHMDBEvaluator
@@ -112,7 +112,7 @@ def _ucf_evaluation(gt_path, out):
 def runs(tmp_path_factory):
     data_root = tmp_path_factory.mktemp("ava_like_dist")
     names = generate_dataset(data_root, PREFIX, num_val_videos=3)  # 4 keyframes
-    _write(data_root, _gt(), "ucf_gt.pkl")
+    write_gt(data_root, small_gt(), "ucf_gt.pkl")
     out = str(tmp_path_factory.mktemp("dist_runs"))
     launch(_two_process_session, 2, dist_url="auto", args=(str(data_root), out))
     return names, out, str(data_root)

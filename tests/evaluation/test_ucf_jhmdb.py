@@ -1,4 +1,5 @@
-"""UCF101-24 / JHMDB evaluation: GT pickle, frame-mAP, tube linking, tube IoU, video-mAP, evaluator.
+"""UCF101-24 / JHMDB evaluation: frame-mAP, tube linking, tube IoU, video-mAP, evaluator (the GT
+pickle reader: tests/data/test_ucf_jhmdb_gt.py).
 
 Expectations are hand-computed for both protocols: ACT (the default; the code published numbers
 come from) and VOC. Comparison with the ACT code itself on random cases is done outside the tests.
@@ -6,8 +7,6 @@ come from) and VOC. Comparison with the ACT code itself on random cases is done 
 import json
 import os
 import pickle
-import pickletools
-import struct
 import tempfile
 
 import numpy as np
@@ -15,10 +14,10 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
-from tests.utils.test_safe_pickle import RunsShellCommand
+from tests.data.ucf_jhmdb_gt import small_gt, tube, write_gt
 
-from evad_d2.data import load_ucf_jhmdb_dataset, register_ucf_jhmdb
-from evad_d2.data.formats.ucf_jhmdb import GTPickleError, load_gt_pickle
+from evad_d2.data import register_ucf_jhmdb
+from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle
 from evad_d2.evaluation.ap import act_average_precision, box_iou
 from evad_d2.evaluation.ucf_jhmdb import (
     ACT_TUBE_NMS_OVERLAP,
@@ -33,54 +32,6 @@ from evad_d2.evaluation.ucf_jhmdb import (
     tube_nms,
     video_map,
 )
-
-
-def _tube(frames, box):
-    frames = np.asarray(list(frames), dtype=np.float64)
-    return np.concatenate([frames[:, None], np.tile(np.asarray(box, dtype=np.float64), (len(frames), 1))], axis=1)
-
-
-def _gt():
-    """Two test videos (class 0 and class 1) and a training video."""
-    return {
-        "labels": ["run", "jump"],
-        "gttubes": {
-            "run/v1": {0: [_tube(range(1, 11), [0, 0, 10, 10])]},
-            "jump/v2": {1: [_tube(range(3, 9), [20, 20, 40, 50])]},
-            "run/v0": {0: [_tube(range(1, 5), [0, 0, 10, 10])]},
-        },
-        "nframes": {"run/v1": 12, "jump/v2": 10, "run/v0": 5},
-        "train_videos": [["run/v0"]],
-        "test_videos": [["run/v1", "jump/v2"]],
-        "resolution": {"run/v1": (60, 80), "jump/v2": (60, 80), "run/v0": (60, 80)},
-    }
-
-
-def _write(tmp_path, obj, name="gt.pkl"):
-    path = tmp_path / name
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-    return str(path)
-
-
-def test_load_gt_pickle_and_errors(tmp_path):
-    gt = load_gt_pickle(_write(tmp_path, _gt()))
-    assert gt["gttubes"]["run/v1"][0][0].shape == (10, 5)
-    bad = _gt()
-    del bad["resolution"]
-    with pytest.raises(GTPickleError, match=r"bad.pkl: missing key\(s\) \['resolution'\]"):
-        load_gt_pickle(_write(tmp_path, bad, "bad.pkl"))
-    bad = _gt()
-    bad["gttubes"]["run/v1"][0] = [np.zeros((4, 4))]
-    with pytest.raises(GTPickleError, match=r"gttubes\['run/v1'\]\[0\]\[0\] must be an \(n, 5\) array"):
-        load_gt_pickle(_write(tmp_path, bad, "bad.pkl"))
-    bad = _gt()
-    bad["gttubes"]["run/v1"][5] = bad["gttubes"]["run/v1"].pop(0)
-    with pytest.raises(GTPickleError, match="label 5 outside 0..1"):
-        load_gt_pickle(_write(tmp_path, bad, "bad.pkl"))
-    (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
-    with pytest.raises(GTPickleError, match="junk.pkl: not a readable pickle"):
-        load_gt_pickle(str(tmp_path / "junk.pkl"))
 
 
 def _perfect(gt, videos, classes=(0, 1), extra=None):
@@ -108,7 +59,7 @@ def _perfect(gt, videos, classes=(0, 1), extra=None):
 
 
 def test_frame_map_voc_hand_values(tmp_path):
-    gt = load_gt_pickle(_write(tmp_path, _gt()))
+    gt = load_gt_pickle(write_gt(tmp_path, small_gt()))
     videos = ["run/v1", "jump/v2"]
     m, aps = frame_map(gt, _perfect(gt, videos), videos, protocol="voc")
     assert m == pytest.approx(1.0) and aps == {0: 1.0, 1: 1.0}
@@ -134,11 +85,11 @@ def test_frame_map_voc_hand_values(tmp_path):
 
 
 def test_tube_iou_hand_value():
-    a = _tube(range(1, 11), [0, 0, 10, 10])
-    b = _tube(range(6, 16), [5, 0, 15, 10])
+    a = tube(range(1, 11), [0, 0, 10, 10])
+    b = tube(range(6, 16), [5, 0, 15, 10])
     # temporal 5/15, spatial 50/150
     assert tube_iou(a, b) == pytest.approx(1 / 9)
-    assert tube_iou(a, _tube(range(20, 30), [0, 0, 10, 10])) == 0.0
+    assert tube_iou(a, tube(range(20, 30), [0, 0, 10, 10])) == 0.0
     assert tube_iou(a, a) == pytest.approx(1.0)
     # ACT's pixels: boxes 11 wide, overlap 6 x 11 -> 66 / (121 + 121 - 66) = 3/8 on 5 frames of 15.
     assert tube_iou(a, b, pixel_inclusive=True) == pytest.approx(5 / 15 * 66 / 176)
@@ -147,7 +98,7 @@ def test_tube_iou_hand_value():
 def test_video_map_two_tubes_voc(tmp_path):
     gt = {
         "labels": ["a"],
-        "gttubes": {"v1": {0: [_tube(range(1, 11), [0, 0, 10, 10])]}, "v2": {0: [_tube(range(1, 11), [20, 20, 30, 30])]}},
+        "gttubes": {"v1": {0: [tube(range(1, 11), [0, 0, 10, 10])]}, "v2": {0: [tube(range(1, 11), [20, 20, 30, 30])]}},
     }
     exact = Tube(np.arange(1, 11), np.tile([0.0, 0, 10, 10], (10, 1)), 0.8)
     taller = Tube(np.arange(1, 11), np.tile([20.0, 20, 30, 35], (10, 1)), 0.9)  # IoU 100/150 = 2/3
@@ -197,7 +148,7 @@ def test_link_tubes_synthetic_sequence():
 
 @pytest.mark.parametrize("protocol", ["act", "voc"])
 def test_evaluator_end_to_end(tmp_path, protocol):
-    gt_path = _write(tmp_path, _gt())
+    gt_path = write_gt(tmp_path, small_gt())
     name = "evad_test_ucf_eval"
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
@@ -302,7 +253,7 @@ def test_act_frame_matching_takes_the_best_box_still_free():
 
 
 def test_act_frame_ap_of_a_miss_ranked_before_ten_hits(tmp_path):
-    gt = load_gt_pickle(_write(tmp_path, _gt()))
+    gt = load_gt_pickle(write_gt(tmp_path, small_gt()))
     videos = ["run/v1", "jump/v2"]
     dup = [("run/v1", 1, [50, 50, 60, 60], [1.5, 0.0])]
     aps = frame_map(gt, _perfect(gt, videos, extra=dup), videos)[1]
@@ -327,7 +278,7 @@ def test_tied_duplicates_rank_in_the_order_they_were_matched(protocol):
 
 
 def test_frame_map_does_not_depend_on_the_order_frames_arrive_in(tmp_path):
-    gt = load_gt_pickle(_write(tmp_path, _gt()))
+    gt = load_gt_pickle(write_gt(tmp_path, small_gt()))
     videos = ["run/v1", "jump/v2"]
     extra = [("run/v1", 3, [1, 1, 9, 9], [1.0, 0.0]), ("jump/v2", 4, [0, 0, 5, 5], [1.0, 0.5])]
     dets = _perfect(gt, videos, extra=extra)
@@ -356,8 +307,8 @@ def test_tube_nms_drops_tubes_overlapping_more_than_0_3():
 
 
 def test_act_video_map_applies_tube_nms_before_scoring():
-    gt = {"labels": ["a"], "gttubes": {"v1": {0: [_tube(range(1, 11), [0, 0, 9, 9])]},
-                                       "v2": {0: [_tube(range(1, 11), [20, 20, 29, 29])]}}}
+    gt = {"labels": ["a"], "gttubes": {"v1": {0: [tube(range(1, 11), [0, 0, 9, 9])]},
+                                       "v2": {0: [tube(range(1, 11), [20, 20, 29, 29])]}}}
     tubes = {
         ("v1", 0): [_const_tube(range(1, 11), [0, 0, 9, 9], 0.9), _const_tube(range(1, 11), [0, 0, 9, 10], 0.8)],
         ("v2", 0): [_const_tube(range(1, 11), [20, 20, 29, 29], 0.7)],
@@ -372,7 +323,7 @@ def test_video_thresholds_are_acts_values_not_rounded():
     assert VIDEO_MAP_THRESHOLDS == tuple(0.5 + 0.05 * i for i in range(10))
     assert VIDEO_MAP_THRESHOLDS[7] == 0.8500000000000001 and VIDEO_MAP_THRESHOLDS[7] > 0.85
     # Temporal IoU 17 / 20 = 0.85 exactly, boxes identical: a hit at 0.8, a miss at ACT's "0.85".
-    gt = {"labels": ["a"], "gttubes": {"v": {0: [_tube(range(1, 21), [0, 0, 9, 9])]}}}
+    gt = {"labels": ["a"], "gttubes": {"v": {0: [tube(range(1, 21), [0, 0, 9, 9])]}}}
     tubes = {("v", 0): [_const_tube(range(1, 18), [0, 0, 9, 9], 0.9)]}
     assert tube_iou(gt["gttubes"]["v"][0][0], tubes[("v", 0)][0].as_array(), pixel_inclusive=True) == 0.85
     res = video_map(gt, tubes, ["v"])
@@ -386,68 +337,11 @@ def test_classes_without_ground_truth_are_nan_and_left_out_of_the_mean():
     assert aps[0] == 1.0 and np.isnan(aps[1]) and m == 1.0
 
 
-# ----------------------------------------------------------------------------- untrusted pickles
-
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes str and bytes as Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), as cPickle protocol 2
-    wrote the released ACT pickles; Python 3 reads them back only with ``encoding="latin1"``."""
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def _save_py2_str(self, obj):
-        data = obj.encode("latin1") if isinstance(obj, str) else obj
-        if len(data) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
-        self.memoize(obj)
-
-    dispatch[str] = _save_py2_str
-    dispatch[bytes] = _save_py2_str
-
-
-def test_python2_style_gt_pickle_loads(tmp_path):
-    path = tmp_path / "UCF101v2-GT.pkl"
-    with open(path, "wb") as f:
-        _Py2Pickler(f, protocol=2).dump(_gt())
-    ops = {op.name for op, _, _ in pickletools.genops(path.read_bytes())}
-    assert {"SHORT_BINSTRING", "PROTO"} <= ops and "SHORT_BINUNICODE" not in ops and "BINUNICODE" not in ops
-    assert b"_codecs" not in path.read_bytes()
-    gt = load_gt_pickle(str(path))
-    assert gt["labels"] == ["run", "jump"] and gt["test_videos"] == [["run/v1", "jump/v2"]]
-    np.testing.assert_array_equal(gt["gttubes"]["jump/v2"][1][0], _gt()["gttubes"]["jump/v2"][1][0])
-    assert gt["resolution"]["run/v1"] == (60, 80)
-
-
-def test_crafted_gt_pickle_is_refused_everywhere_and_runs_nothing(tmp_path):
-    marker = tmp_path / "marker"
-    bad = _gt()
-    bad["labels"] = ["run", RunsShellCommand(marker)]
-    path = tmp_path / "JHMDB-GT.pkl"
-    path.write_bytes(pickle.dumps(bad, protocol=2))
-    refused = r"JHMDB-GT\.pkl: refused to load: the pickle needs the global '(posix|nt)\.system'"
-    with pytest.raises(GTPickleError, match=refused):
-        load_gt_pickle(str(path))
-    with pytest.raises(GTPickleError, match=refused):
-        load_ucf_jhmdb_dataset(str(path), str(tmp_path), "test")
-    register_ucf_jhmdb("_t_crafted_ucf", str(path), str(tmp_path), "test")
-    try:
-        with pytest.raises(GTPickleError, match=refused):
-            DatasetCatalog.get("_t_crafted_ucf")
-        with pytest.raises(GTPickleError, match=refused):
-            MetadataCatalog.get("_t_crafted_ucf").action_classes
-    finally:
-        DatasetCatalog.remove("_t_crafted_ucf")
-        MetadataCatalog.remove("_t_crafted_ucf")
-    assert not marker.exists()
-
-
 def test_evaluator_reads_the_split_that_register_ucf_jhmdb_sets(tmp_path):
-    gt = _gt()
+    gt = small_gt()
     gt["test_videos"] = [["run/v0"], ["run/v1", "jump/v2"]]
     gt["train_videos"] = [["run/v1"], ["run/v0"]]
-    path = _write(tmp_path, gt)
+    path = write_gt(tmp_path, gt)
     register_ucf_jhmdb("_t_ucf_split2", path, str(tmp_path), "test", 1)
     try:
         ev = UCFJHMDBEvaluator("_t_ucf_split2", distributed=False, compute_video_map=False)
