@@ -156,6 +156,10 @@ def add_evad_config(cfg):
     # From a VideoMAE pretraining checkpoint, also load its decoder blocks and encoder_to_decoder
     # into the action decoder where shapes match (what the official EVAD loader does).
     _C.MODEL.EVAD.CHECKPOINT.VIDEOMAE_DECODER_INIT = False
+    # Fine-tune on other classes: the checkpoint's action classifiers (every *.action_logits.* tensor,
+    # sized by its NUM_ACTION_CLASSES) are not loaded and keep their initialisation; every other
+    # tensor loads, and the load's log lists the re-initialised ones.
+    _C.MODEL.EVAD.CHECKPOINT.NEW_ACTION_CLASSES = False
 
     # ---------------------------------------------------------------- losses (WOO / appendix B)
     _C.MODEL.EVAD.LOSS = CN()

@@ -12,17 +12,14 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "configs", "quickstart", "EVAD_tiny_ava_like_cpu.yaml")
-# The builtin dataset names register under $EVAD_DATASETS (default: ./datasets) when evad_d2.data is
-# imported; pin it to this repository's datasets/ first, so the quick-start works from any
-# working directory.
-os.environ.setdefault("EVAD_DATASETS", os.path.join(ROOT, "datasets"))
-
-from detectron2.engine import default_argument_parser  # noqa: E402
+sys.path.insert(0, ROOT)  # train_net.py, the training script, lives at the repository root
 
 from evad_d2.data.synthetic import GeneratorSettings, ensure_generated  # noqa: E402
-from evad_d2.engine.trainer import train_and_evaluate  # noqa: E402
 
+CONFIG = os.path.join(ROOT, "configs", "quickstart", "EVAD_tiny_ava_like_cpu.yaml")
+# The builtin dataset names register under $EVAD_DATASETS (default: ./datasets); pin it to this
+# repository's datasets/ so the quick-start works from any working directory.
+os.environ.setdefault("EVAD_DATASETS", os.path.join(ROOT, "datasets"))
 DATA = os.path.join(os.environ["EVAD_DATASETS"], "generated", "ava_like")
 
 
@@ -86,11 +83,15 @@ def main(argv=None) -> float:
         print(f"[quickstart] generated the bundled dataset in {DATA} ({settings})")
     else:
         print(f"[quickstart] using the generated dataset in {DATA}")
+    from detectron2.engine import default_argument_parser
+
+    import train_net
+
     t0 = time.time()
     train_args = default_argument_parser().parse_args(
         ["--config-file", CONFIG, "OUTPUT_DIR", args.output_dir] + args.opts
     )
-    results = train_and_evaluate(train_args)
+    results = train_net.main(train_args)
     minutes = (time.time() - t0) / 60
     ava = results.get("ava_like_val", results).get("ava", {}) if isinstance(results, dict) else {}
     fmap = ava.get("frame_mAP@0.5")

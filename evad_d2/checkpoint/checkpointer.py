@@ -48,6 +48,7 @@ from .common import (
     DamagedCheckpointError,
     checkpoint_file_problem,
     find_state_dict,
+    find_submodule,
     load_checkpoint_file,
     load_pickle_checkpoint,
     strip_prefix,
@@ -55,13 +56,15 @@ from .common import (
 from .official_evad import (
     REQUIRED_OVERRIDES,
     is_official_evad_state_dict,
+    official_cfg_text,
     official_config_overrides,
+    official_settings_warnings,
     official_to_evad_d2,
 )
 from .hf_videomae import hf_config_problems, hf_videomae_to_videomae, is_hf_videomae_state_dict, read_pretrained_folder
 from .videomae import convert_videomae, is_videomae_state_dict
 
-__all__ = ["EVADCheckpointer", "FORMAT_EVAD_D2", "FORMAT_OFFICIAL", "FORMAT_VIDEOMAE", "LAST_CHECKPOINT"]
+__all__ = ["ACTION_CLASSIFIER_LAYER", "EVADCheckpointer", "FORMAT_EVAD_D2", "FORMAT_OFFICIAL", "FORMAT_VIDEOMAE", "LAST_CHECKPOINT"]
 
 FORMAT_EVAD_D2 = "evad_d2"
 FORMAT_OFFICIAL = "official_evad"
@@ -72,17 +75,13 @@ _FORMAT = "__evad_format__"
 _REPORT = "__evad_report__"
 _CHECK_PREFIXES = "__evad_prefixes_expected__"
 
+# The name both built-in action heads give their per-class Linear layers (the only tensors whose
+# shape depends on MODEL.EVAD.NUM_ACTION_CLASSES); a registered head should use it too.
+ACTION_CLASSIFIER_LAYER = "action_logits"
+
 LAST_CHECKPOINT = "last_checkpoint"  # fvcore's tag file in the save folder
 # What detectron2's PeriodicCheckpointer writes: model_<7-digit iteration>.pth and model_final.pth.
 _TRAINING_CHECKPOINT = re.compile(r"^model_(\d+|final)\.pth$")
-
-
-def _named_instance(model: nn.Module, cls) -> Tuple[Optional[str], Optional[nn.Module]]:
-    """(prefix with trailing dot, module) of the first submodule of type ``cls``."""
-    for name, module in model.named_modules():
-        if isinstance(module, cls):
-            return (name + "." if name else ""), module
-    return None, None
 
 
 class EVADCheckpointer(DetectionCheckpointer):
@@ -101,6 +100,7 @@ class EVADCheckpointer(DetectionCheckpointer):
         save_to_disk: Optional[bool] = None,
         skip_shape_mismatch: bool = False,
         videomae_decoder_init: bool = False,
+        new_action_classes: bool = False,
         **checkpointables: Any,
     ):
         """
@@ -111,10 +111,15 @@ class EVADCheckpointer(DetectionCheckpointer):
             videomae_decoder_init: from a VideoMAE pretraining checkpoint, also initialise the
                 action decoder's blocks and ``encoder_to_decoder`` from the MAE decoder where
                 shapes match (the official EVAD loader's behaviour).
+            new_action_classes: fine-tune on other classes: the action classifiers (model tensors
+                named ``*.action_logits.*``, see :data:`ACTION_CLASSIFIER_LAYER`) are not loaded
+                and keep their initialisation; every other tensor loads as usual. The load's
+                report lists them under ``"reinitialised"``.
         """
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.skip_shape_mismatch = bool(skip_shape_mismatch)
         self.videomae_decoder_init = bool(videomae_decoder_init)
+        self.new_action_classes = bool(new_action_classes)
         self.last_load: Dict[str, Any] = {}
         # (folder, config.json) while a save_pretrained folder loads.
         self._pretrained_folder: Optional[Tuple[str, Dict[str, Any]]] = None
@@ -127,6 +132,7 @@ class EVADCheckpointer(DetectionCheckpointer):
             "save_dir": save_dir,
             "skip_shape_mismatch": c.SKIP_SHAPE_MISMATCH,
             "videomae_decoder_init": c.VIDEOMAE_DECODER_INIT,
+            "new_action_classes": c.NEW_ACTION_CLASSES,
             **kwargs,
         }
 
@@ -316,67 +322,25 @@ class EVADCheckpointer(DetectionCheckpointer):
                 f"(is the model built with the official checkpoint's settings? action head 'decoder', same depths): "
                 f"{foreign[:12]}"
             )
-        cfg_text = self._official_cfg_text(loaded)
+        cfg_text = official_cfg_text(loaded)
         if cfg_text is not None:
             overrides, warnings = official_config_overrides(cfg_text)
             report.warnings.extend(warnings)
-            report.warnings.extend(self._check_official_settings(overrides))
+            report.warnings.extend(official_settings_warnings(self.model, overrides))
         else:
             report.notes.append("no training config in the file: keep rates, w_kf and sizes cannot be checked")
-            report.warnings.extend(self._check_official_settings(REQUIRED_OVERRIDES))
+            report.warnings.extend(official_settings_warnings(self.model, REQUIRED_OVERRIDES))
         return {"model": converted, _FORMAT: FORMAT_OFFICIAL, _REPORT: report, "__author__": "official EVAD"}
 
-    @staticmethod
-    def _official_cfg_text(loaded: Mapping[str, Any]) -> Optional[str]:
-        for container in (loaded, loaded.get("model")):
-            if isinstance(container, Mapping) and isinstance(container.get("cfg"), str):
-                return container["cfg"]
-        return None
-
-    @staticmethod
-    def _format_overrides(overrides) -> str:
-        return " ".join(f"{k} {v!r}" for k, v in overrides)
-
-    def _check_official_settings(self, overrides: List[Tuple[str, Any]]) -> List[str]:
-        """Warnings where the model's inference settings differ from the official checkpoint's."""
-        model = self.model
-        actual: Dict[str, Any] = {}
-        _, vit = _named_instance(model, PruningVideoViT)
-        if vit is not None:
-            actual["MODEL.EVAD.KEEP_RATES"] = list(vit.keep_rates)
-            actual["MODEL.EVAD.KEYFRAME_WEIGHT"] = vit.keyframe_weight
-        _, head = _named_instance(model, ContextRefinementHead)
-        if head is not None:
-            actual["MODEL.EVAD.DECODER.ROI_EXTEND"] = list(head.pooler.roi_extend)
-        # The official token order and keep-all-if-none come with MODEL.EVAD.OFFICIAL_MODE below.
-        if hasattr(model, "score_thresh"):
-            actual["MODEL.EVAD.LOC.SCORE_THRESH_TEST"] = model.score_thresh
-        if hasattr(model, "official_mode"):
-            actual["MODEL.EVAD.OFFICIAL_MODE"] = model.official_mode
-        wanted = dict(overrides)
-        differ = [
-            (k, wanted[k])
-            for k in actual
-            if k in wanted and (list(wanted[k]) if isinstance(wanted[k], (list, tuple)) else wanted[k]) != actual[k]
-        ]
-        if not differ:
-            return []
-        return [
-            "the model's settings differ from the official checkpoint's ("
-            + ", ".join(f"{k}: model {actual[k]!r}, official {v!r}" for k, v in differ)
-            + "); to reproduce official outputs set "
-            + self._format_overrides(differ)
-        ]
-
     def _from_videomae(self, sd, filename) -> Dict[str, Any]:
-        vit_prefix, vit = _named_instance(self.model, PruningVideoViT)
+        vit_prefix, vit = find_submodule(self.model, PruningVideoViT)
         if vit is None:
             raise CheckpointFormatError(
                 f"{filename} is a VideoMAE checkpoint, but the model has no PruningVideoViT to load it into"
             )
         dec_prefix, dec_shapes = None, None
         if self.videomae_decoder_init:
-            dec_prefix, head = _named_instance(self.model, ContextRefinementHead)
+            dec_prefix, head = find_submodule(self.model, ContextRefinementHead)
             if head is not None:
                 dec_shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
         converted, report = convert_videomae(
@@ -404,7 +368,7 @@ class EVADCheckpointer(DetectionCheckpointer):
         notes = []
         if self._pretrained_folder is not None:
             folder, config = self._pretrained_folder
-            _, vit = _named_instance(self.model, PruningVideoViT)
+            _, vit = find_submodule(self.model, PruningVideoViT)
             errors, notes = hf_config_problems(config, vit, folder) if vit is not None else ([], [])
             if errors:
                 raise CheckpointFormatError(
@@ -427,8 +391,16 @@ class EVADCheckpointer(DetectionCheckpointer):
         if report is not None:
             report.log(self.logger)
         sd = strip_prefix(checkpoint["model"], "module.")
-        checkpoint["model"] = sd
         model_sd = self.model.state_dict()
+        reinitialised = []
+        if self.new_action_classes:
+            reinitialised = [
+                (k, tuple(sd[k].shape) if hasattr(sd.get(k), "shape") else None, tuple(model_sd[k].shape))
+                for k in sorted(model_sd)
+                if f".{ACTION_CLASSIFIER_LAYER}." in f".{k}"
+            ]
+            sd = {k: v for k, v in sd.items() if f".{ACTION_CLASSIFIER_LAYER}." not in f".{k}"}
+        checkpoint["model"] = sd
         mismatched = [
             (k, tuple(v.shape), tuple(model_sd[k].shape))
             for k, v in sd.items()
@@ -443,7 +415,8 @@ class EVADCheckpointer(DetectionCheckpointer):
             )
         incompatible = super()._load_model(checkpoint)
         skipped = {k for k, _, _ in incompatible.incorrect_shapes}
-        missing = list(incompatible.missing_keys)
+        renewed = {k for k, _, _ in reinitialised}
+        missing = [k for k in incompatible.missing_keys if k not in renewed]
         # A backbone checkpoint cannot hold the FPN or the heads: those are new, not missing.
         if expected_prefixes is not None:
             should_have = [k for k in missing if k.startswith(tuple(expected_prefixes))]
@@ -459,6 +432,9 @@ class EVADCheckpointer(DetectionCheckpointer):
             "missing_expected": sorted(new),
             "unexpected": sorted(incompatible.unexpected_keys),
             "incorrect_shapes": list(incompatible.incorrect_shapes),
+            # (key, checkpoint shape or None, model shape) of the action classifiers left at their
+            # initialisation by new_action_classes.
+            "reinitialised": reinitialised,
         }
         return incompatible
 
@@ -477,6 +453,12 @@ class EVADCheckpointer(DetectionCheckpointer):
             self.logger.info(
                 f"{len(info['missing_expected'])} tensors are not part of a {info['format']} checkpoint and keep their "
                 "initialisation: " + ", ".join(f"{m} ({n})" for m, n in sorted(counts.items()))
+            )
+        if info["reinitialised"]:
+            self.logger.info(
+                f"{len(info['reinitialised'])} action-classifier tensors keep their initialisation "
+                "(MODEL.EVAD.CHECKPOINT.NEW_ACTION_CLASSES): "
+                + ", ".join(f"{k} (checkpoint {a}, model {b})" for k, a, b in info["reinitialised"])
             )
         if info["missing"]:
             self.logger.warning(get_missing_parameters_message(info["missing"]))

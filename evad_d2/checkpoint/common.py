@@ -33,6 +33,7 @@ __all__ = [
     "load_pickle_checkpoint",
     "load_safetensors_file",
     "find_state_dict",
+    "find_submodule",
     "strip_prefix",
 ]
 
@@ -330,6 +331,15 @@ def find_state_dict(obj: Any, source: str = "checkpoint") -> Tuple[Dict[str, Ten
             f"the containers {list(_CONTAINER_KEYS)}"
         )
     raise CheckpointFormatError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
+
+
+def find_submodule(model: torch.nn.Module, cls) -> Tuple[Optional[str], Optional[torch.nn.Module]]:
+    """(prefix with trailing dot, module) of the first submodule of ``model`` of type ``cls``
+    (``("", model)`` for the model itself); (None, None) if there is none."""
+    for name, module in model.named_modules():
+        if isinstance(module, cls):
+            return (name + "." if name else ""), module
+    return None, None
 
 
 def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> Dict[str, Tensor]:

@@ -31,13 +31,17 @@ import torch
 import yaml
 from torch import Tensor
 
-from .common import CheckpointFormatError, ConversionReport, strip_prefix
+from ..modeling.backbone import PruningVideoViT
+from ..modeling.heads import ContextRefinementHead
+from .common import CheckpointFormatError, ConversionReport, find_submodule, strip_prefix
 
 __all__ = [
     "is_official_evad_state_dict",
     "official_to_evad_d2",
     "evad_d2_to_official",
+    "official_cfg_text",
     "official_config_overrides",
+    "official_settings_warnings",
     "roi_extension_note",
     "OFFICIAL_DEFAULT_ROI_EXTENSION",
     "REQUIRED_OVERRIDES",
@@ -325,3 +329,47 @@ def official_config_overrides(cfg_text: str) -> Tuple[List[Tuple[str, Any]], Lis
                 f"official {key} = {value!r} has no evad_d2 equivalent (only {supported!r}); outputs will differ"
             )
     return overrides, warnings
+
+
+def official_cfg_text(loaded: Mapping[str, Any]) -> Optional[str]:
+    """The training config (YAML text) an official checkpoint stores under ``cfg``, or None."""
+    for container in (loaded, loaded.get("model")):
+        if isinstance(container, Mapping) and isinstance(container.get("cfg"), str):
+            return container["cfg"]
+    return None
+
+
+def _format_overrides(overrides) -> str:
+    return " ".join(f"{k} {v!r}" for k, v in overrides)
+
+
+def official_settings_warnings(model: torch.nn.Module, overrides: List[Tuple[str, Any]]) -> List[str]:
+    """Warnings where ``model``'s inference settings differ from an official checkpoint's ``overrides``
+    (from :func:`official_config_overrides`), with the overrides that reproduce official outputs."""
+    actual: Dict[str, Any] = {}
+    _, vit = find_submodule(model, PruningVideoViT)
+    if vit is not None:
+        actual["MODEL.EVAD.KEEP_RATES"] = list(vit.keep_rates)
+        actual["MODEL.EVAD.KEYFRAME_WEIGHT"] = vit.keyframe_weight
+    _, head = find_submodule(model, ContextRefinementHead)
+    if head is not None:
+        actual["MODEL.EVAD.DECODER.ROI_EXTEND"] = list(head.roi_extend)
+    # The official token order and keep-all-if-none come with MODEL.EVAD.OFFICIAL_MODE below.
+    if hasattr(model, "score_thresh"):
+        actual["MODEL.EVAD.LOC.SCORE_THRESH_TEST"] = model.score_thresh
+    if hasattr(model, "official_mode"):
+        actual["MODEL.EVAD.OFFICIAL_MODE"] = model.official_mode
+    wanted = dict(overrides)
+    differ = [
+        (k, wanted[k])
+        for k in actual
+        if k in wanted and (list(wanted[k]) if isinstance(wanted[k], (list, tuple)) else wanted[k]) != actual[k]
+    ]
+    if not differ:
+        return []
+    return [
+        "the model's settings differ from the official checkpoint's ("
+        + ", ".join(f"{k}: model {actual[k]!r}, official {v!r}" for k, v in differ)
+        + "); to reproduce official outputs set "
+        + _format_overrides(differ)
+    ]

@@ -28,18 +28,19 @@ import torch
 import yaml
 from detectron2.utils.events import EventStorage
 
-# Shared helpers of the other test modules (tests/ is a package).
+# Shared helpers of the other test modules (tests/ is a package; the repository root, on sys.path
+# as the package's parent, makes train_net importable).
 from tests.checkpoint import test_official_evad as test_checkpoint_official
 from tests.checkpoint.test_videomae import build
 from tests.engine.test_predictor import tiny_cfg, write_video
 from tests.utils.test_safe_pickle import RunsShellCommand
 from tests.test_train_net import ROOT, TINY, generate_dataset, make_args, run_training
 
+import train_net
 from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import CheckpointFormatError, DamagedCheckpointError, EVADCheckpointer, load_pickle_checkpoint
 from evad_d2.checkpoint.convert_official import official_converter_cfg
 from evad_d2.engine.predictor import EVADPredictor
-from evad_d2.engine.trainer import EVADTrainer, setup, train_and_evaluate
 from evad_d2.utils.atomic_io import atomic_write, remove_stale_temporaries
 
 
@@ -445,17 +446,17 @@ def test_crafted_pickle_is_refused_by_train_net_in_every_mode(dataset, tmp_path)
     marker = tmp_path / "MARKER"
     path = write_crafted(tmp_path / "crafted.pkl", marker)
     with pytest.raises(CheckpointFormatError, match="crafted.pkl: refused to load"), EventStorage():
-        train_and_evaluate(make_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", path, eval_only=True))
+        train_net.main(make_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", path, eval_only=True))
     # Training from MODEL.WEIGHTS, and --resume where last_checkpoint names the file.
     out = tmp_path / "train"
     args = make_args(dataset, out, "MODEL.WEIGHTS", path)
     with pytest.raises(CheckpointFormatError, match="crafted.pkl: refused to load"):
-        EVADTrainer(setup(args)).resume_or_load(resume=False)
+        train_net.Trainer(train_net.setup(args)).resume_or_load(resume=False)
     shutil.copy(path, out / "model_0000002.pkl")
     (out / "last_checkpoint").write_text("model_0000002.pkl")
     args = make_args(dataset, out, resume=True)
     with pytest.raises(CheckpointFormatError, match="model_0000002.pkl: refused to load"):
-        EVADTrainer(setup(args)).resume_or_load(resume=True)
+        train_net.Trainer(train_net.setup(args)).resume_or_load(resume=True)
     assert not marker.exists()
 
 
@@ -466,7 +467,7 @@ def _final_metrics(out):
 
 def _resume(dataset, out):
     args = make_args(dataset, out, resume=True)
-    trainer = EVADTrainer(setup(args))
+    trainer = train_net.Trainer(train_net.setup(args))
     trainer.resume_or_load(resume=True)
     trainer.train()
     return trainer
@@ -476,8 +477,8 @@ KILL_DURING_FINAL_SAVE = """
 import os, signal, sys
 import torch
 from detectron2.engine import default_argument_parser
+import train_net
 from evad_d2.data import register_ava
-from evad_d2.engine.trainer import train_and_evaluate
 
 root, train_name, val_name = sys.argv[1:4]
 register_ava(train_name, root, "train", "2.2", "video")
@@ -492,7 +493,7 @@ def save_then_die(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 
 torch.save = save_then_die
-train_and_evaluate(default_argument_parser().parse_args(sys.argv[4:]))
+train_net.main(default_argument_parser().parse_args(sys.argv[4:]))
 """
 
 

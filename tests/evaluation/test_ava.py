@@ -737,20 +737,3 @@ def test_evaluation_reads_both_released_label_map_forms(tmp_path):
     assert names == {1: "act1", 2: "act2", 3: "act3"} and r80.mean_ap == pytest.approx(2 / 3)
     r60, names = evaluate_ava_files(gt, det_p, str(item_form))
     assert names == {1: "act1", 3: "act3"} and r60.mean_ap == 0.5  # class 1: 100, class 3: 0
-
-
-@pytest.mark.slow
-def test_benchmark_ava_eval_tool_end_to_end(tmp_path):
-    """tools/benchmark_ava_eval.py at a tiny size: files and evaluator scored alike."""
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out_json = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(repo, "tools", "benchmark_ava_eval.py"), "--videos", "1", "--seconds", "20",
-         "--boxes", "2", "--protocols", "pyslowfast", "activitynet", "--evaluator", "--cpu", "-1",
-         "--json", str(out_json), "--tmpdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(out_json.read_text())
-    assert [r["protocol"] for r in out["results"]] == ["pyslowfast", "activitynet"]
-    assert out["evaluator"][0]["cli_equal"] is True
