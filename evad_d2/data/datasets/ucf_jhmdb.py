@@ -20,7 +20,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
-from ..formats.ucf_jhmdb import load_gt_pickle
+from ..formats.ucf_jhmdb import load_gt_pickle, split_videos
 from .metadata import fresh_metadata
 
 __all__ = ["load_ucf_jhmdb_dataset", "register_ucf_jhmdb"]
@@ -50,20 +50,18 @@ def load_ucf_jhmdb_dataset(
 
     Raises:
         FileNotFoundError: no ``gt_file``.
-        ValueError: a malformed or refused pickle (:class:`~evad_d2.data.formats.ucf_jhmdb.GTPickleError`),
-            a video of the split missing from nframes/resolution/gttubes, or a tube frame outside
+        ValueError: a malformed or refused pickle, or one without the split
+            (:class:`~evad_d2.data.formats.ucf_jhmdb.GTPickleError`), a video of the split missing from nframes/resolution/gttubes, or a tube frame outside
             the video (naming file, video and class).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     gt = load_gt_pickle(gt_file)
-    lists = gt[f"{split}_videos"]
-    if not 0 <= split_index < len(lists):
-        raise ValueError(f"{gt_file}: split index {split_index} out of range ({len(lists)} splits)")
+    videos = split_videos(gt, split, split_index, source=gt_file)
     if all_frames is None:
         all_frames = split == "test"
     dicts, dropped = [], 0
-    for video in lists[split_index]:
+    for video in videos:
         for key in ("nframes", "resolution", "gttubes"):
             if video not in gt[key]:
                 raise ValueError(f"{gt_file}: video {video!r} of {split}_videos[{split_index}] has no entry in '{key}'")
@@ -85,7 +83,7 @@ def load_ucf_jhmdb_dataset(
             })
     if dropped:
         logger.warning(f"{gt_file}: dropped {dropped} tube boxes that are empty after clipping to the frame")
-    logger.info(f"Loaded {len(dicts)} keyframes of {len(lists[split_index])} videos from {gt_file} ({split}, split {split_index + 1})")
+    logger.info(f"Loaded {len(dicts)} keyframes of {len(videos)} videos from {gt_file} ({split}, split {split_index + 1})")
     return dicts
 
 

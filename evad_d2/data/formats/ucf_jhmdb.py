@@ -100,15 +100,23 @@ def _checked_video_tubes(path: str, video: str, per_label, num_labels: int) -> D
     return out
 
 
-def split_videos(gt: Dict, split: str, split_index: int) -> List[str]:
-    """Videos of ``gt["<split>_videos"][split_index]`` (``split`` "train" or "test", 0-based index)."""
+def split_videos(gt: Dict, split: str, split_index: int, *, source: str = "ground truth") -> List[str]:
+    """Videos of ``gt["<split>_videos"][split_index]`` (``split`` "train" or "test", 0-based index).
+
+    Raises:
+        ValueError: ``split`` is neither "train" nor "test".
+        GTPickleError: ``gt`` has no such list or split; the message starts with ``source``
+            (the pickle's path).
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     lists = gt.get(f"{split}_videos")
     if lists is None:
-        raise KeyError(f"ground truth has no '{split}_videos'")
+        raise GTPickleError(f"{source}: no '{split}_videos'")
     if not 0 <= split_index < len(lists):
-        raise KeyError(f"ground truth has no {split} split index {split_index} ({split}_videos has {len(lists)} entries)")
+        raise GTPickleError(
+            f"{source}: {split} split index {split_index} out of range ({split}_videos has {len(lists)} splits)"
+        )
     return list(lists[split_index])
 
 

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from detectron2.data import MetadataCatalog
 
-from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle, split_videos
+from evad_d2.data.formats.ucf_jhmdb import GTPickleError, load_gt_pickle, split_videos
 
 from ..base import KeyframeEvaluator
 from .frame_map import FrameDetections, frame_map
@@ -130,9 +130,9 @@ class UCFJHMDBEvaluator(KeyframeEvaluator):
                 f"dataset '{self._dataset_name}': {len(self._names)} action_classes but {self._gt_file} has {len(labels)} labels"
             )
         try:
-            videos = split_videos(gt, self._split, self._split_index)
-        except KeyError as e:
-            raise KeyError(f"dataset '{self._dataset_name}': {self._gt_file}: {e.args[0]}") from None
+            videos = split_videos(gt, self._split, self._split_index, source=self._gt_file)
+        except GTPickleError as e:
+            raise KeyError(f"dataset '{self._dataset_name}': {e}") from None
         return gt, videos, self._names or labels
 
     @staticmethod
