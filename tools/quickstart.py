@@ -8,18 +8,21 @@ where everything is. The last line is ``quickstart frame-mAP@0.5: X`` (X in perc
 import argparse
 import json
 import os
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # train_net.py, the training script, lives at the repository root
+CONFIG = os.path.join(ROOT, "configs", "quickstart", "EVAD_tiny_ava_like_cpu.yaml")
+# The builtin dataset names register under $EVAD_DATASETS (default: ./datasets) when evad_d2.data is
+# imported; pin it to this repository's datasets/ first, so the quick-start works from any
+# working directory.
+os.environ.setdefault("EVAD_DATASETS", os.path.join(ROOT, "datasets"))
+
+from detectron2.engine import default_argument_parser  # noqa: E402
 
 from evad_d2.data.synthetic import GeneratorSettings, ensure_generated  # noqa: E402
+from evad_d2.demo import VideoDemo, build_demo_predictor, write_pruning_pictures  # noqa: E402
+from evad_d2.engine.trainer import train_and_evaluate  # noqa: E402
 
-CONFIG = os.path.join(ROOT, "configs", "quickstart", "EVAD_tiny_ava_like_cpu.yaml")
-# The builtin dataset names register under $EVAD_DATASETS (default: ./datasets); pin it to this
-# repository's datasets/ so the quick-start works from any working directory.
-os.environ.setdefault("EVAD_DATASETS", os.path.join(ROOT, "datasets"))
 DATA = os.path.join(os.environ["EVAD_DATASETS"], "generated", "ava_like")
 
 
@@ -35,23 +38,15 @@ def write_examples(output_dir: str, weights: str) -> dict:
     """Annotated example video (+ one still frame) and the token-pruning pictures of a val clip."""
     import av
 
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import demo
-    import visualize_pruning
-
     videos = sorted(f for f in os.listdir(os.path.join(DATA, "videos")) if f.startswith("val_"))
     video = os.path.join(DATA, "videos", videos[0])
     labelmap = os.path.join(DATA, "annotations", "ava_action_list_v2.2.pbtxt")
     out = os.path.join(output_dir, "demo")
     os.makedirs(out, exist_ok=True)
     paths = {"video": os.path.join(out, "demo.mp4"), "json": os.path.join(out, "demo.json"), "csv": os.path.join(out, "demo.csv")}
-    rc = demo.main(
-        ["--config-file", CONFIG, "--input", video, "--output", paths["video"], "--json", paths["json"], "--csv", paths["csv"],
-         # One action per actor: on 160x120 frames longer labels would cover the other actors.
-         "--track", "--top-k", "1", "--labelmap", labelmap, "--time-offset", "900", "MODEL.WEIGHTS", weights]
-    )
-    if rc:
-        raise RuntimeError(f"tools/demo.py failed with exit code {rc}")
+    # One action per actor: on 160x120 frames longer labels would cover the other actors.
+    predictor = build_demo_predictor(CONFIG, ["MODEL.WEIGHTS", weights], labelmap=labelmap, top_k=1)
+    VideoDemo(predictor).run(video, paths["video"], json_path=paths["json"], csv_path=paths["csv"], track=True, time_offset=900)
     # A still of the annotated video at the 5 s keyframe, for the README.
     with av.open(paths["video"]) as container:
         stream = container.streams.video[0]
@@ -60,14 +55,10 @@ def write_examples(output_dir: str, weights: str) -> dict:
                 paths["frame"] = os.path.join(out, "demo_frame.png")
                 frame.to_image().resize((frame.width * 3, frame.height * 3)).save(paths["frame"])
                 break
-    rc = visualize_pruning.main(
-        ["--config-file", CONFIG, "--input", video, "--time", "5", "--output-dir", os.path.join(output_dir, "pruning"),
-         "--scale", "3", "MODEL.WEIGHTS", weights]
+    pictures = write_pruning_pictures(
+        build_demo_predictor(CONFIG, ["MODEL.WEIGHTS", weights]), video, os.path.join(output_dir, "pruning"), time=5, scale=3
     )
-    if rc:
-        raise RuntimeError(f"tools/visualize_pruning.py failed with exit code {rc}")
-    paths["pruning"] = os.path.join(output_dir, "pruning", "pruning.png")
-    paths["decoder_attention"] = os.path.join(output_dir, "pruning", "decoder_attention.png")
+    paths.update(pictures)
     return paths
 
 
@@ -83,15 +74,11 @@ def main(argv=None) -> float:
         print(f"[quickstart] generated the bundled dataset in {DATA} ({settings})")
     else:
         print(f"[quickstart] using the generated dataset in {DATA}")
-    from detectron2.engine import default_argument_parser
-
-    import train_net
-
     t0 = time.time()
     train_args = default_argument_parser().parse_args(
         ["--config-file", CONFIG, "OUTPUT_DIR", args.output_dir] + args.opts
     )
-    results = train_net.main(train_args)
+    results = train_and_evaluate(train_args)
     minutes = (time.time() - t0) / 60
     ava = results.get("ava_like_val", results).get("ava", {}) if isinstance(results, dict) else {}
     fmap = ava.get("frame_mAP@0.5")
@@ -108,7 +95,7 @@ def main(argv=None) -> float:
     print(f"  detections (CSV)   {os.path.join(inference, 'ava_detections.csv')}")
     print(f"  per-class AP plot  {os.path.join(inference, 'ava_per_class_ap.png')}")
     print(f"  annotated video    {examples['video']} (still: {examples.get('frame')})")
-    print(f"  token pruning      {examples['pruning']}, {examples['decoder_attention']}")
+    print(f"  token pruning      {examples.get('pruning')}, {examples.get('decoder_attention')}")
     print(f"  summary            {os.path.join(args.output_dir, 'quickstart_summary.json')}")
     print(f"[quickstart] trained and evaluated in {minutes:.1f} min")
     print(f"quickstart frame-mAP@0.5: {fmap:.2f}")
