@@ -13,6 +13,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
+from ...data.video import resolve_keyframe_index
 from .attention import PruningAttention
 from .pos_embed import resize_pos_table, sinusoid_table
 from .pruning import keyframe_first_order, num_kept_tokens, select_tokens
@@ -124,8 +125,9 @@ class PruningVideoViT(Backbone):
         Args:
             keep_rates: keep rate per block (None: no pruning).
             keyframe_weight: w_kf of eq. 3.
-            keyframe_frame: index of the keyframe among the input frames (None: the middle one);
-                its tubelet's token slice is the keyframe slice.
+            keyframe_frame: index of the keyframe among the input frames (None or negative: the
+                middle one, as ``INPUT.KEYFRAME_INDEX = -1``; see ``resolve_keyframe_index``); its
+                tubelet's token slice is the keyframe slice.
             feature_layers: 0-based blocks whose keyframe tokens are returned as maps.
             pretrain_img_size, pretrain_num_frames: grid the position table is defined on; other
                 input sizes interpolate it.
@@ -183,7 +185,6 @@ class PruningVideoViT(Backbone):
     @classmethod
     def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
         e = cfg.MODEL.EVAD
-        kf = cfg.INPUT.KEYFRAME_INDEX
         return {
             "in_chans": input_shape.channels if input_shape is not None else 3,
             "embed_dim": e.EMBED_DIM,
@@ -199,7 +200,7 @@ class PruningVideoViT(Backbone):
             "pretrain_num_frames": cfg.INPUT.NUM_FRAMES,
             "keep_rates": validate_keep_rates(e.KEEP_RATES, e.DEPTH),
             "keyframe_weight": e.KEYFRAME_WEIGHT,
-            "keyframe_frame": None if kf < 0 else kf,
+            "keyframe_frame": cfg.INPUT.KEYFRAME_INDEX,
             "feature_layers": e.FEATURE_LAYERS,
             "use_checkpoint": e.USE_CHECKPOINT,
             "importance_impl": e.IMPORTANCE_IMPL,
@@ -234,9 +235,8 @@ class PruningVideoViT(Backbone):
         return t // self.tubelet_size, h // self.patch_size, w // self.patch_size
 
     def keyframe_slice(self, num_frames: int) -> int:
-        frame = num_frames // 2 if self.keyframe_frame is None else self.keyframe_frame
-        if not 0 <= frame < num_frames:
-            raise ValueError(f"keyframe index {frame} outside a clip of {num_frames} frames")
+        """Temporal token slice of the keyframe in a clip of ``num_frames`` frames."""
+        frame = resolve_keyframe_index(-1 if self.keyframe_frame is None else self.keyframe_frame, num_frames)
         return frame // self.tubelet_size
 
     def token_counts(self, clip_shape: Sequence[int]) -> List[int]:
