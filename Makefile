@@ -1,15 +1,19 @@
-# The two commands of the README: `make quickstart` and `make test`. Both set up .venv first.
+# The two commands of the README: `make quickstart` and `make test` (every test, the slow tool runs
+# included; `make test-fast` leaves the tests marked slow out). All set up .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q
 
-.PHONY: setup test quickstart benchmark clean
+.PHONY: setup test test-fast quickstart benchmark clean
 
 setup:
 	@bash scripts/setup_env.sh
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+test-fast: setup
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow" tests
 
 quickstart: setup
 	$(PY) tools/quickstart.py
