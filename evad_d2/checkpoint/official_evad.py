@@ -353,7 +353,7 @@ def official_settings_warnings(model: torch.nn.Module, overrides: List[Tuple[str
         actual["MODEL.EVAD.KEYFRAME_WEIGHT"] = vit.keyframe_weight
     _, head = find_submodule(model, ContextRefinementHead)
     if head is not None:
-        actual["MODEL.EVAD.DECODER.ROI_EXTEND"] = list(head.roi_extend)
+        actual["MODEL.EVAD.DECODER.ROI_EXTEND"] = list(head.pooler.roi_extend)
     # The official token order and keep-all-if-none come with MODEL.EVAD.OFFICIAL_MODE below.
     if hasattr(model, "score_thresh"):
         actual["MODEL.EVAD.LOC.SCORE_THRESH_TEST"] = model.score_thresh

@@ -319,7 +319,7 @@ def test_checkpointer_reports_the_roi_extension_of_a_rho1_official_checkpoint(tm
     path = str(tmp_path / "evad_official_rho1.pth")
     torch.save({"model_state": official_state_dict(TINY), "cfg": RHO1_CFG_YAML}, path)
     model = build(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True, "MODEL.EVAD.KEEP_RATES", [1.0] * 4)
-    assert model.action_head.roi_extend == (0.4, 0.2)  # the tiny config's
+    assert model.action_head.pooler.roi_extend == (0.4, 0.2)  # the tiny config's
     checkpointer = EVADCheckpointer(model)
     checkpointer.load(path)
     (warning,) = checkpointer.last_load["report"].warnings

@@ -127,7 +127,7 @@ def test_decoder_actor_features_use_mask_token_and_extended_boxes():
     assert not torch.allclose(out, head(tokens, index, GRID, boxes(1), IMAGE_SIZES[:1])[-1])
     with torch.no_grad():
         head.mask_token.sub_(1.0)
-    head.roi_extend = (0.0, 0.0)
+    head.pooler.roi_extend = (0.0, 0.0)
     assert not torch.allclose(out, head(tokens, index, GRID, boxes(1), IMAGE_SIZES[:1])[-1])
 
 
@@ -173,7 +173,7 @@ def test_build_from_config():
     assert isinstance(head, ContextRefinementHead)
     assert len(head.blocks) == 1 and head.official_token_order
     assert head.classifiers[0].action_logits.out_features == 3
-    assert head.pretrain_token_grid == (14, 14) and head.roi_extend == (0.4, 0.2)
+    assert head.pretrain_token_grid == (14, 14) and head.pooler.roi_extend == (0.4, 0.2)
     cfg.MODEL.EVAD.ACTION_HEAD = "linear"
     linear = build_action_head(cfg)
     assert isinstance(linear, LinearActionHead) and linear.action_logits.out_features == 3

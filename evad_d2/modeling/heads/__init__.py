@@ -5,9 +5,9 @@ from .action import (
     ContextRefinementHead,
     LinearActionHead,
     build_action_head,
+    build_actor_pooler,
 )
 from .localization import LOCALIZATION_HEAD_REGISTRY, LocalizationHead, build_localization_head
-from .roi_3d import extend_boxes, roi_align_3d
 
 __all__ = [
     "ACTION_HEAD_REGISTRY",
@@ -17,7 +17,6 @@ __all__ = [
     "LinearActionHead",
     "LocalizationHead",
     "build_action_head",
+    "build_actor_pooler",
     "build_localization_head",
-    "extend_boxes",
-    "roi_align_3d",
 ]

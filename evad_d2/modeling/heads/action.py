@@ -5,7 +5,7 @@ Both restore the pruned token sequence to a (T', H', W') map, pool one feature p
 features attend to the surviving tokens before classifying (with a classifier after every layer,
 for intermediate supervision).
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..backbone.attention import PruningAttention
 from ..backbone.pos_embed import resize_pos_table, sinusoid_table
 from ..backbone.pruning import restore_token_map
-from .roi_3d import extend_boxes, roi_align_3d
+from ..poolers import ROIPooler3D
 
 __all__ = [
     "ACTION_HEAD_REGISTRY",
@@ -26,6 +26,7 @@ __all__ = [
     "DecoderBlock",
     "LinearActionHead",
     "build_action_head",
+    "build_actor_pooler",
 ]
 
 ACTION_HEAD_REGISTRY = Registry("ACTION_HEAD")
@@ -108,19 +109,17 @@ def _check_inputs(tokens: Tensor, token_index: Tensor, grid: Sequence[int], boxe
         raise ValueError(f"image_sizes must be ({b}, 2), got {tuple(image_sizes.shape)}")
 
 
-def _actor_features(
-    feature_map: Tensor,
-    boxes: Tensor,
-    image_sizes: Tensor,
-    roi_extend: Tuple[float, float],
-    patch_stride: int,
-    output_size: int,
-    sampling_ratio: int,
-) -> Tensor:
-    """(B, n, C) actor features: extend each clip's boxes, then the 3D RoIAlign."""
-    extended = [extend_boxes(b, size, roi_extend) for b, size in zip(boxes, image_sizes)]
-    pooled = roi_align_3d(feature_map, extended, 1.0 / patch_stride, output_size, sampling_ratio)
-    return pooled.view(boxes.shape[0], boxes.shape[1], feature_map.shape[1])
+def build_actor_pooler(cfg) -> ROIPooler3D:
+    """The 3D RoIAlign of the action heads, from the keys every action head shares:
+    ``MODEL.EVAD.DECODER.{POOLER_RESOLUTION, POOLER_SAMPLING_RATIO, ROI_EXTEND}`` (named after the
+    decoder, the default head) at stride ``MODEL.EVAD.PATCH_SIZE``."""
+    d = cfg.MODEL.EVAD.DECODER
+    return ROIPooler3D(
+        d.POOLER_RESOLUTION,
+        stride=cfg.MODEL.EVAD.PATCH_SIZE,
+        sampling_ratio=d.POOLER_SAMPLING_RATIO,
+        roi_extend=tuple(d.ROI_EXTEND),
+    )
 
 
 def official_token_positions(token_index: Tensor, num_keyframe: int) -> Tensor:
@@ -156,13 +155,10 @@ class ContextRefinementHead(nn.Module):
         num_heads: int = 6,
         mlp_ratio: float = 4.0,
         num_classes: int = 80,
-        roi_extend: Tuple[float, float] = (0.4, 0.2),
-        pooler_resolution: int = 7,
-        sampling_ratio: int = 2,
+        pooler: Optional[ROIPooler3D] = None,
         cls_hidden_dim: int = 2048,
         drop_path_rate: float = 0.0,
         official_token_order: bool = False,
-        patch_stride: int = 16,
         pretrain_token_grid: Tuple[int, int] = (14, 14),
     ):
         """
@@ -170,24 +166,20 @@ class ContextRefinementHead(nn.Module):
             in_dim: width of the encoder tokens.
             dim, depth, num_heads, mlp_ratio: decoder width, blocks, heads, FFN ratio.
             num_classes: action classes.
-            roi_extend: (x, y) RoI extension ratios (see :func:`extend_boxes`).
-            pooler_resolution, sampling_ratio: per-slice RoIAlign parameters.
+            pooler: the 3D RoIAlign with RoI extension on the restored token map (default:
+                ``ROIPooler3D()``, the paper's settings at stride 16).
             cls_hidden_dim: hidden width of each per-layer classifier.
             drop_path_rate: stochastic depth at the last block (linear from 0).
             official_token_order: place non-keyframe tokens as the official code does (a bug kept
                 only for converted official checkpoints; see :func:`official_token_positions`).
-            patch_stride: pixels per token (spatial patch size).
             pretrain_token_grid: spatial (H', W') grid the position table is defined on; other grids
                 resize it bicubically per temporal slice, as the official code does.
         """
         super().__init__()
         self.dim = dim
         self.num_classes = num_classes
-        self.roi_extend = tuple(float(r) for r in roi_extend)
-        self.pooler_resolution = pooler_resolution
-        self.sampling_ratio = sampling_ratio
+        self.pooler = ROIPooler3D() if pooler is None else pooler
         self.official_token_order = bool(official_token_order)
-        self.patch_stride = patch_stride
         self.pretrain_token_grid = tuple(int(g) for g in pretrain_token_grid)
         self._pos_cache: Dict[Tuple[Tuple[int, int, int], str], Tensor] = {}
 
@@ -212,13 +204,10 @@ class ContextRefinementHead(nn.Module):
             "num_heads": d.NUM_HEADS,
             "mlp_ratio": d.MLP_RATIO,
             "num_classes": e.NUM_ACTION_CLASSES,
-            "roi_extend": tuple(d.ROI_EXTEND),
-            "pooler_resolution": d.POOLER_RESOLUTION,
-            "sampling_ratio": d.POOLER_SAMPLING_RATIO,
+            "pooler": build_actor_pooler(cfg),
             "cls_hidden_dim": d.CLS_HIDDEN_DIM,
             "drop_path_rate": d.DROP_PATH_RATE,
             "official_token_order": d.OFFICIAL_TOKEN_ORDER,
-            "patch_stride": e.PATCH_SIZE,
             "pretrain_token_grid": (grid, grid),
         }
 
@@ -267,10 +256,7 @@ class ContextRefinementHead(nn.Module):
         # dropped, and the position embedding everywhere.
         feature_map = restore_token_map(x, index, grid, fill=self.mask_token)
         feature_map = feature_map + pos.t().reshape(1, self.dim, t, h, w)
-        actors = _actor_features(
-            feature_map, boxes, image_sizes, self.roi_extend, self.patch_stride,
-            self.pooler_resolution, self.sampling_ratio,
-        )
+        actors = self.pooler(feature_map, boxes, image_sizes)
 
         num_tokens = x.shape[1]
         x = torch.cat([x + pos[index], actors], dim=1)
@@ -291,38 +277,26 @@ class LinearActionHead(nn.Module):
         *,
         in_dim: int = 768,
         num_classes: int = 80,
-        roi_extend: Tuple[float, float] = (0.4, 0.2),
-        pooler_resolution: int = 7,
-        sampling_ratio: int = 2,
-        patch_stride: int = 16,
+        pooler: Optional[ROIPooler3D] = None,
     ):
         """
         Args:
             in_dim: width of the encoder tokens.
             num_classes: action classes.
-            roi_extend: (x, y) RoI extension ratios.
-            pooler_resolution, sampling_ratio: per-slice RoIAlign parameters.
-            patch_stride: pixels per token.
+            pooler: the 3D RoIAlign with RoI extension (default: ``ROIPooler3D()``).
         """
         super().__init__()
         self.num_classes = num_classes
-        self.roi_extend = tuple(float(r) for r in roi_extend)
-        self.pooler_resolution = pooler_resolution
-        self.sampling_ratio = sampling_ratio
-        self.patch_stride = patch_stride
+        self.pooler = ROIPooler3D() if pooler is None else pooler
         self.action_logits = nn.Linear(in_dim, num_classes)
         _xavier_linear_init(self)
 
     @classmethod
     def from_config(cls, cfg):
-        e, d = cfg.MODEL.EVAD, cfg.MODEL.EVAD.DECODER
         return {
-            "in_dim": e.EMBED_DIM,
-            "num_classes": e.NUM_ACTION_CLASSES,
-            "roi_extend": tuple(d.ROI_EXTEND),
-            "pooler_resolution": d.POOLER_RESOLUTION,
-            "sampling_ratio": d.POOLER_SAMPLING_RATIO,
-            "patch_stride": e.PATCH_SIZE,
+            "in_dim": cfg.MODEL.EVAD.EMBED_DIM,
+            "num_classes": cfg.MODEL.EVAD.NUM_ACTION_CLASSES,
+            "pooler": build_actor_pooler(cfg),
         }
 
     def forward(
@@ -336,10 +310,7 @@ class LinearActionHead(nn.Module):
         """Same arguments as :meth:`ContextRefinementHead.forward`; returns a one-element list."""
         _check_inputs(tokens, token_index, grid, boxes, image_sizes)
         feature_map = restore_token_map(tokens, token_index, grid)  # zeros where dropped
-        actors = _actor_features(
-            feature_map, boxes, image_sizes, self.roi_extend, self.patch_stride,
-            self.pooler_resolution, self.sampling_ratio,
-        )
+        actors = self.pooler(feature_map, boxes, image_sizes)
         return [self.action_logits(actors)]
 
 

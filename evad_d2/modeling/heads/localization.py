@@ -202,6 +202,34 @@ def initial_proposal_boxes(num_proposals: int, kind: str = "image") -> Tensor:
     raise ValueError(f"MODEL.EVAD.LOC.PROPOSAL_INIT must be 'image' or 'grid', got {kind!r}")
 
 
+def _check_head_inputs(in_channels: int, hidden_dim: int, in_features: List[str], feature_strides: Dict[str, int]) -> None:
+    if hidden_dim != in_channels:
+        raise ValueError(
+            f"LocalizationHead: hidden_dim ({hidden_dim}) must equal the feature channels "
+            f"({in_channels}); see MODEL.EVAD.LOC.HIDDEN_DIM and MODEL.FPN.OUT_CHANNELS"
+        )
+    missing = [f for f in in_features if f not in feature_strides]
+    if missing:
+        raise ValueError(
+            f"LocalizationHead: in_features {missing} not among the neck's outputs "
+            f"{sorted(feature_strides)} (MODEL.EVAD.LOC.IN_FEATURES)"
+        )
+
+
+def _stage_cascade(stage: LocalizationStage, num_stages: int, zero_init_box_deltas: bool) -> nn.ModuleList:
+    """``num_stages`` copies of ``stage`` with Xavier weight matrices (paper appendix A; biases keep
+    their defaults), optionally with zero box regressors."""
+    stages = nn.ModuleList([copy.deepcopy(stage) for _ in range(num_stages)])
+    for p in stages.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+    if zero_init_box_deltas:
+        for st in stages:
+            nn.init.zeros_(st.bboxes_delta.weight)
+            nn.init.zeros_(st.bboxes_delta.bias)
+    return stages
+
+
 @LOCALIZATION_HEAD_REGISTRY.register()
 class LocalizationHead(nn.Module):
     """Sparse R-CNN head with learnable proposals, pooling from the keyframe FPN levels.
@@ -254,17 +282,7 @@ class LocalizationHead(nn.Module):
                 boxes off the image at the start); off by default (the paper's Xavier init).
         """
         super().__init__()
-        if hidden_dim != in_channels:
-            raise ValueError(
-                f"LocalizationHead: hidden_dim ({hidden_dim}) must equal the feature channels "
-                f"({in_channels}); see MODEL.EVAD.LOC.HIDDEN_DIM and MODEL.FPN.OUT_CHANNELS"
-            )
-        missing = [f for f in in_features if f not in feature_strides]
-        if missing:
-            raise ValueError(
-                f"LocalizationHead: in_features {missing} not among the neck's outputs "
-                f"{sorted(feature_strides)} (MODEL.EVAD.LOC.IN_FEATURES)"
-            )
+        _check_head_inputs(in_channels, hidden_dim, in_features, feature_strides)
         self.in_features = list(in_features)
         self.num_proposals = num_proposals
         self.hidden_dim = hidden_dim
@@ -284,15 +302,7 @@ class LocalizationHead(nn.Module):
             pooler_resolution=pooler_resolution,
             bbox_weights=bbox_weights,
         )
-        self.stages = nn.ModuleList([copy.deepcopy(stage) for _ in range(num_stages)])
-        # Xavier for every weight matrix of the new layers (paper appendix A); biases keep defaults.
-        for p in self.stages.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        if zero_init_box_deltas:
-            for st in self.stages:
-                nn.init.zeros_(st.bboxes_delta.weight)
-                nn.init.zeros_(st.bboxes_delta.bias)
+        self.stages = _stage_cascade(stage, num_stages, zero_init_box_deltas)
 
         self.init_proposal_features = nn.Embedding(num_proposals, hidden_dim)
         self.init_proposal_boxes = nn.Embedding(num_proposals, 4)

@@ -1,15 +1,63 @@
-"""RoI extension and the "3D RoIAlign" of EVAD's classification branch (paper 3.3, Fig. 6).
+"""The actor pooler of EVAD's action heads: RoI extension and the "3D RoIAlign" (paper 3.3, Fig. 6).
 
 A keyframe box is copied to every temporal slice of the restored token map, widened to cover the
 actor's motion, pooled per slice with RoIAlign, max-pooled over the RoI and averaged over time.
+:class:`ROIPooler3D` is that as a module owning its settings (as detectron2's ``ROIPooler``);
+:func:`extend_boxes` and :func:`roi_align_3d` are its two steps.
 """
 from typing import List, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-__all__ = ["extend_boxes", "roi_align_3d"]
+__all__ = ["ROIPooler3D", "extend_boxes", "roi_align_3d"]
+
+
+class ROIPooler3D(nn.Module):
+    """One feature per actor box from a spatio-temporal map: :func:`extend_boxes`, then
+    :func:`roi_align_3d`. No parameters (adds nothing to a state dict).
+
+    Args:
+        output_size: RoIAlign output resolution S (S x S bins per slice).
+        stride: pixels per cell of the pooled map (the backbone's patch size, 16).
+        sampling_ratio: RoIAlign samples per bin side (0: adaptive).
+        roi_extend: (x, y) RoI extension ratios; (0, 0) pools the boxes as they are.
+    """
+
+    def __init__(
+        self,
+        output_size: int = 7,
+        *,
+        stride: int = 16,
+        sampling_ratio: int = 2,
+        roi_extend: Tuple[float, float] = (0.4, 0.2),
+    ):
+        super().__init__()
+        self.output_size = output_size
+        self.stride = stride
+        self.sampling_ratio = sampling_ratio
+        self.roi_extend = tuple(float(r) for r in roi_extend)
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, stride={self.stride}, sampling_ratio={self.sampling_ratio}, "
+            f"roi_extend={self.roi_extend}"
+        )
+
+    def forward(self, feature_map: Tensor, boxes: Tensor, image_sizes: Tensor) -> Tensor:
+        """
+        Args:
+            feature_map: (B, C, T', H', W') map at ``stride``.
+            boxes: (B, n, 4) absolute XYXY keyframe boxes in input pixels.
+            image_sizes: (B, 2) unpadded (h, w) of each clip; extended boxes are clipped to it.
+
+        Returns:
+            (B, n, C) actor features.
+        """
+        extended = [extend_boxes(b, size, self.roi_extend) for b, size in zip(boxes, image_sizes)]
+        pooled = roi_align_3d(feature_map, extended, 1.0 / self.stride, self.output_size, self.sampling_ratio)
+        return pooled.view(boxes.shape[0], boxes.shape[1], feature_map.shape[1])
 
 
 def extend_boxes(

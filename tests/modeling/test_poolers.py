@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from evad_d2.modeling.heads.roi_3d import extend_boxes, roi_align_3d
+from evad_d2.modeling.poolers import ROIPooler3D, extend_boxes, roi_align_3d
 
 
 def test_extend_boxes_pads_each_side_by_half_ratio_of_inclusive_size():
@@ -74,3 +74,14 @@ def test_roi_align_3d_backpropagates_to_features():
     feat = torch.randn(1, 3, 2, 5, 5, requires_grad=True)
     roi_align_3d(feat, [torch.tensor([[4.0, 4.0, 60.0, 70.0]])]).sum().backward()
     assert feat.grad.abs().sum() > 0
+
+
+def test_roi_pooler_3d_extends_then_pools_and_owns_no_parameters():
+    pooler = ROIPooler3D(2, stride=16, sampling_ratio=2, roi_extend=(0.4, 0.2))
+    assert dict(pooler.state_dict()) == {}
+    feat = torch.randn(2, 3, 4, 6, 8)
+    boxes = torch.tensor([[[10.0, 12.0, 60.0, 80.0]], [[0.0, 0.0, 127.0, 95.0]]])
+    sizes = torch.tensor([[96.0, 128.0], [96.0, 128.0]])
+    extended = [extend_boxes(b, s, (0.4, 0.2)) for b, s in zip(boxes, sizes)]
+    expected = roi_align_3d(feat, extended, 1 / 16, 2, 2).view(2, 1, 3)
+    torch.testing.assert_close(pooler(feat, boxes, sizes), expected, rtol=0, atol=0)
