@@ -1,9 +1,8 @@
-"""AVA-format and UCF101-24/JHMDB dataset loading on small files written here."""
+"""AVA-format and UCF101-24/JHMDB dataset loading (evad_d2/data/datasets/) on small files written here."""
 import logging
 import os
 import pickle
 
-import av
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -12,26 +11,14 @@ from detectron2.structures import BoxMode
 from evad_d2.data import load_ava_dataset, load_ucf_jhmdb_dataset, register_ava, register_ucf_jhmdb
 from evad_d2.data import skip_bad_samples_at_load
 from evad_d2.data.formats.ava import AvaFormatError, iter_ava_rows, iter_frame_list, read_exclusions
-from evad_d2.data.formats.label_map import read_label_map, read_label_map_entries
+from evad_d2.data.formats.label_map import read_label_map
 from evad_d2.data.validate import validate_ava_root
 from evad_d2.data.video import VideoReadError
 
+from tests.data.formats.helpers import write_text
+from tests.data.video.synthetic import write_video
+
 W, H, NFRAMES = 64, 48, 150  # 5 s at 30 fps: timestamps 900..904
-
-
-def write_video(path, num_frames=NFRAMES, width=W, height=H, faststart=False):
-    with av.open(path, "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        s.options = {"crf": "10", "g": "15", "bf": "0", "threads": "1"}
-        if faststart:
-            c.options = {"movflags": "faststart"}
-        for i in range(num_frames):
-            img = np.full((height, width, 3), (i * 7) % 256, np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
 
 
 LABEL_MAP_V22 = "".join(f'item {{\n  name: "a{i}"\n  id: {i}\n}}\n' for i in (1, 2, 3, 5))
@@ -46,7 +33,7 @@ def ava_root(tmp_path):
     (root / "annotations").mkdir(parents=True)
     (root / "videos").mkdir()
     for vid in ("vidA", "vidB"):
-        write_video(str(root / "videos" / f"{vid}.mp4"))
+        write_video(root / "videos" / f"{vid}.mp4", [np.full((H, W, 3), (i * 7) % 256, np.uint8) for i in range(NFRAMES)])
     ann = root / "annotations"
     (ann / "ava_action_list_v2.2.pbtxt").write_text(LABEL_MAP_V22)
     (ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt").write_text(EVAL_MAP_V22)
@@ -285,123 +272,6 @@ def test_ucf_jhmdb_bad_pickles(ucf_pickle, tmp_path):
         load_ucf_jhmdb_dataset(str(p), str(tmp_path), "train")
     with pytest.raises(ValueError, match="split index 3 out of range"):
         load_ucf_jhmdb_dataset(path, str(tmp_path), "train", 3)
-
-
-def test_row_parser_agrees_with_iter_ava_rows_and_frame_lists(tmp_path):
-    from evad_d2.data.formats.ava import AvaRow, iter_ava_rows, iter_ava_rows_or_errors, iter_frame_list
-
-    rows = [
-        "v,0902,0.1,0.2,0.5,0.9,1,3",
-        "v,0902,0.1,0.2,0.5,0.9,1",
-        "v,0902,0.1,0.2,0.5",
-        "v,0902,0.1,0.2,0.5,0.9,9,3",
-        "v,0902,-0.2,0.2,0.5,0.9,1,3",
-        "v,x,0.1,0.2,0.5,0.9,1,3",
-        "v,0903,0.0,0.0,1.0005,1.0,2,0.5",
-    ]
-    label_map = {1: "a", 2: "b"}
-    lenient = []
-    for k, row in enumerate(rows):
-        p = tmp_path / f"r{k}.csv"
-        p.write_text("v,0901,0.1,0.1,0.2,0.2,1,0\n" + row + "\n")
-        try:
-            strict = list(iter_ava_rows(str(p), label_map=label_map))[1]
-        except AvaFormatError as e:
-            strict = str(e)
-        got = list(iter_ava_rows_or_errors(str(p), label_map=label_map))[1]
-        lenient.append(got)
-        assert (got if isinstance(got, AvaRow) else str(got)) == strict
-    assert [isinstance(g, AvaRow) for g in lenient] == [True, True, False, False, False, False, True]
-    assert lenient[6].box == (0.0, 0.0, 1.0, 1.0)
-
-    fl = tmp_path / "train.csv"
-    fl.write_text('original_vido_id video_idx frame_id path labels\nv 0 0 v/v_000001.jpg ""\nv 0 x v/v_000002.jpg ""\nv 0 2\n')
-    items = list(iter_frame_list(str(fl)))
-    assert items[0].frame_id == 0 and items[0].path == "v/v_000001.jpg" and items[0].line == 2
-    assert str(items[1]).startswith(f"{fl}:3: video_idx and frame_id must be integers")
-    assert str(items[2]).startswith(f"{fl}:4: expected 5 space-separated columns")
-
-
-# ---------------------------------------------------------------- label maps as released
-
-# The first lines of AVA's own action list, as released (ava_action_list_v2.2.pbtxt, 80 classes;
-# v2.1's has the same form), with a comment and blank lines added.
-AVA_ACTION_LIST = """# AVA v2.2 action list
-label {
-  name: "bend/bow (at the waist)"
-  label_id: 1
-  label_type: PERSON_MOVEMENT
-}
-
-label {
-  name: "crawl"
-  label_id: 2
-  label_type: PERSON_MOVEMENT
-}
-label {
-  name: "answer phone"
-  label_id: 80
-  label_type: OBJECT_MANIPULATION
-}
-"""
-# The ActivityNet evaluation list (ava_action_list_v2.2_for_activitynet_2019.pbtxt, 60 classes).
-ACTIVITYNET_LIST = """item {
-  name: "bend/bow (at the waist)"
-  id: 1
-}
-
-# evaluated subset
-item {
-  name: "answer phone"
-  id: 80
-}
-"""
-
-
-def write_text(path, text, bom=False):
-    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
-    return str(path)
-
-
-def test_label_maps_in_both_released_forms(tmp_path):
-    ava = read_label_map_entries(write_text(tmp_path / "ava_action_list_v2.2.pbtxt", AVA_ACTION_LIST))
-    assert [(e.class_id, e.name, e.label_type, e.block, e.line) for e in ava] == [
-        (1, "bend/bow (at the waist)", "PERSON_MOVEMENT", "label", 2),
-        (2, "crawl", "PERSON_MOVEMENT", "label", 8),
-        (80, "answer phone", "OBJECT_MANIPULATION", "label", 13),
-    ]
-    anet = write_text(tmp_path / "anet.pbtxt", ACTIVITYNET_LIST)
-    assert read_label_map(anet) == {1: "bend/bow (at the waist)", 80: "answer phone"}
-    # One block per line, no spaces, display_name (TF label maps), escaped quotes.
-    compact = write_text(tmp_path / "c.pbtxt", 'item{name:"a" id:3 display_name:"Alpha"} item { name: "say \\"hi\\"" id: 4 }')
-    assert read_label_map(compact) == {3: "Alpha", 4: 'say "hi"'}
-
-
-@pytest.mark.parametrize(
-    "text, line, message",
-    [
-        # An unclosed block used to merge the next class into it silently.
-        ('item {\n  name: "a"\n  id: 1\nitem {\n  name: "b"\n  id: 2\n}\n', 1,
-         r"'item \{' opened here is not closed before the 'item \{' of line 4"),
-        ('label {\n  name: "a"\n  label_id: 1\n', 1, r"'label \{' opened here is not closed \(end of file"),
-        ('item {\n  name: "a"\n  id: 1\n  id: 2\n}\n', 4, "'item' block of line 1 has a second id"),
-        ('label {\n  name: "a"\n  label_id: 1\n  id: 2\n}\n', 4, "second id"),
-        ('item {\n  name: "a"\n  name: "b"\n  id: 2\n}\n', 3, "has a second 'name'"),
-        ('label {\n  name: "a"\n  label_type: PERSON_MOVEMENT\n}\n', 1, "'label' block 'a' has no 'label_id'"),
-        ('item {\n  id: 1\n}\n', 1, "'item' block has no 'name'"),
-        ('item { name: "a" id: 1 }\n\nitem { name: "b" id: 1 }\n', 3, r"duplicate class id 1 \(also on line 1\)"),
-        ('item {\n  name: "a"\n  id: 1\n  colour: "red"\n}\n', 4, "unknown field 'colour'"),
-        ('item {\n  name: "a"\n  id: one\n}\n', 3, "field 'id' must be an integer, got 'one'"),
-        ('name: "a"\nid: 1\n', 1, "field 'name' outside a 'label"),
-        ('item {\n  name: "a\n  id: 1\n}\n', 2, "a string not closed on its line"),
-        ('# only a comment\n\n', None, "no 'label { name: ... label_id: ... }' or 'item { name: ... id: ... }' blocks"),
-    ],
-)
-def test_malformed_label_maps_name_file_and_line(tmp_path, text, line, message):
-    path = write_text(tmp_path / "bad.pbtxt", text)
-    with pytest.raises(AvaFormatError, match=message) as e:
-        read_label_map(path)
-    assert str(e.value).startswith(f"{path}:{line}: " if line is not None else f"{path}: ")
 
 
 def test_ava_label_form_is_read_by_datasets_validate_and_evaluation(ava_root, tmp_path, capsys):
