@@ -17,9 +17,19 @@ __all__ = ["ConfigValueError", "add_evad_config", "check_evad_cfg", "get_evad_cf
 
 
 def add_evad_config(cfg):
-    """Add EVAD's keys to a detectron2 config (in place). Calling it twice is harmless."""
-    _C = cfg
+    """Add EVAD's keys to a detectron2 config (in place) and return it. Calling it twice is harmless.
 
+    The defaults table, by topic (each group below says where its values come from).
+    """
+    _add_input_config(cfg)
+    _add_backbone_config(cfg)
+    _add_head_config(cfg)
+    _add_training_config(cfg)
+    return cfg
+
+
+def _add_input_config(_C) -> None:
+    """INPUT.*, the pixel statistics and DATASETS.AVA.*."""
     # ---------------------------------------------------------------- input
     # Frames per clip (T) and the stride between sampled frames (tau): 16x4 in the paper.
     _C.INPUT.NUM_FRAMES = 16
@@ -48,6 +58,9 @@ def add_evad_config(cfg):
     # error (evad_d2/data/bad_samples.py). Off so that nothing is dropped without a decision.
     _C.DATASETS.AVA.SKIP_BAD_SAMPLES = False
 
+
+def _add_backbone_config(_C) -> None:
+    """MODEL.EVAD.*: the pruning video ViT and its feature maps."""
     # ---------------------------------------------------------------- backbone: pruning video ViT
     _C.MODEL.EVAD = CN()
     # Token width, number of blocks and heads (ViT-B: 768/12/12, ViT-L: 1024/24/16).
@@ -85,6 +98,9 @@ def add_evad_config(cfg):
     _C.MODEL.EVAD.FEATURE_SCALES = [4.0, 2.0, 1.0, 0.5]
     # detectron2's FPN width is reused: MODEL.FPN.OUT_CHANNELS (detectron2's default, 256).
 
+
+def _add_head_config(_C) -> None:
+    """MODEL.EVAD.*: classes, localization head (LOC), action head (DECODER), OFFICIAL_MODE."""
     # ---------------------------------------------------------------- action classes
     # Number of action classes the classifier predicts (80 for AVA training).
     _C.MODEL.EVAD.NUM_ACTION_CLASSES = 80
@@ -149,6 +165,9 @@ def add_evad_config(cfg):
     # (OpenCV's uint8 bilinear); see evad_d2.modeling.meta_arch.evad.OFFICIAL_MODE.
     _C.MODEL.EVAD.OFFICIAL_MODE = False
 
+
+def _add_training_config(_C) -> None:
+    """MODEL.EVAD.CHECKPOINT/LOSS, SOLVER.* and the evaluation protocols (TEST.*)."""
     # ---------------------------------------------------------------- checkpoints (MODEL.WEIGHTS)
     _C.MODEL.EVAD.CHECKPOINT = CN()
     # Skip (and log) checkpoint tensors whose shape differs from the model's instead of failing.
@@ -197,7 +216,6 @@ def add_evad_config(cfg):
     _C.TEST.AVA_PROTOCOL = AVA_DEFAULT_PROTOCOL
     # UCF101-24 / JHMDB frame- and video-mAP: "act" (the ACT code behind published numbers) or "voc".
     _C.TEST.UCF_JHMDB_PROTOCOL = UCF_JHMDB_DEFAULT_PROTOCOL
-    return cfg
 
 
 def get_evad_cfg(config_file=None, opts=(), freeze: bool = True):
