@@ -159,6 +159,13 @@ def _add_head_config(_C) -> None:
     # Reproduce the official code's token-order bug (only for converted official checkpoints).
     _C.MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER = False
 
+    # ---------------------------------------------------------------- action head (linear baseline)
+    # MODEL.EVAD.ACTION_HEAD "linear" (Table 1a): its 3D RoIAlign, as the decoder's above.
+    _C.MODEL.EVAD.LINEAR_HEAD = CN()
+    _C.MODEL.EVAD.LINEAR_HEAD.ROI_EXTEND = (0.4, 0.2)
+    _C.MODEL.EVAD.LINEAR_HEAD.POOLER_RESOLUTION = 7
+    _C.MODEL.EVAD.LINEAR_HEAD.POOLER_SAMPLING_RATIO = 2
+
     # Official-checkpoint mode: compute what the official code computes, for converted official
     # checkpoints. Turns on DECODER.OFFICIAL_TOKEN_ORDER and LOC.KEEP_ALL_IF_NONE, and the official
     # person threshold (>=), box clipping ([0, w-1] x [0, h-1], empty boxes kept) and test resize

@@ -254,8 +254,16 @@ def check_heads_cfg(cfg) -> None:
     _real(cfg, f"{loc}.SCORE_THRESH_TEST", 0, 1, why="a person probability")
 
 
+def _check_actor_pooler_cfg(cfg, prefix: str) -> None:
+    """An action head's 3D RoIAlign keys: ``prefix``.{ROI_EXTEND, POOLER_RESOLUTION, POOLER_SAMPLING_RATIO}."""
+    extend = _seq(cfg, f"{prefix}.ROI_EXTEND", length=2, why="the (x, y) extension ratios")
+    _items(f"{prefix}.ROI_EXTEND", extend, lambda r: _is_real(r) and r >= 0, "a number >= 0")
+    _int(cfg, f"{prefix}.POOLER_RESOLUTION", 1)
+    _int(cfg, f"{prefix}.POOLER_SAMPLING_RATIO", 0, why="0 = adaptive")
+
+
 def check_action_head_cfg(cfg) -> None:
-    """The context refinement decoder (MODEL.EVAD.DECODER.*) and the loss weights."""
+    """The action heads (MODEL.EVAD.DECODER.*, MODEL.EVAD.LINEAR_HEAD.*) and the loss weights."""
     e = "MODEL.EVAD"
     dec = f"{e}.DECODER"
     _int(cfg, f"{dec}.DIM", 1)
@@ -264,11 +272,9 @@ def check_action_head_cfg(cfg) -> None:
     _divisible(cfg, f"{dec}.DIM", f"{dec}.NUM_HEADS")
     _real(cfg, f"{dec}.MLP_RATIO", 0, low_open=True)
     _real(cfg, f"{dec}.DROP_PATH_RATE", 0, 1, high_open=True)
-    extend = _seq(cfg, f"{dec}.ROI_EXTEND", length=2, why="the (x, y) extension ratios")
-    _items(f"{dec}.ROI_EXTEND", extend, lambda r: _is_real(r) and r >= 0, "a number >= 0")
-    _int(cfg, f"{dec}.POOLER_RESOLUTION", 1)
-    _int(cfg, f"{dec}.POOLER_SAMPLING_RATIO", 0, why="0 = adaptive")
+    _check_actor_pooler_cfg(cfg, dec)
     _int(cfg, f"{dec}.CLS_HIDDEN_DIM", 1)
+    _check_actor_pooler_cfg(cfg, f"{e}.LINEAR_HEAD")
     for w in ("CLASS_WEIGHT", "L1_WEIGHT", "GIOU_WEIGHT", "ACTION_WEIGHT", "NO_OBJECT_WEIGHT"):
         _real(cfg, f"{e}.LOSS.{w}", 0)
 

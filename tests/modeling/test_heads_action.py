@@ -182,6 +182,20 @@ def test_build_from_config():
         build_action_head(cfg)
 
 
+def test_each_action_head_pools_with_its_own_keys():
+    cfg = get_cfg()
+    add_evad_config(cfg)
+    cfg.MODEL.EVAD.DECODER.ROI_EXTEND = (0.0, 0.0)
+    cfg.MODEL.EVAD.DECODER.POOLER_RESOLUTION = 5
+    cfg.MODEL.EVAD.LINEAR_HEAD.POOLER_SAMPLING_RATIO = 1
+    cfg.MODEL.EVAD.PATCH_SIZE = 8
+    crd = build_action_head(cfg).pooler
+    assert (crd.roi_extend, crd.output_size, crd.sampling_ratio, crd.stride) == ((0.0, 0.0), 5, 2, 8)
+    cfg.MODEL.EVAD.ACTION_HEAD = "linear"
+    linear = build_action_head(cfg).pooler  # MODEL.EVAD.LINEAR_HEAD.*, not the decoder's keys
+    assert (linear.roi_extend, linear.output_size, linear.sampling_ratio, linear.stride) == ((0.4, 0.2), 7, 1, 8)
+
+
 def test_built_in_action_heads_are_registered_under_their_class_and_config_names():
     assert ACTION_HEAD_REGISTRY.get("ContextRefinementHead") is ContextRefinementHead
     assert ACTION_HEAD_REGISTRY.get("LinearActionHead") is LinearActionHead

@@ -4,8 +4,8 @@ from .action import (
     ACTION_HEAD_SHORT_NAMES,
     ContextRefinementHead,
     LinearActionHead,
+    actor_pooler_from_config,
     build_action_head,
-    build_actor_pooler,
 )
 from .localization import LOCALIZATION_HEAD_REGISTRY, LocalizationHead, build_localization_head
 
@@ -16,7 +16,7 @@ __all__ = [
     "LOCALIZATION_HEAD_REGISTRY",
     "LinearActionHead",
     "LocalizationHead",
+    "actor_pooler_from_config",
     "build_action_head",
-    "build_actor_pooler",
     "build_localization_head",
 ]

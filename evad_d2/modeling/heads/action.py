@@ -25,8 +25,8 @@ __all__ = [
     "ContextRefinementHead",
     "DecoderBlock",
     "LinearActionHead",
+    "actor_pooler_from_config",
     "build_action_head",
-    "build_actor_pooler",
 ]
 
 ACTION_HEAD_REGISTRY = Registry("ACTION_HEAD")
@@ -109,16 +109,15 @@ def _check_inputs(tokens: Tensor, token_index: Tensor, grid: Sequence[int], boxe
         raise ValueError(f"image_sizes must be ({b}, 2), got {tuple(image_sizes.shape)}")
 
 
-def build_actor_pooler(cfg) -> ROIPooler3D:
-    """The 3D RoIAlign of the action heads, from the keys every action head shares:
-    ``MODEL.EVAD.DECODER.{POOLER_RESOLUTION, POOLER_SAMPLING_RATIO, ROI_EXTEND}`` (named after the
-    decoder, the default head) at stride ``MODEL.EVAD.PATCH_SIZE``."""
-    d = cfg.MODEL.EVAD.DECODER
+def actor_pooler_from_config(keys, patch_size: int) -> ROIPooler3D:
+    """An action head's 3D RoIAlign from its config node ``keys`` (``MODEL.EVAD.DECODER`` or
+    ``MODEL.EVAD.LINEAR_HEAD``: ``ROI_EXTEND``, ``POOLER_RESOLUTION``, ``POOLER_SAMPLING_RATIO``), on
+    the token map at stride ``patch_size`` (``MODEL.EVAD.PATCH_SIZE``)."""
     return ROIPooler3D(
-        d.POOLER_RESOLUTION,
-        stride=cfg.MODEL.EVAD.PATCH_SIZE,
-        sampling_ratio=d.POOLER_SAMPLING_RATIO,
-        roi_extend=tuple(d.ROI_EXTEND),
+        keys.POOLER_RESOLUTION,
+        stride=patch_size,
+        sampling_ratio=keys.POOLER_SAMPLING_RATIO,
+        roi_extend=tuple(keys.ROI_EXTEND),
     )
 
 
@@ -204,7 +203,7 @@ class ContextRefinementHead(nn.Module):
             "num_heads": d.NUM_HEADS,
             "mlp_ratio": d.MLP_RATIO,
             "num_classes": e.NUM_ACTION_CLASSES,
-            "pooler": build_actor_pooler(cfg),
+            "pooler": actor_pooler_from_config(d, e.PATCH_SIZE),
             "cls_hidden_dim": d.CLS_HIDDEN_DIM,
             "drop_path_rate": d.DROP_PATH_RATE,
             "official_token_order": d.OFFICIAL_TOKEN_ORDER,
@@ -296,7 +295,7 @@ class LinearActionHead(nn.Module):
         return {
             "in_dim": cfg.MODEL.EVAD.EMBED_DIM,
             "num_classes": cfg.MODEL.EVAD.NUM_ACTION_CLASSES,
-            "pooler": build_actor_pooler(cfg),
+            "pooler": actor_pooler_from_config(cfg.MODEL.EVAD.LINEAR_HEAD, cfg.MODEL.EVAD.PATCH_SIZE),
         }
 
     def forward(
