@@ -208,6 +208,7 @@ class EVADPredictor:
         return self.instances_to_actors(self.predict_instances(clip))
 
     def instances_to_actors(self, instances: Instances) -> List[Dict]:
+        """The model's Instances of one clip as :meth:`__call__`'s actors, by decreasing person score."""
         scores = instances.scores.tolist()
         boxes = instances.pred_boxes.tensor.tolist()
         actions = instances.pred_action_scores.float().numpy()
