@@ -1,4 +1,5 @@
-"""Speed, cost and memory benchmarks of EVAD (``tools/benchmark.py``, ``tools/benchmark_data.py``).
+"""Speed, cost and memory benchmarks of EVAD (``tools/benchmark.py``, ``tools/benchmark_data.py``,
+``tools/benchmark_ava_eval.py``).
 
 Modules:
     timing     :class:`BenchmarkSettings`, the timer, interleaved repetitions, speed fields, ratios
@@ -9,6 +10,7 @@ Modules:
     memory     the fresh-process CPU memory probe (``python -m evad_d2.benchmark.memory``)
     loader     training data loader throughput
     analysis   parameters and GFLOPs per part (``tools/analyze_model.py``)
+    ava_eval   the AVA frame-mAP evaluation at validation size (``tools/benchmark_ava_eval.py``)
     report     row fields, console table, JSON
 
 Each benchmark returns one dict per keep rate (per worker count for the loader). The submodules
