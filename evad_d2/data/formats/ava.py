@@ -123,21 +123,25 @@ class RowPolicy:
 
 ROW_POLICIES: Dict[str, RowPolicy] = {p.name: p for p in (
     RowPolicy(
-        "annotations", False, False, True, "positive", False, False, True,
-        "training/validation boxes are crops and regression targets: rounding outside [0, 1] is "
+        "annotations", with_scores=False, score_required=False, clip_boxes=True, box_rule="positive",
+        frame_rows=False, missing_action=False, finite_last=True,
+        reason="training/validation boxes are crops and regression targets: rounding outside [0, 1] is "
         "clipped and a box without area is an error",
     ),
     RowPolicy(
-        "proposals", True, False, True, "positive", False, True, False,
-        "person-detector boxes for training/validation: targets as above; the files carry no actions",
+        "proposals", with_scores=True, score_required=False, clip_boxes=True, box_rule="positive",
+        frame_rows=False, missing_action=True, finite_last=False,
+        reason="person-detector boxes for training/validation: targets as above; the files carry no actions",
     ),
     RowPolicy(
-        "groundtruth", False, False, False, "ordered", True, False, True,
-        "the official evaluation scores boxes as written (no clipping) and reads a frame-only row",
+        "groundtruth", with_scores=False, score_required=False, clip_boxes=False, box_rule="ordered",
+        frame_rows=True, missing_action=False, finite_last=True,
+        reason="the official evaluation scores boxes as written (no clipping) and reads a frame-only row",
     ),
     RowPolicy(
-        "detections", True, True, False, "any", True, False, True,
-        "the official evaluation drops detections with x2 <= x1 when scoring: a reader keeps them",
+        "detections", with_scores=True, score_required=True, clip_boxes=False, box_rule="any",
+        frame_rows=True, missing_action=False, finite_last=True,
+        reason="the official evaluation drops detections with x2 <= x1 when scoring: a reader keeps them",
     ),
 )}
 
