@@ -22,7 +22,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.data.ucf_jhmdb_gt import small_gt, write_gt
+from tests.data.formats.ucf_jhmdb_gt import small_gt, write_gt
 from tests.test_train_net import generate_dataset, make_args, register_dataset, train_net
 
 from evad_d2.evaluation import UCFJHMDBEvaluator

@@ -1,5 +1,5 @@
 """UCF101-24 / JHMDB evaluation: frame-mAP, tube linking, tube IoU, video-mAP, evaluator (the GT
-pickle reader: tests/data/test_ucf_jhmdb_gt.py).
+pickle reader: tests/data/formats/test_ucf_jhmdb.py).
 
 Expectations are hand-computed for both protocols: ACT (the default; the code published numbers
 come from) and VOC. Comparison with the ACT code itself on random cases is done outside the tests.
@@ -14,7 +14,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
-from tests.data.ucf_jhmdb_gt import small_gt, tube, write_gt
+from tests.data.formats.ucf_jhmdb_gt import small_gt, tube, write_gt
 
 from evad_d2.data import register_ucf_jhmdb
 from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle

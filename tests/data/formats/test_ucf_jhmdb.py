@@ -6,7 +6,7 @@ import pickletools
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from tests.data.ucf_jhmdb_gt import Py2Pickler, small_gt, write_gt
+from tests.data.formats.ucf_jhmdb_gt import Py2Pickler, small_gt, write_gt
 from tests.utils.test_safe_pickle import RunsShellCommand
 
 from evad_d2.data import load_ucf_jhmdb_dataset, register_ucf_jhmdb
