@@ -11,7 +11,6 @@
 """
 import contextlib
 import errno
-import importlib.util
 import json
 import logging
 import os
@@ -28,19 +27,18 @@ import torch
 import yaml
 from detectron2.utils.events import EventStorage
 
-# Shared helpers of the other test modules (tests/ is a package; the repository root, on sys.path
-# as the package's parent, makes train_net importable).
+# Shared helpers of the other test modules (tests/ is a package).
 from tests.checkpoint import test_official_evad as test_checkpoint_official
 from tests.checkpoint.test_videomae import build
 from tests.engine.test_predictor import tiny_cfg, write_video
 from tests.utils.test_safe_pickle import RunsShellCommand
 from tests.test_train_net import ROOT, TINY, generate_dataset, make_args, run_training
 
-import train_net
 from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import CheckpointFormatError, DamagedCheckpointError, EVADCheckpointer, load_pickle_checkpoint
 from evad_d2.checkpoint.convert_official import official_converter_cfg
 from evad_d2.engine.predictor import EVADPredictor
+from evad_d2.engine.trainer import EVADTrainer, setup, train_and_evaluate
 from evad_d2.utils.atomic_io import atomic_write, remove_stale_temporaries
 
 
@@ -55,11 +53,11 @@ def write_crafted(path, marker):
     return str(path)
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_tool(name, argv):
+    """``python tools/NAME.py ARGV`` from the repository root: (exit code, stderr)."""
+    res = subprocess.run([sys.executable, os.path.join("tools", f"{name}.py"), *argv], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return res.returncode, res.stderr
 
 
 @contextlib.contextmanager
@@ -188,7 +186,8 @@ def test_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, ext):
     assert not marker.exists()
 
 
-def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path, capsys):
+@pytest.mark.slow
+def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path):
     marker = tmp_path / "MARKER"
     path = write_crafted(tmp_path / "crafted.pkl", marker)
     # tools/demo.py builds its model through EVADPredictor.
@@ -197,15 +196,16 @@ def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path, caps
     video = tmp_path / "v.mp4"
     write_video(video, [np.full((64, 96, 3), 90, np.uint8)] * 20)
     demo_argv = ["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / "out.mp4"), "--no-progress"]
-    assert load_tool("demo").main(demo_argv + ["MODEL.WEIGHTS", path]) == 2
-    assert "demo.py: error: MODEL.WEIGHTS:" in capsys.readouterr().err
-    export = load_tool("export_model")
-    assert export.main(["--config-file", TINY, "--output", str(tmp_path / "exported"), "MODEL.WEIGHTS", path]) == 2
-    assert "refused to load" in capsys.readouterr().err
-    vis = load_tool("visualize_pruning")
+    rc, err = run_tool("demo", demo_argv + ["MODEL.WEIGHTS", path])
+    assert rc == 2
+    assert "demo.py: error: MODEL.WEIGHTS:" in err
+    rc, err = run_tool("export_model", ["--config-file", TINY, "--output", str(tmp_path / "exported"), "MODEL.WEIGHTS", path])
+    assert rc == 2
+    assert "refused to load" in err
     argv = ["--config-file", TINY, "--input", str(video), "--output-dir", str(tmp_path / "vis"), "MODEL.WEIGHTS", path]
-    assert vis.main(argv) == 2
-    assert "refused to load" in capsys.readouterr().err
+    rc, err = run_tool("visualize_pruning", argv)
+    assert rc == 2
+    assert "refused to load" in err
     assert not marker.exists() and not (tmp_path / "exported" / "model.ts").exists()
 
 
@@ -446,17 +446,17 @@ def test_crafted_pickle_is_refused_by_train_net_in_every_mode(dataset, tmp_path)
     marker = tmp_path / "MARKER"
     path = write_crafted(tmp_path / "crafted.pkl", marker)
     with pytest.raises(CheckpointFormatError, match="crafted.pkl: refused to load"), EventStorage():
-        train_net.main(make_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", path, eval_only=True))
+        train_and_evaluate(make_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", path, eval_only=True))
     # Training from MODEL.WEIGHTS, and --resume where last_checkpoint names the file.
     out = tmp_path / "train"
     args = make_args(dataset, out, "MODEL.WEIGHTS", path)
     with pytest.raises(CheckpointFormatError, match="crafted.pkl: refused to load"):
-        train_net.Trainer(train_net.setup(args)).resume_or_load(resume=False)
+        EVADTrainer(setup(args)).resume_or_load(resume=False)
     shutil.copy(path, out / "model_0000002.pkl")
     (out / "last_checkpoint").write_text("model_0000002.pkl")
     args = make_args(dataset, out, resume=True)
     with pytest.raises(CheckpointFormatError, match="model_0000002.pkl: refused to load"):
-        train_net.Trainer(train_net.setup(args)).resume_or_load(resume=True)
+        EVADTrainer(setup(args)).resume_or_load(resume=True)
     assert not marker.exists()
 
 
@@ -467,7 +467,7 @@ def _final_metrics(out):
 
 def _resume(dataset, out):
     args = make_args(dataset, out, resume=True)
-    trainer = train_net.Trainer(train_net.setup(args))
+    trainer = EVADTrainer(setup(args))
     trainer.resume_or_load(resume=True)
     trainer.train()
     return trainer
@@ -477,8 +477,8 @@ KILL_DURING_FINAL_SAVE = """
 import os, signal, sys
 import torch
 from detectron2.engine import default_argument_parser
-import train_net
 from evad_d2.data import register_ava
+from evad_d2.engine.trainer import train_and_evaluate
 
 root, train_name, val_name = sys.argv[1:4]
 register_ava(train_name, root, "train", "2.2", "video")
@@ -493,7 +493,7 @@ def save_then_die(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 
 torch.save = save_then_die
-train_net.main(default_argument_parser().parse_args(sys.argv[4:]))
+train_and_evaluate(default_argument_parser().parse_args(sys.argv[4:]))
 """
 
 
