@@ -21,7 +21,6 @@ INPUT.MIN_SIZE_TEST). Export on the device you deploy on (``MODEL.DEVICE``): the
 """
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -32,8 +31,6 @@ from evad_d2.checkpoint import CheckpointFormatError
 from evad_d2.engine.predictor import EVADPredictor
 from evad_d2.export import EXPORT_FORMATS, export_evad
 from evad_d2.modeling.backbone import scaled_keep_rates
-
-logger = logging.getLogger("evad_d2.export_model")
 
 
 def get_parser():
