@@ -37,14 +37,17 @@ The head named by ``MODEL.EVAD.ACTION_HEAD`` (a registered name, or one of
 :data:`ACTION_HEAD_SHORT_NAMES`) is built with ``obj(cfg)`` and called as
 ``head(tokens, token_index, grid, boxes, image_sizes)`` with
 
-* tokens: (B, M, MODEL.EVAD.EMBED_DIM) surviving encoder tokens (after the final norm), keyframe first;
-* token_index: (B, M) long, flat position of each token in the (T', H', W') token grid;
-* grid: (T', H', W') token grid of the (padded) clip;
+* tokens: (B, M, MODEL.EVAD.EMBED_DIM) surviving encoder tokens (after the final norm), keyframe
+  first (the backbone's ``BackboneOutput.tokens``, see ``modeling/backbone/contract.py``);
+* token_index: (B, M) long, flat position of each token in the (T', H', W') token grid
+  (``BackboneOutput.token_index``);
+* grid: (T', H', W') token grid of the (padded) clip (``BackboneOutput.token_grid``);
 * boxes: (B, n, 4) absolute XYXY keyframe boxes (the localization head's last stage, detached);
 * image_sizes: (B, 2) float unpadded (h, w) of each clip.
 
 It must return a non-empty list of (B, n, MODEL.EVAD.NUM_ACTION_CLASSES) action logits, the final
-ones last (earlier entries are deeply supervised with MODEL.EVAD.LOSS.DEEP_SUPERVISION).
+ones last (earlier entries are deeply supervised with MODEL.EVAD.LOSS.DEEP_SUPERVISION). The
+built-in heads pool one feature per actor with a ``modeling.poolers.ROIPooler3D``.
 """
 
 # MODEL.EVAD.ACTION_HEAD's names for the built-in heads (those of the paper's Table 1a).

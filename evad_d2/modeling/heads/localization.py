@@ -34,7 +34,8 @@ The head named by ``MODEL.EVAD.LOC.NAME`` is built with ``obj(cfg, input_shape)`
 ``input_shape`` is the backbone's ``output_shape()`` (Dict[str, ShapeSpec], e.g. p2..p6), and is
 called as ``head(features, image_sizes)`` with
 
-* features: the backbone's maps by name, each (B, C, H_l, W_l) (keyframe features);
+* features: the backbone's maps by name, each (B, C, H_l, W_l) (keyframe features;
+  ``BackboneOutput.features``, see ``modeling/backbone/contract.py``);
 * image_sizes: (B, 2) float unpadded (h, w) of each clip.
 
 It must return ``(outputs, proposal_features)``: ``outputs`` a non-empty list with one dict per
