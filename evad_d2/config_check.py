@@ -12,7 +12,7 @@ from numbers import Integral, Real
 from typing import Optional
 
 from .evaluation.ava import PROTOCOLS as AVA_PROTOCOLS
-from .evaluation.ucf_jhmdb import PROTOCOLS as UCF_JHMDB_PROTOCOLS
+from .evaluation.ucf_jhmdb.protocols import PROTOCOLS as UCF_JHMDB_PROTOCOLS
 from .modeling.heads import ACTION_HEAD_REGISTRY, ACTION_HEAD_SHORT_NAMES, LOCALIZATION_HEAD_REGISTRY
 
 __all__ = [

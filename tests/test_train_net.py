@@ -1,4 +1,4 @@
-"""train_net end to end on the CPU: real iterations, exact resume, and --eval-only."""
+"""train_net (evad_d2.engine.trainer) end to end on the CPU: real iterations, exact resume, and --eval-only."""
 import json
 import logging
 import math
@@ -11,21 +11,21 @@ import torch
 from detectron2.engine import HookBase, default_argument_parser
 from detectron2.utils.events import EventStorage
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-import train_net
 from evad_d2 import get_evad_cfg
 from evad_d2.data import register_ava
+from evad_d2.data.synthetic import GeneratorSettings, generate
+from evad_d2.engine import trainer as trainer_module
+from evad_d2.engine.trainer import EVADTrainer, cpu_threads_for, setup, train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 
 def generate_dataset(root, prefix, num_val_videos=2):
     """A small generated AVA-like dataset in ``root``, registered as ``{prefix}_train/val``."""
-    subprocess.run(
-        [sys.executable, os.path.join(ROOT, "datasets", "generate_ava_like.py"), "--out", str(root), "--seed", "3",
-         "--num-train-videos", "3", "--num-val-videos", str(num_val_videos), "--duration", "5", "--quiet"],
-        check=True,
-    )
+    settings = GeneratorSettings(seed=3, num_train_videos=3, num_val_videos=num_val_videos, duration=5)
+    generate(str(root), settings, log=lambda *a: None)
     return register_dataset(root, prefix)
 
 
@@ -68,9 +68,9 @@ def make_args(dataset, out_dir, *extra, eval_only=False, resume=False):
 
 
 def run_training(args, stop_after=None):
-    """Train like train_net.main and return (trainer, {iteration: total_loss})."""
-    cfg = train_net.setup(args)
-    trainer = train_net.Trainer(cfg)
+    """Train like train_and_evaluate and return (trainer, {iteration: total_loss})."""
+    cfg = setup(args)
+    trainer = EVADTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     if stop_after is not None:
 
@@ -104,7 +104,7 @@ def test_training_runs_and_writes_checkpoints_and_metrics(dataset, tmp_path):
 
 def test_evad_d2_log_lines_and_the_resolved_config_land_in_the_output_dir(dataset, tmp_path):
     args = make_args(dataset, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.STEP_EPOCHS", "(1,)", "SOLVER.WARMUP_EPOCHS", "0.5")
-    trainer = train_net.Trainer(train_net.setup(args))
+    trainer = EVADTrainer(setup(args))
     n = len(trainer._train_dataset)
     per_epoch = math.ceil(n / 2)
     log = (tmp_path / "log.txt").read_text()
@@ -152,14 +152,14 @@ def test_eval_only_reproduces_end_of_training_metrics(dataset, tmp_path):
     end_of_training = trainer._last_eval_results
     args = make_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), eval_only=True)
     with EventStorage():
-        results = train_net.main(args)
+        results = train_and_evaluate(args)
     assert results["ava"]["frame_mAP@0.5"] == pytest.approx(end_of_training["ava"]["frame_mAP@0.5"], abs=1e-9)
     assert os.path.exists(tmp_path / "eval" / "inference" / dataset["val"] / "ava_detections.csv")
 
 
 def test_epoch_schedule_comes_from_the_sampled_training_list(dataset, tmp_path):
     args = make_args(dataset, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.STEP_EPOCHS", "(1,)", "SOLVER.WARMUP_EPOCHS", "0.5")
-    trainer = train_net.Trainer(train_net.setup(args))
+    trainer = EVADTrainer(setup(args))
     per_epoch = math.ceil(len(trainer._train_dataset) / 2)  # IMS_PER_BATCH 2
     assert trainer.max_iter == trainer.cfg.SOLVER.MAX_ITER == 2 * per_epoch
     assert trainer.cfg.SOLVER.STEPS == (per_epoch,) and trainer.cfg.SOLVER.WARMUP_ITERS == round(0.5 * per_epoch)
@@ -168,22 +168,40 @@ def test_epoch_schedule_comes_from_the_sampled_training_list(dataset, tmp_path):
 def test_cpu_threads_are_each_process_share_of_the_cores(monkeypatch):
     cfg = get_evad_cfg(TINY, ["DATALOADER.NUM_WORKERS", "1"])
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert train_net.cpu_threads_for(cfg) == 15  # one process: the cores its worker leaves
-    monkeypatch.setattr(train_net.comm, "get_local_size", lambda: 4)
-    assert train_net.cpu_threads_for(cfg) == 3  # 4 processes: 16 / 4 cores each, less 1 worker
+    assert cpu_threads_for(cfg) == 15  # one process: the cores its worker leaves
+    monkeypatch.setattr(trainer_module.comm, "get_local_size", lambda: 4)
+    assert cpu_threads_for(cfg) == 3  # 4 processes: 16 / 4 cores each, less 1 worker
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert train_net.cpu_threads_for(cfg) == 1  # at least one
+    assert cpu_threads_for(cfg) == 1  # at least one
 
 
 def test_amp_on_the_cpu_is_refused_before_anything_loads(tmp_path):
     args = make_args({"train": "no_such_dataset", "val": "no_such_dataset"}, tmp_path, "SOLVER.AMP.ENABLED", "True")
     # The dataset is not even registered: the AMP check comes first.
     with pytest.raises(ValueError, match="SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is 'cpu'"):
-        train_net.Trainer(train_net.setup(args))
+        EVADTrainer(setup(args))
 
 
 @pytest.mark.parametrize("protocol", ["pyslowfast", "activitynet"])
 def test_trainer_builds_the_ava_evaluator_with_the_configured_protocol(dataset, protocol):
     cfg = get_evad_cfg(TINY, ["TEST.AVA_PROTOCOL", protocol])
-    evaluator = train_net.Trainer.build_evaluator(cfg, dataset["val"], output_folder=None)
+    evaluator = EVADTrainer.build_evaluator(cfg, dataset["val"], output_folder=None)
     assert evaluator.protocol == protocol
+
+
+@pytest.mark.slow
+def test_train_net_command_line_trains_and_evaluates(tmp_path):
+    # The builtin ava_like_* names read $EVAD_DATASETS/generated/ava_like.
+    root = tmp_path / "datasets" / "generated" / "ava_like"
+    generate(str(root), GeneratorSettings(seed=3, num_train_videos=2, num_val_videos=1, duration=5), log=lambda *a: None)
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "train_net.py", "--config-file", TINY, "DATASETS.TRAIN", "('ava_like_train',)",
+         "DATASETS.TEST", "('ava_like_val',)", "SOLVER.MAX_EPOCHS", "0", "SOLVER.MAX_ITER", "1", "SOLVER.STEPS", "()",
+         "SOLVER.WARMUP_ITERS", "0", "SOLVER.IMS_PER_BATCH", "1", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)],
+        cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "EVAD_DATASETS": str(tmp_path / "datasets"), "OMP_NUM_THREADS": "1"},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "model_final.pth").is_file()
+    assert "frame-mAP@0.5" in (out / "log.txt").read_text()

@@ -23,8 +23,9 @@ from detectron2.utils.events import EventStorage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.data.formats.ucf_jhmdb_gt import small_gt, write_gt
-from tests.test_train_net import generate_dataset, make_args, register_dataset, train_net
+from tests.test_train_net import generate_dataset, make_args, register_dataset
 
+from evad_d2.engine.trainer import EVADTrainer, train_and_evaluate
 from evad_d2.evaluation import UCFJHMDBEvaluator
 from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle
 
@@ -37,33 +38,28 @@ def _two_process_session(data_root, out):
     names = register_dataset(data_root, PREFIX)
     straight, split = os.path.join(out, "straight"), os.path.join(out, "split")
     info = {"ddp": []}
-    trainer_cls = train_net.Trainer
 
-    class Recording(trainer_cls):
+    class Recording(EVADTrainer):
         def __init__(self, cfg):
             super().__init__(cfg)
             model = self._trainer.model
             info["ddp"].append((type(model).__name__, getattr(model, "device_ids", "absent")))
 
-    train_net.Trainer = Recording
-    try:
-        train_net.main(make_args(names, straight))
-        if comm.is_main_process():
-            # An interruption right after the iteration-2 checkpoint: the run's state at that point.
-            os.makedirs(split)
-            shutil.copy(os.path.join(straight, "model_0000002.pth"), split)
-            with open(os.path.join(split, "last_checkpoint"), "w") as f:
-                f.write("model_0000002.pth")
-        comm.synchronize()
-        train_net.main(make_args(names, split, resume=True))
-        # Without deep supervision the early stages' heads get no gradient: DDP must allow that.
-        train_net.main(make_args(names, os.path.join(out, "no_deep_supervision"), "MODEL.EVAD.LOSS.DEEP_SUPERVISION", "False",
-                                 "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0"))
-    finally:
-        train_net.Trainer = trainer_cls
+    train_and_evaluate(make_args(names, straight), Recording)
+    if comm.is_main_process():
+        # An interruption right after the iteration-2 checkpoint: the run's state at that point.
+        os.makedirs(split)
+        shutil.copy(os.path.join(straight, "model_0000002.pth"), split)
+        with open(os.path.join(split, "last_checkpoint"), "w") as f:
+            f.write("model_0000002.pth")
+    comm.synchronize()
+    train_and_evaluate(make_args(names, split, resume=True), Recording)
+    # Without deep supervision the early stages' heads get no gradient: DDP must allow that.
+    train_and_evaluate(make_args(names, os.path.join(out, "no_deep_supervision"), "MODEL.EVAD.LOSS.DEEP_SUPERVISION", "False",
+                                 "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0"), Recording)
     final = os.path.join(straight, "model_final.pth")
     with EventStorage():
-        train_net.main(make_args(names, os.path.join(out, "eval2"), "MODEL.WEIGHTS", final, eval_only=True))
+        train_and_evaluate(make_args(names, os.path.join(out, "eval2"), "MODEL.WEIGHTS", final, eval_only=True))
     with open(os.path.join(out, f"ddp_rank{comm.get_rank()}.json"), "w") as f:
         json.dump(info, f)
     _ucf_evaluation(os.path.join(data_root, "ucf_gt.pkl"), os.path.join(out, "ucf2"))
@@ -170,7 +166,7 @@ def test_two_process_eval_only_equals_one_process(runs, tmp_path):
     final = os.path.join(out, "straight", "model_final.pth")
     args = make_args(names, tmp_path, "MODEL.WEIGHTS", final, eval_only=True)
     with EventStorage():
-        one = train_net.main(args)
+        one = train_and_evaluate(args)
     two_folder = os.path.join(out, "eval2")
     metrics = _metrics(str(tmp_path), names["val"])
     assert _metrics(two_folder, names["val"]) == metrics
