@@ -5,14 +5,14 @@ allowed range for the first value that cannot work (a sampling rate of 0 samples
 keyframe, a negative one a reversed clip; 0 action classes predicts nothing, ...). It is called by
 ``get_evad_cfg`` (so by ``train_net.py`` and every tool); code that builds a config by hand
 (``add_evad_config`` + merges) should call it before building a model. The check that depends on
-the number of processes, :func:`check_batch_split`, is called by ``train_net.setup``.
+the number of processes, :func:`check_batch_split`, is called by ``evad_d2.engine.trainer.setup``.
 """
 import math
 from numbers import Integral, Real
 from typing import Optional
 
 from .evaluation.ava import PROTOCOLS as AVA_PROTOCOLS
-from .evaluation.ucf_jhmdb.protocols import PROTOCOLS as UCF_JHMDB_PROTOCOLS
+from .evaluation.ucf_jhmdb import PROTOCOLS as UCF_JHMDB_PROTOCOLS
 from .modeling.heads import ACTION_HEAD_REGISTRY, ACTION_HEAD_SHORT_NAMES, LOCALIZATION_HEAD_REGISTRY
 
 __all__ = [
