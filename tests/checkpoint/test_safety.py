@@ -11,7 +11,6 @@
 """
 import contextlib
 import errno
-import importlib.util
 import json
 import logging
 import os
@@ -54,11 +53,11 @@ def write_crafted(path, marker):
     return str(path)
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_tool(name, argv):
+    """``python tools/NAME.py ARGV`` from the repository root: (exit code, stderr)."""
+    res = subprocess.run([sys.executable, os.path.join("tools", f"{name}.py"), *argv], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return res.returncode, res.stderr
 
 
 @contextlib.contextmanager
@@ -187,7 +186,8 @@ def test_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, ext):
     assert not marker.exists()
 
 
-def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path, capsys):
+@pytest.mark.slow
+def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path):
     marker = tmp_path / "MARKER"
     path = write_crafted(tmp_path / "crafted.pkl", marker)
     # tools/demo.py builds its model through EVADPredictor.
@@ -196,15 +196,16 @@ def test_crafted_pickle_is_refused_by_the_predictor_and_the_tools(tmp_path, caps
     video = tmp_path / "v.mp4"
     write_video(video, [np.full((64, 96, 3), 90, np.uint8)] * 20)
     demo_argv = ["--config-file", TINY, "--input", str(video), "--output", str(tmp_path / "out.mp4"), "--no-progress"]
-    assert load_tool("demo").main(demo_argv + ["MODEL.WEIGHTS", path]) == 2
-    assert "demo.py: error: MODEL.WEIGHTS:" in capsys.readouterr().err
-    export = load_tool("export_model")
-    assert export.main(["--config-file", TINY, "--output", str(tmp_path / "exported"), "MODEL.WEIGHTS", path]) == 2
-    assert "refused to load" in capsys.readouterr().err
-    vis = load_tool("visualize_pruning")
+    rc, err = run_tool("demo", demo_argv + ["MODEL.WEIGHTS", path])
+    assert rc == 2
+    assert "demo.py: error: MODEL.WEIGHTS:" in err
+    rc, err = run_tool("export_model", ["--config-file", TINY, "--output", str(tmp_path / "exported"), "MODEL.WEIGHTS", path])
+    assert rc == 2
+    assert "refused to load" in err
     argv = ["--config-file", TINY, "--input", str(video), "--output-dir", str(tmp_path / "vis"), "MODEL.WEIGHTS", path]
-    assert vis.main(argv) == 2
-    assert "refused to load" in capsys.readouterr().err
+    rc, err = run_tool("visualize_pruning", argv)
+    assert rc == 2
+    assert "refused to load" in err
     assert not marker.exists() and not (tmp_path / "exported" / "model.ts").exists()
 
 
