@@ -168,12 +168,15 @@ class AvaSource:
 
     @property
     def last_column(self) -> str:
+        """The 8th column, as errors name it."""
         return "score" if self.policy.with_scores else "person id"
 
     def error(self, line: Optional[int], message: str) -> AvaFormatError:
+        """An :class:`AvaFormatError` naming this file and ``line``."""
         return AvaFormatError(self.path, None if line is None else int(line), message)
 
     def columns_error(self, line: int, got: int) -> AvaFormatError:
+        """The error for a row of ``got`` columns, naming the columns the policy expects."""
         last = "score" if self.policy.with_scores else "person_id"
         if self.policy.score_required:
             return self.error(line, f"expected 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id, {last}), got {got}")
