@@ -167,3 +167,33 @@ def test_reader_lists_every_frame_of_the_file(tmp_path):
     path.write_text("v,0902,0.1,0.1,0.5,0.5,1,0\nw,95.5\n")
     with pytest.raises(AvaFormatError, match=r"gt.csv:2: timestamp 95.5 must be a non-negative whole second"):
         read_ava_csv(str(path), with_scores=False)
+
+
+@pytest.mark.parametrize("with_scores", [True, False])
+def test_fast_and_exact_paths_read_the_same_rows(tmp_path, monkeypatch, with_scores):
+    """pyarrow's path on a clean file equals the exact reader, which a blank line in the middle selects."""
+    rng = np.random.default_rng(8)
+    layouts = ["%.3f", "%.6f", "%r", "%g", "%.1f"]
+    lines = []
+    for i in range(500):
+        x1, y1 = rng.random(2) / 2
+        lay = layouts[i % len(layouts)]
+        fields = [f"vid{int(rng.integers(0, 7))}", "%04d" % rng.integers(0, 2000)]
+        fields += [lay % c for c in (x1, y1, x1 + rng.random() / 2, y1 + rng.random() / 2)]
+        fields += [str(int(rng.integers(1, 81))), "%r" % rng.random() if with_scores else str(int(rng.integers(0, 9)))]
+        lines.append(",".join(fields))
+    clean, mixed = tmp_path / "clean.csv", tmp_path / "mixed.csv"
+    clean.write_text("\n".join(lines) + "\n")
+    mixed.write_text("\n".join(lines[:250] + [""] + lines[250:]) + "\n")
+    paths = []
+    real = ava_reader._read_fast
+    monkeypatch.setattr(ava_reader, "_read_fast", lambda data, *a: paths.append(real(data, *a) is not None) or real(data, *a))
+    kw = dict(with_scores=with_scores, class_whitelist=range(1, 41))
+    fast, exact = ava_reader.read_ava_csv(str(clean), **kw), ava_reader.read_ava_csv(str(mixed), **kw)
+    assert paths == [True, False]
+    assert fast.video_names == exact.video_names
+    for name in ("video", "timestamp", "boxes", "labels", "scores", "frames"):
+        assert np.array_equal(getattr(fast, name), getattr(exact, name)), name
+    assert np.array_equal(fast.lines + (fast.lines > 250), exact.lines)
+    rows = _brute_force_read(clean.read_text(), with_scores)
+    _assert_rows_equal(fast, [r for r in rows if 1 <= r[3] <= 40])
