@@ -5,7 +5,8 @@
 * :mod:`.frame_folder`: the same frames from a folder of extracted images;
 * :mod:`.sampler`: which frames form a clip, by timeline index (training) or by time on a decoded
   stream (the demo), and the keyframe-position rule (:func:`resolve_keyframe_index`);
-* :mod:`.writer`: an H.264 mp4 that keeps each frame's time.
+* :mod:`.writer`: a video (mp4, webm, GIF, MPEG-TS or a network re-stream, by name) that keeps
+  each frame's time.
 """
 from .frame_folder import count_frames_in_folder, read_frame_folder
 from .reader import (
@@ -30,23 +31,27 @@ from .sampler import (
     read_clip_at,
     resolve_keyframe_index,
 )
-from .writer import Mp4Writer
+from .writer import Mp4Writer, OutputFormat, VideoWriteError, VideoWriter, output_format
 
 __all__ = [
     "Clip",
     "KeyframeBatcher",
     "KeyframeClipSampler",
     "Mp4Writer",
+    "OutputFormat",
     "TIMELINE_RATE",
     "VideoFrame",
     "VideoInfo",
     "VideoReadError",
     "VideoScan",
+    "VideoWriteError",
+    "VideoWriter",
     "clip_frame_indices",
     "count_frames_in_folder",
     "iter_video_frames",
     "keyframe_frame_index",
     "keyframe_sampler",
+    "output_format",
     "probe_video",
     "read_clip_at",
     "read_frame_folder",
