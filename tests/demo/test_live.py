@@ -1,0 +1,175 @@
+"""Live mode (evad_d2.demo.live): the ring, the newest window, pacing, and bounded latency with a
+model made artificially slow."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from evad_d2.demo.live import FrameRing, LiveDemo, LiveFrame, PacedSource, newest_window, window_frames
+
+
+class ListSource:
+    """A frame source over ``n`` generated 8x8 frames at ``fps``: frame i is filled with i % 256
+    (so a predictor can tell which frames it got); decodes as fast as it is read."""
+
+    def __init__(self, n, fps, name="list", fail_at=None):
+        self.n, self.frame_rate, self.name, self.fail_at = n, fps, name, fail_at
+        self.closed = False
+
+    def __iter__(self):
+        for i in range(self.n):
+            if self.closed:
+                return
+            if i == self.fail_at:
+                raise OSError(f"{self.name}: connection reset at frame {i}")
+            yield np.full((8, 8, 3), i % 256, np.uint8), i / self.frame_rate, time.time()
+
+    def close(self):
+        self.closed = True
+
+
+class SlowPredictor:
+    """The predictor interface LiveDemo uses, taking ``delay`` seconds per clip; one actor per clip
+    whose person score is the index (pixel value) of the clip's last frame."""
+
+    num_frames, keyframe_index, sampling_rate, frame_rate = 4, 2, 1, 50.0
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.calls = 0
+
+    def predict_batch(self, clips):
+        self.calls += 1
+        time.sleep(self.delay)
+        return [[{"box": [0.0, 0.0, 4.0, 4.0], "person_score": float(c[-1, 0, 0, 0])}] for c in clips]
+
+
+def frames_at(times):
+    return [LiveFrame(i, t, 0.0, np.zeros((2, 2, 3), np.uint8)) for i, t in enumerate(times)]
+
+
+def test_newest_window_ends_at_the_newest_frame():
+    frames = frames_at([i / 10 for i in range(11)])  # 0.0 .. 1.0 s at 10 fps
+    # T=4, keyframe 2, step 0.2 s: t_key = 1.0 - 1 * 0.2 = 0.8, samples 0.4, 0.6, 0.8, 1.0.
+    keyframe, clip = newest_window(frames, 4, 2, 0.2, tolerance=0.05)
+    assert [f.index for f in clip] == [4, 6, 8, 10]
+    assert keyframe.index == 8
+    # The held frames start at 0.5 s, after the first sample (0.4 s): not complete yet ...
+    assert newest_window(frames[5:], 4, 2, 0.2, tolerance=0.05) is None
+    # ... unless the ring is full: then the oldest frame is repeated.
+    _, clip = newest_window(frames[5:], 4, 2, 0.2, tolerance=0.05, full=True)
+    assert [f.index for f in clip] == [5, 6, 8, 10]
+    assert newest_window([], 4, 2, 0.2, tolerance=0.05) is None
+
+
+def test_window_frames():
+    # 3 steps of 0.02 s at 50 fps: 3 frame intervals, 4 frames.
+    assert window_frames(4, 0.02, 50) == 4
+    # 7 steps of 1/15 s at 25 fps: 11.67 intervals -> 12, 13 frames.
+    assert window_frames(8, 2 / 30, 25) == 13
+
+
+def test_frame_ring_keeps_only_the_newest_frames():
+    ring = FrameRing(8)
+    for f in frames_at([i / 30 for i in range(100)]):
+        ring.push(f)
+    assert [f.index for f in ring.snapshot()] == list(range(92, 100))
+    assert (ring.num_pushed, ring.max_held, ring.capacity) == (100, 8, 8)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        FrameRing(1)
+
+
+def test_paced_source_hands_frames_out_at_their_pts():
+    now = [100.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(round(s, 6))
+        now[0] += s
+
+    source = ListSource(3, fps=2.0)  # pts 0, 0.5, 1.0
+    paced = PacedSource(source, clock=lambda: now[0], sleep=sleep, wall_clock=lambda: now[0])
+    out = [(pts, captured) for _, pts, captured in paced]
+    assert slept == [0.5, 0.5]
+    assert out == [(0.0, 100.0), (0.5, 100.5), (1.0, 101.0)]
+    assert (paced.name, paced.frame_rate, paced.live) == ("list", 2.0, True)
+    paced.close()
+    assert source.closed
+
+
+def run_slow(seconds, delay=0.3, buffer_frames=12):
+    """A ``seconds`` long 50 fps stream played in real time through a model taking ``delay`` s;
+    keyframe slots every 0.05 s. Returns (summary, keyframe records, shown frames' indices)."""
+    predictor = SlowPredictor(delay)
+    demo = LiveDemo(predictor, keyframe_interval=0.05, buffer_frames=buffer_frames)
+    records, shown = [], []
+    summary = demo.run(
+        PacedSource(ListSource(int(seconds * 50), 50.0)),
+        on_frame=lambda image, pts, actors: shown.append(int(image[0, 0, 0])),
+        on_keyframe=lambda record, actors: records.append((record, actors)),
+        poll_s=0.05,
+    )
+    return summary, records, shown
+
+
+def test_slow_model_latency_stays_bounded_and_drops_are_counted():
+    summary, records, shown = run_slow(2.0)
+    n = 100
+    # Every frame is either shown (in order, once) or counted as dropped.
+    assert shown == sorted(set(shown))
+    assert summary["frames_decoded"] == n
+    assert summary["frames_shown"] + summary["frames_dropped"] == n == len(shown) + summary["frames_dropped"]
+    # The model (0.3 s) is far slower than the keyframe slots (0.05 s): most slots are dropped.
+    assert summary["processed_keyframes"] == len(records) >= 2
+    assert summary["dropped_keyframes"] == sum(r["keyframes_dropped"] for r, _ in records) > summary["processed_keyframes"]
+    # Slots run from the first processed keyframe (slot 0) to the last one, each processed or dropped.
+    first, last = records[0][0]["time"], records[-1][0]["time"]
+    slots = int(np.floor((last - first + 0.01) / 0.05)) + 1
+    assert summary["processed_keyframes"] + summary["dropped_keyframes"] == slots
+    # Frames the ring overwrote while the model ran (15 arrive per 0.3 s, 12 are held) are counted.
+    assert summary["frames_dropped"] >= sum(r["frames_dropped"] for r, _ in records) > 0
+    # Latency: the newest window waits for at most one model run, then takes one: about 2 x 0.3 s,
+    # never the seconds a queue of 2 s of keyframes would build up (far less than 1 s here).
+    assert all(r["model_ms"] >= 300 for r, _ in records)
+    assert summary["latency_max_ms"] < 1000
+    assert summary["latency_median_ms"] <= summary["latency_p95_ms"] <= summary["latency_max_ms"]
+    # Each keyframe's actors came from its own window: the clip's last frame is the newest frame.
+    for record, actors in records:
+        assert actors[0]["person_score"] == pytest.approx(record["frame_index"] + 1)
+
+
+def test_memory_is_bounded_whatever_the_stream_length():
+    short, _, _ = run_slow(0.6)
+    long, _, _ = run_slow(2.4)
+    assert short["buffer_capacity"] == long["buffer_capacity"] == 12
+    assert short["max_buffered"] <= 12 and long["max_buffered"] <= 12
+    assert long["frames_decoded"] == 4 * short["frames_decoded"] == 120
+
+
+def test_fast_model_processes_every_slot_and_shows_every_frame():
+    predictor = SlowPredictor(0.0)
+    shown = []
+    summary = LiveDemo(predictor, keyframe_interval=0.2).run(
+        PacedSource(ListSource(50, 50.0)), on_frame=lambda image, pts, actors: shown.append(pts), poll_s=0.05
+    )
+    assert shown == [i / 50 for i in range(50)]
+    assert summary["frames_dropped"] == summary["dropped_keyframes"] == 0
+    # Keyframes from 0.04 s (the first complete window: 3 steps of 0.02 s after frame 0 is 0.06 s,
+    # minus one step) every 0.2 s up to the last frame's window (0.96 s): 0.04, 0.24, ..., 0.84.
+    assert summary["processed_keyframes"] == 5
+    # Default ring: twice (one clip's 4 frames + one second of 50 frames).
+    assert summary["buffer_capacity"] == 108
+
+
+def test_source_error_is_raised_and_the_source_closed():
+    source = ListSource(100, 50.0, name="cam", fail_at=30)
+    with pytest.raises(OSError, match="cam: connection reset at frame 30"):
+        LiveDemo(SlowPredictor(0.0)).run(source, poll_s=0.05)
+    assert source.closed
+    assert not [t for t in threading.enumerate() if t.name.startswith("decode cam")]
+
+
+def test_invalid_interval():
+    with pytest.raises(ValueError, match="keyframe interval must be positive"):
+        LiveDemo(SlowPredictor(0.0), keyframe_interval=0)
