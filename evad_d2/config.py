@@ -92,6 +92,10 @@ def _add_backbone_config(_C) -> None:
     # How pruning blocks compute eq. 3: "auto" (log-sum-exp from the CPU flash kernel, else
     # block-wise recompute), "logsumexp", "recompute" or "explicit" (full attention map).
     _C.MODEL.EVAD.IMPORTANCE_IMPL = "auto"
+    # How pruning blocks rank the non-keyframe tokens: "attention" (the paper's eq. 3) or "random"
+    # (the random-dropping baseline: the same counts, every keyframe token kept, a uniformly random
+    # subset of the others; seeded anew at each evaluation, so an evaluation repeats exactly).
+    _C.MODEL.EVAD.PRUNING_SCORE = "attention"
     # 0-based blocks whose keyframe tokens feed the simple FPN (outputs of layers 3, 6, 9, 12).
     _C.MODEL.EVAD.FEATURE_LAYERS = [2, 5, 8, 11]
     # Resize factors applied to those keyframe maps (strides 4, 8, 16, 32 from stride 16).

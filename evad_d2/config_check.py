@@ -13,6 +13,7 @@ from typing import Optional
 
 from .evaluation.ava import PROTOCOLS as AVA_PROTOCOLS
 from .evaluation.ucf_jhmdb import PROTOCOLS as UCF_JHMDB_PROTOCOLS
+from .modeling.backbone.pruning import PRUNING_SCORES
 from .modeling.heads import ACTION_HEAD_REGISTRY, ACTION_HEAD_SHORT_NAMES, LOCALIZATION_HEAD_REGISTRY
 
 __all__ = [
@@ -220,6 +221,7 @@ def check_backbone_cfg(cfg) -> None:
     _items(f"{e}.KEEP_RATES", rates, lambda r: _is_real(r) and 0 < r <= 1, "a number in (0, 1]")
     _real(cfg, f"{e}.KEYFRAME_WEIGHT", 0, why="w_kf of eq. 3")
     _choice(cfg, f"{e}.IMPORTANCE_IMPL", IMPORTANCE_IMPLS)
+    _choice(cfg, f"{e}.PRUNING_SCORE", PRUNING_SCORES)
     layers = _seq(cfg, f"{e}.FEATURE_LAYERS")
     _items(f"{e}.FEATURE_LAYERS", layers, lambda i: _is_int(i) and 0 <= i < depth, f"a block index in [0, {e}.DEPTH - 1 = {depth - 1}]")
     scales = _seq(cfg, f"{e}.FEATURE_SCALES", length=len(layers), why=f"one per {e}.FEATURE_LAYERS entry")

@@ -1,5 +1,11 @@
 """Keyframe-centric token pruning (paper section 3.2, eq. 3) and the token-map restore (3.3).
 
+Two rules score the non-keyframe tokens a pruning layer ranks (``PRUNING_SCORES``): ``"attention"``,
+the paper's eq. 3 (the attention each token receives, keyframe queries weighted by w_kf), and
+``"random"``, the baseline of random dropping (:func:`random_scores`: uniform scores, so a uniformly
+random subset of the same size). Either way every keyframe token is kept and the same number of
+tokens survives.
+
 Token layout used throughout: the ``N1`` keyframe tokens come first (in raster order), followed by
 the non-keyframe tokens. ``index`` holds, for every token, its flat position in the
 ``(T', H', W')`` token grid, so pruned sequences can always be put back in place.
@@ -11,7 +17,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "PRUNING_SCORES",
     "num_kept_tokens",
+    "random_scores",
     "keyframe_first_order",
     "importance_from_attention",
     "importance_from_logsumexp",
@@ -19,6 +27,9 @@ __all__ = [
     "select_tokens",
     "restore_token_map",
 ]
+
+# How a pruning layer ranks the non-keyframe tokens (config key MODEL.EVAD.PRUNING_SCORE).
+PRUNING_SCORES = ("attention", "random")
 
 
 def num_kept_tokens(num_tokens: int, keep_rate: float) -> int:
@@ -122,6 +133,21 @@ def importance_by_recompute(q: Tensor, k: Tensor, num_keyframe: int, keyframe_we
         probs = torch.softmax(torch.matmul(q[:, :, start:stop], k.transpose(-2, -1)) * scale, dim=-1)
         total += torch.einsum("bhij,i->bj", probs[..., num_keyframe:], w[start:stop])
     return total / (n * h)
+
+
+def random_scores(batch: int, num_scores: int, *, device=None, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Scores of the random rule: i.i.d. uniform [0, 1), so the top ``k`` are a uniformly random
+    ``k``-subset (in random order) of the non-keyframe tokens.
+
+    Args:
+        batch: B.
+        num_scores: N - N1, the non-keyframe tokens.
+        generator: the random stream (None: torch's global one); on ``device``.
+
+    Returns:
+        (B, N - N1) float32 scores, for :func:`select_tokens`.
+    """
+    return torch.rand(batch, num_scores, device=device, generator=generator)
 
 
 def select_tokens(x: Tensor, index: Tensor, importance: Tensor, num_keyframe: int, num_keep: int) -> Tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ Parameter names follow VideoMAE (``patch_embed.proj``, ``blocks.{i}.attn.qkv``/`
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
 import torch.utils.checkpoint as cp
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 from ...data.video import resolve_keyframe_index
 from .attention import PruningAttention
 from .pos_embed import resize_pos_table, sinusoid_table
-from .pruning import keyframe_first_order, num_kept_tokens, select_tokens
+from .pruning import PRUNING_SCORES, keyframe_first_order, num_kept_tokens, random_scores, select_tokens
 
 __all__ = ["PruningBlock", "PruningVideoViT", "scaled_keep_rates", "validate_keep_rates", "vit_layer_id"]
 
@@ -67,18 +68,24 @@ class PruningBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
 
     def forward(
-        self, x: Tensor, index: Tensor, keep_rate: float, num_keyframe: int, keyframe_weight: float
+        self, x: Tensor, index: Tensor, keep_rate: float, num_keyframe: int, keyframe_weight: float,
+        scores: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
         """
         Args:
             x: (B, N, C) tokens, keyframe tokens first; index: (B, N) their grid positions.
+            scores: (B, N - N1) scores to rank the non-keyframe tokens by instead of eq. 3 (the
+                random rule); None: eq. 3 from this block's attention.
 
         Returns:
             (B, N', C) tokens and (B, N') positions, N' = ceil(keep_rate * N) when pruning.
         """
         prune = keep_rate < 1.0
-        out, importance = self.attn(self.norm1(x), num_keyframe if prune else None, keyframe_weight)
+        by_attention = prune and scores is None
+        out, importance = self.attn(self.norm1(x), num_keyframe if by_attention else None, keyframe_weight)
         x = x + self.drop_path(out)
+        if prune and not by_attention:
+            importance = scores
         if prune:
             x, index = select_tokens(x, index, importance, num_keyframe, num_kept_tokens(int(x.shape[1]), keep_rate))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
@@ -96,6 +103,12 @@ class PruningVideoViT(Backbone):
       block ``i`` (0-based; before the final norm), at stride 16;
     * ``"tokens"``: (B, M, C) surviving tokens after the final norm, keyframe tokens first;
     * ``"token_index"``: (B, M) their flat positions in the (T/2, H/16, W/16) grid.
+
+    With ``pruning_score="random"`` the pruning blocks keep the keyframe tokens and a uniformly
+    random subset of the others (as many as eq. 3 would keep). In training the draws come from
+    torch's global random stream; in eval from the ViT's own stream, seeded with ``random_seed``
+    anew whenever the ViT enters eval mode (``model.eval()``, as every detectron2 evaluation does
+    first): an evaluation repeats exactly, and consecutive clips still get different draws.
     """
 
     @configurable
@@ -120,6 +133,8 @@ class PruningVideoViT(Backbone):
         feature_layers: Sequence[int] = (2, 5, 8, 11),
         use_checkpoint: bool = False,
         importance_impl: str = "auto",
+        pruning_score: str = "attention",
+        random_seed: int = 0,
     ):
         """
         Args:
@@ -133,6 +148,9 @@ class PruningVideoViT(Backbone):
                 input sizes interpolate it.
             use_checkpoint: activation checkpointing of every block during training.
             importance_impl: how pruning blocks compute importance (see ``attention.IMPORTANCE_IMPLS``).
+            pruning_score: how pruning blocks rank the non-keyframe tokens, one of
+                ``pruning.PRUNING_SCORES``: ``"attention"`` (eq. 3) or ``"random"``.
+            random_seed: seed of the random rule's eval stream.
         """
         super().__init__()
         self.embed_dim = embed_dim
@@ -141,6 +159,8 @@ class PruningVideoViT(Backbone):
         self.keyframe_weight = float(keyframe_weight)
         self.keyframe_frame = keyframe_frame
         self.use_checkpoint = use_checkpoint
+        self.random_seed = int(random_seed)
+        self.set_pruning_score(pruning_score)
         self.set_keep_rates([1.0] * depth if keep_rates is None else keep_rates, depth)
         for i in feature_layers:
             if not 0 <= i < depth:
@@ -204,12 +224,36 @@ class PruningVideoViT(Backbone):
             "feature_layers": e.FEATURE_LAYERS,
             "use_checkpoint": e.USE_CHECKPOINT,
             "importance_impl": e.IMPORTANCE_IMPL,
+            "pruning_score": e.PRUNING_SCORE,
         }
 
     def set_keep_rates(self, keep_rates: Sequence[float], depth: Optional[int] = None) -> None:
         """Change the keep rates, e.g. at inference without retraining (paper Fig. 5)."""
         depth = len(self.blocks) if depth is None else depth
         self.keep_rates = validate_keep_rates(keep_rates, depth, key="keep_rates")
+
+    def set_pruning_score(self, pruning_score: str) -> None:
+        """Change how the pruning blocks rank the non-keyframe tokens (one of ``PRUNING_SCORES``);
+        restarts the random rule's eval stream."""
+        if pruning_score not in PRUNING_SCORES:
+            raise ValueError(f"pruning_score must be one of {PRUNING_SCORES}, got {pruning_score!r}")
+        self.pruning_score = pruning_score
+        self._eval_generator: Optional[torch.Generator] = None
+
+    def train(self, mode: bool = True):
+        """Also restarts the random rule's eval stream on entering eval mode (see the class doc)."""
+        if not mode:
+            self._eval_generator = None
+        return super().train(mode)
+
+    def _random_scores(self, batch: int, num_scores: int, device) -> Tensor:
+        """(B, num_scores) scores of the random rule: the global stream in training, else the eval stream."""
+        generator = None
+        if not self.training:
+            if self._eval_generator is None or self._eval_generator.device != device:
+                self._eval_generator = torch.Generator(device=device).manual_seed(self.random_seed)
+            generator = self._eval_generator
+        return random_scores(batch, num_scores, device=device, generator=generator)
 
     @property
     def size_divisibility(self) -> int:
@@ -269,7 +313,10 @@ class PruningVideoViT(Backbone):
 
         outputs = {}
         for i, blk in enumerate(self.blocks):
-            args = (x, index, self.keep_rates[i], n1, self.keyframe_weight)
+            scores = None
+            if self.pruning_score == "random" and self.keep_rates[i] < 1.0:
+                scores = self._random_scores(x.shape[0], x.shape[1] - n1, x.device)
+            args = (x, index, self.keep_rates[i], n1, self.keyframe_weight, scores)
             if self.use_checkpoint and self.training:
                 x, index = cp.checkpoint(blk, *args, use_reentrant=False)
             else:
