@@ -6,9 +6,11 @@ Layout under a dataset root (datasets/README.md has the details)::
     annotations/ava_action_list_v{version}.pbtxt               the model's classes (80 for AVA)
     annotations/ava_action_list_v{version}_for_activitynet_*.pbtxt   evaluated subset (60 for AVA)
     annotations/ava_{split}_excluded_timestamps_v{version}.csv optional
-    annotations/ava_{split}_predicted_boxes.csv                optional person proposals (score column)
+    annotations/ava_{split}_predicted_boxes.csv                optional person proposals (score column;
+                                                               PySlowFast's and mmaction2's files: .ava_layout)
     videos/<video_id>.<ext>                                    frame_source="video"
-    frames/<video_id>/<video_id>_000001.jpg                    frame_source="frames"
+    frames/<video_id>/<video_id>_000001.jpg                    frame_source="frames" (or mmaction2's
+                                                               rawframes/<video_id>/img_00001.jpg)
 
 One dataset dict per annotated keyframe (excluded timestamps dropped)::
 
@@ -22,7 +24,6 @@ One dataset dict per annotated keyframe (excluded timestamps dropped)::
     proposals       {"boxes": (K, 4) float32 abs XYXY, "scores": (K,)}, only with a proposal file
 """
 import functools
-import glob
 import logging
 import os
 from collections import OrderedDict
@@ -36,40 +37,25 @@ from PIL import Image
 from ..bad_samples import current_load_skips
 from ..formats.ava import AvaFormatError, iter_ava_rows, read_exclusions
 from ..formats.label_map import read_label_map
+from ..formats.proposals import read_proposals
 from ..video import VideoReadError, count_frames_in_folder, keyframe_frame_index, probe_video, timeline_frame_count
+from .ava_layout import (
+    ava_files,
+    detect_frame_pattern,
+    find_frame_folder,
+    index_video_files,
+    parse_frame_pattern,
+    resolve_frame_source,
+)
 from .metadata import fresh_metadata
 
-__all__ = ["ava_files", "load_ava_dataset", "register_ava"]
+__all__ = ["VideoTimeline", "ava_files", "index_video_files", "load_ava_dataset", "register_ava"]
 
 logger = logging.getLogger(__name__)
 
 AVA_FRAME_RATE = 30
 AVA_VIDEO_START_SEC = 900
-# The evaluated-subset label map is named after the ActivityNet challenge year of its release.
-_EVAL_LABEL_MAP_YEAR = {"2.1": 2018, "2.2": 2019}
 _GENERATOR_HINT = "python datasets/generate_ava_like.py --out {root}"
-
-
-def ava_files(root: str, split: str, version: str) -> Dict[str, Optional[str]]:
-    """Standard paths of a split's annotation files (they need not exist).
-
-    Returns:
-        dict with "groundtruth", "label_map", "eval_label_map", "exclusions", "proposals",
-        "frame_list". "eval_label_map" falls back to any ``..._for_activitynet_*.pbtxt``.
-    """
-    ann = os.path.join(root, "annotations")
-    eval_map = os.path.join(ann, f"ava_action_list_v{version}_for_activitynet_{_EVAL_LABEL_MAP_YEAR.get(version, 0)}.pbtxt")
-    if not os.path.isfile(eval_map):
-        found = sorted(glob.glob(os.path.join(ann, f"ava_action_list_v{version}_for_activitynet_*.pbtxt")))
-        eval_map = found[0] if found else eval_map
-    return {
-        "groundtruth": os.path.join(ann, f"ava_{split}_v{version}.csv"),
-        "label_map": os.path.join(ann, f"ava_action_list_v{version}.pbtxt"),
-        "eval_label_map": eval_map,
-        "exclusions": os.path.join(ann, f"ava_{split}_excluded_timestamps_v{version}.csv"),
-        "proposals": os.path.join(ann, f"ava_{split}_predicted_boxes.csv"),
-        "frame_list": os.path.join(root, "frame_lists", f"{split}.csv"),
-    }
 
 
 def _missing(path: str, root: str, what: str) -> FileNotFoundError:
@@ -79,39 +65,32 @@ def _missing(path: str, root: str, what: str) -> FileNotFoundError:
     )
 
 
-def resolve_frame_source(root: str, frame_source: str) -> str:
-    """``"video"`` or ``"frames"``; ``"auto"`` picks videos/ if present, else frames/."""
-    if frame_source in ("video", "frames"):
-        return frame_source
-    if frame_source != "auto":
-        raise ValueError(f"frame_source must be 'video', 'frames' or 'auto', got {frame_source!r}")
-    if os.path.isdir(os.path.join(root, "videos")):
-        return "video"
-    if os.path.isdir(os.path.join(root, "frames")):
-        return "frames"
-    raise _missing(os.path.join(root, "videos"), root, "neither videos/ nor frames/ folder:")
+class VideoTimeline:
+    """Size and frame count of one video on the 30 fps timeline (``video_id -> dict``).
 
+    Args:
+        source: "video" or "frames".
+        root: the dataset root (videos are ``root/videos/<video_id>.<ext>``).
+        frame_rate: the timeline's rate (30 for AVA).
+        frames_dir: the folder of per-video frame folders (default ``root/frames``, else
+            ``root/rawframes``: see :func:`.ava_layout.find_frame_folder`).
+        frame_pattern: the frame file pattern (:func:`.ava_layout.parse_frame_pattern`); None:
+            AVA's ``<vid>_000001.jpg`` or mmaction2's ``img_00001.jpg``, found per video.
+    """
 
-def index_video_files(video_dir: str) -> Dict[str, str]:
-    """Map each video id (file name without extension) in ``video_dir`` to its path."""
-    if not os.path.isdir(video_dir):
-        return {}
-    index = {}
-    for name in sorted(os.listdir(video_dir)):
-        stem, ext = os.path.splitext(name)
-        # An .mp4 wins over other containers of the same id (e.g. a partial .webm download).
-        if ext and (stem not in index or ext == ".mp4"):
-            index[stem] = os.path.join(video_dir, name)
-    return index
-
-
-class _VideoTimeline:
-    """Size and frame count of one video on the 30 fps timeline, read once per video."""
-
-    def __init__(self, source, root, video_index, frame_rate):
-        self.source, self.root, self.video_index, self.frame_rate = source, root, video_index, frame_rate
+    def __init__(self, source: str, root: str, frame_rate: int = AVA_FRAME_RATE, *,
+                 frames_dir: Optional[str] = None, frame_pattern: Optional[str] = None):
+        self.source, self.root, self.frame_rate = source, root, frame_rate
+        self.video_index = index_video_files(os.path.join(root, "videos")) if source == "video" else {}
+        self.frames_dir = find_frame_folder(root) if frames_dir is None else frames_dir
+        self.frame_pattern = frame_pattern
 
     def __call__(self, video_id: str) -> dict:
+        """``{"video_path" | "frame_dir" + "frame_pattern", "height", "width", "num_frames"}``.
+
+        Raises:
+            VideoReadError: a missing or unreadable video, frame folder or first frame.
+        """
         if self.source == "video":
             path = self.video_index.get(video_id)
             if path is None:
@@ -119,8 +98,8 @@ class _VideoTimeline:
             info = probe_video(path)
             n = timeline_frame_count(info, self.frame_rate)
             return {"video_path": path, "height": info.height, "width": info.width, "num_frames": n}
-        frame_dir = os.path.join(self.root, "frames", video_id)
-        pattern = video_id + "_{:06d}.jpg"
+        frame_dir = os.path.join(self.frames_dir, video_id)
+        pattern = detect_frame_pattern(frame_dir, video_id, self.frame_pattern)
         n = count_frames_in_folder(frame_dir, pattern)
         first = os.path.join(frame_dir, pattern.format(1))
         try:
@@ -138,6 +117,8 @@ def load_ava_dataset(
     frame_source: str = "auto",
     *,
     proposal_file: Optional[str] = None,
+    frame_folder: Optional[str] = None,
+    frame_pattern: Optional[str] = None,
     frame_rate: int = AVA_FRAME_RATE,
     video_start_sec: float = AVA_VIDEO_START_SEC,
     skip_bad_videos: Optional[bool] = None,
@@ -145,12 +126,19 @@ def load_ava_dataset(
     """Read one AVA split into dataset dicts (see the module docstring for their fields).
 
     Args:
-        root: dataset root (AVA layout).
+        root: dataset root (AVA layout; PySlowFast's and mmaction2's both read, see
+            :mod:`.ava_layout`).
         split: "train" or "val".
         version: "2.1" or "2.2" (selects the file names).
-        frame_source: "video", "frames" or "auto".
-        proposal_file: person-box CSV to attach as "proposals"; defaults to
-            ``annotations/ava_{split}_predicted_boxes.csv`` when that exists.
+        frame_source: "video", "frames" or "auto" (videos/ if present, else frame folders).
+        proposal_file: person boxes to attach as "proposals": a CSV or mmaction2's ``.pkl``
+            (:func:`evad_d2.data.formats.proposals.read_proposals`); defaults to the first
+            existing of ``annotations/ava_{split}_predicted_boxes.csv``,
+            ``annotations/person_box_67091280_iou90/ava_detection_{split}_boxes_and_labels*.csv``,
+            ``annotations/ava_dense_proposals_{split}.FAIR.recall_*.pkl``.
+        frame_folder: the frames folder under ``root`` (default ``frames``, else ``rawframes``).
+        frame_pattern: frame file names, e.g. ``"img_%05d.jpg"`` or ``"{video_id}_{:06d}.jpg"``
+            (1-based numbers); default: AVA's or mmaction2's, whichever each folder has.
         frame_rate, video_start_sec: the timeline: timestamp t is frame (t - start) * rate. AVA's
             15-minute cut clips start at second 900; use 0 for uncut movies.
         skip_bad_videos: drop, log and count the keyframes of videos that are missing or do not
@@ -161,9 +149,10 @@ def load_ava_dataset(
 
     Raises:
         FileNotFoundError: missing annotation files (with how to get them).
-        AvaFormatError: malformed CSV/label map rows, an annotation CSV without rows, or a
-            timestamp outside its video (file:line).
+        AvaFormatError: malformed CSV/label map rows or proposals, an annotation CSV without rows,
+            or a timestamp outside its video (file:line).
         VideoReadError: a missing or unreadable video/frame folder (naming the file and the CSV line).
+        ValueError: a bad ``frame_pattern``.
         RuntimeError: skipping, and every keyframe was bad.
     """
     load_skips = current_load_skips()
@@ -171,27 +160,19 @@ def load_ava_dataset(
         skip_bad_videos = load_skips is not None
     files = _existing_annotation_files(root, split, version)
     source = resolve_frame_source(root, frame_source)
+    if frame_pattern is not None:
+        parse_frame_pattern(frame_pattern)
     label_map = read_label_map(files["label_map"])
     excluded = read_exclusions(files["exclusions"]) if os.path.isfile(files["exclusions"]) else set()
     gt_path = files["groundtruth"]
     keyframes = _ground_truth_keyframes(gt_path, label_map)
-    n_excluded = sum(1 for k in keyframes if k in excluded)
     if proposal_file is None and os.path.isfile(files["proposals"]):
         proposal_file = files["proposals"]
-    proposals = None if proposal_file is None else _rows_by_keyframe(iter_ava_rows(proposal_file, policy="proposals"))
-
-    timeline = _VideoTimeline(source, root, index_video_files(os.path.join(root, "videos")), frame_rate)
+    proposals = None if proposal_file is None else read_proposals(proposal_file)
+    frames_dir = None if frame_folder is None else os.path.join(root, frame_folder)
+    timeline = VideoTimeline(source, root, frame_rate, frames_dir=frames_dir, frame_pattern=frame_pattern)
     reader = _KeyframeReader(gt_path, timeline, frame_rate, video_start_sec, skip_bad_videos)
-    dicts = []
-    for (video_id, ts), rows in keyframes.items():
-        if (video_id, ts) in excluded:
-            continue
-        record = reader.record(video_id, ts, rows)
-        if record is None:
-            continue
-        if proposals is not None:
-            record["proposals"] = _proposal_arrays(proposals.get((video_id, ts), []), record["width"], record["height"])
-        dicts.append(record)
+    dicts = _keyframe_records(reader, keyframes, excluded, proposals)
     skipped, videos = reader.skipped, reader.videos
     if load_skips is not None:
         load_skips.add(skipped)
@@ -201,10 +182,26 @@ def load_ava_dataset(
             "nothing is left to train on. The warnings before this name each video and error; check the data "
             f"with `python -m evad_d2.data.validate --dataset-root {root}`."
         )
+    n_excluded = sum(1 for k in keyframes if k in excluded)
     logger.info(
         f"Loaded {len(dicts)} keyframes of {len(videos)} videos from {gt_path} ({source}); "
         f"{n_excluded} excluded timestamps dropped" + (f", {skipped} keyframes skipped as bad" if skipped else "")
     )
+    return dicts
+
+
+def _keyframe_records(reader: "_KeyframeReader", keyframes, excluded, proposals) -> List[dict]:
+    """The dataset dicts of the keyframes not excluded (proposals attached where given)."""
+    dicts = []
+    for (video_id, ts), rows in keyframes.items():
+        if (video_id, ts) in excluded:
+            continue
+        record = reader.record(video_id, ts, rows)
+        if record is None:
+            continue
+        if proposals is not None:
+            record["proposals"] = _proposal_arrays(proposals.get((video_id, ts)), record["width"], record["height"])
+        dicts.append(record)
     return dicts
 
 
@@ -243,7 +240,7 @@ class _KeyframeReader:
     line; with ``skip`` it is logged and counted in :attr:`skipped` instead, and gives None.
     """
 
-    def __init__(self, gt_path: str, timeline: "_VideoTimeline", frame_rate: int, video_start_sec: float, skip: bool):
+    def __init__(self, gt_path: str, timeline: VideoTimeline, frame_rate: int, video_start_sec: float, skip: bool):
         self.gt_path, self.timeline, self.skip = gt_path, timeline, skip
         self.frame_rate, self.video_start_sec = frame_rate, video_start_sec
         self.videos: Dict[str, Optional[dict]] = {}  # video id -> timeline entry, None if it did not open
@@ -314,14 +311,12 @@ def _keyframe_record(video_id: str, ts: int, rows: list, video: dict, frame_inde
     return record
 
 
-def _proposal_arrays(rows: list, width: int, height: int) -> Dict[str, np.ndarray]:
-    """``{"boxes": (K, 4) float32 pixels XYXY, "scores": (K,) float32}`` of a keyframe's proposal
-    rows (a row without a score scores 1)."""
+def _proposal_arrays(proposals, width: int, height: int) -> Dict[str, np.ndarray]:
+    """``{"boxes": (K, 4) float32 pixels XYXY, "scores": (K,) float32}`` of a keyframe's proposals
+    (normalised boxes and scores from :func:`read_proposals`, or None: none)."""
+    boxes, scores = proposals if proposals is not None else (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
     scale = np.array([width, height, width, height], dtype=np.float32)
-    return {
-        "boxes": np.array([p.box for p in rows], dtype=np.float32).reshape(-1, 4) * scale,
-        "scores": np.array([p.score if p.score is not None else 1.0 for p in rows], dtype=np.float32),
-    }
+    return {"boxes": boxes.reshape(-1, 4) * scale, "scores": scores.astype(np.float32)}
 
 
 _AVA_LAZY_KEYS = ("action_ids", "action_classes", "eval_action_ids", "eval_label_map_file", "exclusions_file")
