@@ -18,6 +18,7 @@ ring, so the latency stays about one model time, however long the stream runs.
 A frame source yields ``(image uint8 (H, W, 3) RGB, pts seconds, captured)`` with ``captured``
 the wall-clock time (``time.time()``) the frame was read, and has ``name``, ``frame_rate`` and
 ``close()`` (``evad_d2.demo.sources``); :class:`PacedSource` plays a file source in real time.
+:func:`run_live_demo` writes the annotated video (or re-stream) and the per-keyframe records.
 """
 import bisect
 import logging
@@ -31,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["FrameRing", "LiveDemo", "LiveFrame", "PacedSource", "newest_window", "window_frames"]
+__all__ = ["FrameRing", "LiveDemo", "LiveFrame", "PacedSource", "newest_window", "run_live_demo", "window_frames"]
 
 logger = logging.getLogger(__name__)
 
@@ -378,3 +379,50 @@ class _LiveRun:
         out["keep_rate"] = controller.keep_rate if controller is not None else None
         out["keep_rate_changes"] = list(controller.changes) if controller is not None else []
         return out
+
+
+def run_live_demo(
+    demo: LiveDemo, source, output_path: Optional[str] = None, *, records=None,
+    actor_filter: Optional[Callable[[List[Dict]], List[Dict]]] = None, line_width: Optional[int] = None, crf: int = 20,
+) -> Dict:
+    """:meth:`LiveDemo.run` with outputs: every shown frame drawn with the latest actors into
+    ``output_path`` (a file or a re-stream URL, ``evad_d2.data.video.VideoWriter``, opened at the
+    first frame, at the source's nominal rate, frames at their pts), and one record per keyframe
+    (the :meth:`LiveDemo.run` record plus ``"actors"`` as ``json_actor`` gives them) handed to
+    ``records.add`` (e.g. a ``JsonLinesWriter``).
+
+    Args:
+        actor_filter: applied to each keyframe's actors before they are drawn and recorded
+            (e.g. a score threshold or a class subset).
+
+    Returns:
+        the summary of :meth:`LiveDemo.run`, plus ``frames_written``.
+    """
+    from ..data.video import VideoWriter
+    from ..utils.video_visualizer import draw_actors
+    from .writers import json_actor
+
+    state = {"writer": None, "actors": None, "shown": []}
+
+    def on_keyframe(record: Dict, actors: List[Dict]) -> None:
+        shown = actor_filter(actors) if actor_filter is not None else actors
+        state["actors"], state["shown"] = actors, shown
+        if records is not None:
+            records.add({**record, "actors": [json_actor(a) for a in shown]})
+
+    def on_frame(image: np.ndarray, pts: float, actors: List[Dict]) -> None:
+        if output_path is None:
+            return
+        if state["writer"] is None:
+            h, w = image.shape[:2]
+            state["writer"] = VideoWriter(output_path, w, h, getattr(source, "frame_rate", None), crf)
+        shown = state["shown"] if actors is state["actors"] else actors
+        state["writer"].write(draw_actors(image, shown, line_width=line_width), pts)
+
+    try:
+        summary = demo.run(source, on_frame, on_keyframe)
+    finally:
+        if state["writer"] is not None:
+            state["writer"].close()
+    summary["frames_written"] = state["writer"].num_frames if state["writer"] is not None else 0
+    return summary

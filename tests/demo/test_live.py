@@ -3,10 +3,13 @@ model made artificially slow."""
 import threading
 import time
 
+import av
 import numpy as np
 import pytest
 
-from evad_d2.demo.live import FrameRing, LiveDemo, LiveFrame, PacedSource, newest_window, window_frames
+from evad_d2.demo.live import FrameRing, LiveDemo, LiveFrame, PacedSource, newest_window, run_live_demo, window_frames
+from evad_d2.demo.sources import open_source
+from tests.data.video.synthetic import coded_frame, write_video
 
 
 class ListSource:
@@ -173,3 +176,37 @@ def test_source_error_is_raised_and_the_source_closed():
 def test_invalid_interval():
     with pytest.raises(ValueError, match="keyframe interval must be positive"):
         LiveDemo(SlowPredictor(0.0), keyframe_interval=0)
+
+
+class Collect:
+    def __init__(self):
+        self.items = []
+
+    def add(self, record):
+        self.items.append(record)
+
+
+def test_live_file_through_the_tiny_model_writes_video_and_records(predictor, tmp_path):
+    video = tmp_path / "in.mp4"
+    write_video(video, [coded_frame(i) for i in range(45)], rate=30)  # 1.5 s, 64 x 48
+    records = Collect()
+    out = tmp_path / "live.mp4"
+    # Keyframe slots every 0.25 s; the clip spans 7 x 2/30 s (the tiny model's 8 frames, rate 2).
+    summary = run_live_demo(
+        LiveDemo(predictor, keyframe_interval=0.25), PacedSource(open_source(str(video))), str(out),
+        records=records, actor_filter=lambda actors: actors[:2],
+    )
+    assert summary["frames_decoded"] == 45
+    assert summary["frames_written"] == summary["frames_shown"] == 45 - summary["frames_dropped"]
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == summary["frames_written"]
+    assert len(records.items) == summary["processed_keyframes"] >= 1
+    first = records.items[0]
+    assert set(first) == {
+        "frame_index", "time", "latency_ms", "model_ms", "keyframes_dropped", "frames_dropped", "keep_rate", "actors",
+    }
+    # The first complete window ends at the frame at 7 x 2/30 s = 0.467 s (frame 14); the keyframe
+    # (position 4 of 8) is 3 steps = 6 frames earlier: frame 8, 0.267 s.
+    assert (first["frame_index"], first["time"]) == (8, pytest.approx(8 / 30, abs=1e-6))
+    assert 0 < len(first["actors"]) <= 2 and set(first["actors"][0]) == {"box", "person_score", "actions", "track_id"}
+    assert first["latency_ms"] >= first["model_ms"] > 0 and first["keep_rate"] is None
