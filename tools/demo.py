@@ -1,10 +1,22 @@
 #!/usr/bin/env python
-"""Run EVAD over a whole video: annotated mp4, per-keyframe JSON and an AVA-format CSV.
+"""Run EVAD over a video, a folder of videos, a frame folder, a camera or a network stream:
+annotated video (or a live re-stream), per-keyframe JSON / JSON lines and an AVA-format CSV.
 
-Example:
+Examples:
     python tools/demo.py --config-file configs/quickstart/EVAD_tiny_ava_like_cpu.yaml \\
         --input video.mp4 --output out.mp4 --json out.json --csv out.csv --track \\
         MODEL.WEIGHTS output/quickstart/model_final.pth
+    python tools/demo.py ... --input /dev/video0 --output out.mp4 --jsonl out.jsonl
+    python tools/demo.py ... --input rtsp://user:pass@camera/stream --output udp://127.0.0.1:5000
+    python tools/demo.py ... --input videos/ --output out/{name}.gif --jsonl out/
+    python tools/demo.py ... --input frames/ --fps 30 --output out.webm
+
+Inputs: a video file; a folder of videos (one set of outputs per video: an output with
+``{name}`` is a template, any other a folder getting ``<name>.mp4``/``.json``/``.csv``/``.jsonl``);
+a frame folder (images sorted by name, rate from ``--fps``); ``/dev/videoN`` (v4l2); a URL FFmpeg
+reads (rtsp, rtmp, udp, tcp, http(s), HLS .m3u8, srt). A device or stream that does not open
+within ``--open-timeout`` is an error naming it and FFmpeg's reason; one that sends no frame for
+``--stall-timeout`` seconds, or ends, ends the run with every output closed and valid.
 
 The model's own boxes are used (no separate person detector). Keyframes come every
 ``--keyframe-stride`` frames (default: one per second, as AVA annotates); every output frame shows
@@ -12,12 +24,18 @@ the actors of its nearest keyframe. The video is streamed, whatever its length, 
 timing kept (``evad_d2.demo.VideoDemo``, which this script calls).
 
 Outputs:
-    --output  H.264 mp4, same frames and timing as the input (odd sizes padded by one pixel).
+    --output  the annotated video, same frames and timing as the input, container by extension
+              (.mp4/.mov/.mkv H.264, .webm VP9/VP8, .ts MPEG-TS, .gif GIF89a) or a URL re-stream
+              (udp:// tcp:// srt:// MPEG-TS, rtmp:// FLV, rtsp://) another player can watch.
+    --jsonl   one JSON object per keyframe, flushed as written (``tail -f`` it while a stream
+              runs): {"video_id", "frame_index", "time", "timestamp", "actors", "written_at"}.
     --json    {"video", "video_id", "width", "height", "fps", "keyframe_stride",
                "keyframe_interval_sec", "classes": [{"id", "name"}],
                "keyframes": [{"frame_index", "time", "timestamp", "actors": [{"box": [x1, y1,
                x2, y2] (pixels), "person_score", "actions": [{"id", "name", "score"}] (top-k),
                "track_id" (int, or null without --track)}]}], "num_frames"}
+              --score-threshold / --classes choose the actions listed (and drawn) per actor; an
+              actor with none left is left out of the video, JSON and JSON lines (not the CSV).
     --csv     AVA detection rows ``video_id, timestamp, x1, y1, x2, y2, action_id, score`` with
               the box normalised to [0, 1] and one row per actor and class, in the evaluator's
               text (``evad_d2.data.formats.ava``: ``%04d`` timestamps, 5 box / 6 score decimals). ``timestamp`` is the
@@ -33,8 +51,11 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from evad_d2.checkpoint import CheckpointFormatError
-from evad_d2.data.video import VideoReadError
-from evad_d2.demo import VideoDemo, build_demo_predictor, check_input_video
+from evad_d2.data.formats.ava import AvaFormatError
+from evad_d2.data.video import VideoReadError, VideoWriteError
+from evad_d2.demo import VideoDemo, build_demo_predictor
+from evad_d2.demo.filters import ActionFilter, LabelFileError, resolve_classes
+from evad_d2.demo.runner import DemoOutputs, SourceOptions, check_inputs, run_demo
 from evad_d2.engine import PRECISIONS
 
 logger = logging.getLogger("evad_d2.demo")
@@ -43,10 +64,18 @@ logger = logging.getLogger("evad_d2.demo")
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE")
-    p.add_argument("--input", required=True, help="input video file")
-    p.add_argument("--output", required=True, help="annotated output video (.mp4)")
+    p.add_argument("--input", required=True, help="video file, folder of videos, frame folder, /dev/videoN or stream URL")
+    p.add_argument("--output", default=None, help="annotated video (.mp4 .webm .gif .ts .mkv .mov) or URL (udp://...)")
     p.add_argument("--json", default=None, help="per-keyframe predictions (JSON)")
+    p.add_argument("--jsonl", default=None, help="per-keyframe predictions as JSON lines, flushed as written")
     p.add_argument("--csv", default=None, help="AVA-format detections (CSV)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of a frame folder (required there); for others it replaces the header's")
+    p.add_argument("--open-timeout", type=float, default=10.0, help="seconds a camera or stream may take to open")
+    p.add_argument("--stall-timeout", type=float, default=5.0,
+                   help="seconds without a frame after which a camera or stream counts as ended")
+    p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="FFmpeg input option for cameras/streams (repeatable), e.g. video_size=640x480")
     p.add_argument(
         "--keyframe-stride",
         type=int,
@@ -71,8 +100,13 @@ def get_parser():
         help="seconds added to keyframe times in the CSV (900 for AVA's cut clips)",
     )
     p.add_argument(
-        "--labelmap", default=None, help="pbtxt label map naming the classes (default: the test dataset's metadata)"
+        "--labels", "--labelmap", dest="labels", default=None,
+        help="class names: a pbtxt label map, a JSON list or a text file with one name per line "
+             "(default: the test dataset's metadata)",
     )
+    p.add_argument("--score-threshold", type=float, default=None, help="lowest action score shown")
+    p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
+                   help="show only these classes (names or label-map ids)")
     p.add_argument(
         "--batch-size", type=int, default=1,
         help="keyframe clips per forward (GPUs: more throughput; holds that many more keyframe strides of frames)",
@@ -88,42 +122,67 @@ def get_parser():
     return p
 
 
+def _fail(message: str) -> int:
+    print(f"demo.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _input_options(parser, items):
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--input-option must be KEY=VALUE, got {item!r}")
+        options[key] = value
+    return options
+
+
+def _action_filter(args, predictor) -> ActionFilter:
+    classes = resolve_classes(args.classes, predictor.class_names, predictor.action_ids) if args.classes else None
+    return ActionFilter(predictor.class_names, predictor.action_ids, top_k=args.top_k,
+                        score_threshold=args.score_threshold, classes=classes)
+
+
 def main(argv=None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not (args.output or args.json or args.jsonl or args.csv):
+        parser.error("nothing to write: give --output, --json, --jsonl and/or --csv")
+    sources = SourceOptions(args.fps, args.open_timeout, args.stall_timeout, _input_options(parser, args.input_option))
     setup_logger(name="evad_d2")
     setup_logger(name="fvcore")
     try:
-        check_input_video(args.input)  # fail on unreadable input before building the model
+        check_inputs(args.input, args.fps)  # fail on unreadable input before building the model
     except VideoReadError as e:
-        print(f"demo.py: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     try:
         predictor = build_demo_predictor(
-            args.config_file, args.opts, score_thresh=args.score_thresh, labelmap=args.labelmap,
+            args.config_file, args.opts, score_thresh=args.score_thresh, labelmap=args.labels,
             top_k=args.top_k, precision=args.precision,
         )
+        action_filter = _action_filter(args, predictor)
     except CheckpointFormatError as e:  # refused (would run code), damaged or foreign weights
-        print(f"demo.py: error: MODEL.WEIGHTS: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"MODEL.WEIGHTS: {e}")
+    except (LabelFileError, AvaFormatError, ValueError) as e:  # labels, --classes, --score-threshold
+        return _fail(str(e))
     demo = VideoDemo(predictor, keyframe_stride=args.keyframe_stride, batch_size=args.batch_size)
+    outputs = DemoOutputs(args.output, args.json, args.csv, args.jsonl)
     try:
-        stats = demo.run(
-            args.input, args.output, json_path=args.json, csv_path=args.csv, track=args.track,
-            video_id=args.video_id, time_offset=args.time_offset, crf=args.crf, line_width=args.line_width,
+        results = run_demo(
+            demo, args.input, outputs, sources=sources, video_id=args.video_id, action_filter=action_filter,
+            track=args.track, time_offset=args.time_offset, crf=args.crf, line_width=args.line_width,
             show_progress=not args.no_progress,
         )
-    except VideoReadError as e:
-        print(f"demo.py: error: {e}", file=sys.stderr)
-        return 2
-    logger.info(
-        f"{stats['num_frames']} frames, {stats['num_keyframes']} keyframes in {stats['seconds']:.1f} s "
-        f"({stats['fps_processed']:.1f} frames/s); wrote {args.output}"
-        + (f", {args.json}" if args.json else "")
-        + (f", {args.csv} ({stats['csv_rows']} rows)" if args.csv else "")
-    )
+    except (VideoReadError, VideoWriteError, ValueError) as e:
+        return _fail(str(e))
+    for stats in results:
+        logger.info(
+            f"{stats['input']}: {stats['num_frames']} frames, {stats['num_keyframes']} keyframes in "
+            f"{stats['seconds']:.1f} s ({stats['fps_processed']:.1f} frames/s); wrote "
+            + ", ".join(stats["outputs"].values()) + (f" ({stats['csv_rows']} CSV rows)" if args.csv else "")
+        )
     return 0
 
 

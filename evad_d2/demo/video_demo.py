@@ -1,6 +1,7 @@
 """Running EVAD over a whole video (like detectron2's ``VisualizationDemo`` in demo/predictor.py).
 
-:class:`VideoDemo` owns what the predictor does not: iterating over a video stream. Decoded frames
+:class:`VideoDemo` owns what the predictor does not: iterating over a video stream (any
+:class:`~evad_d2.demo.sources.FrameSource`: a file, a frame folder, a camera, a network stream). Decoded frames
 go through a :class:`~evad_d2.data.video.KeyframeClipSampler` (a keyframe every
 ``keyframe_stride`` frames, by default one per second as AVA annotates), completed clips through
 a :class:`~evad_d2.data.video.KeyframeBatcher` into the predictor, and, in :meth:`VideoDemo.run`,
@@ -16,27 +17,27 @@ import os
 from collections import deque
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Union
 
 from tqdm import tqdm
 
 from ..config import get_evad_cfg
-from ..data.formats.label_map import read_label_map
 from ..data.video import (
     KeyframeBatcher,
     KeyframeClipSampler,
-    Mp4Writer,
     VideoFrame,
     VideoInfo,
     VideoReadError,
-    iter_video_frames,
+    VideoWriter,
     keyframe_sampler,
     probe_video,
 )
 from ..engine.predictor import EVADPredictor
 from ..utils.tracking import IoUTracker
 from ..utils.video_visualizer import draw_actors
-from .writers import AvaCsvWriter, JsonKeyframeWriter, ava_timestamp, json_actor
+from .filters import ActionFilter, read_label_names
+from .sources import FrameSource, SourceError, open_source
+from .writers import AvaCsvWriter, JsonKeyframeWriter, JsonLinesWriter, ava_timestamp, json_actor
 
 __all__ = ["VideoDemo", "build_demo_predictor", "check_input_video"]
 
@@ -65,10 +66,14 @@ def build_demo_predictor(
 ) -> EVADPredictor:
     """The demo's predictor: the config file with ``opts`` (KEY VALUE ...) merged, the person
     score threshold ``score_thresh`` (None: ``MODEL.EVAD.LOC.SCORE_THRESH_TEST``), class names
-    and ids from a pbtxt ``labelmap`` (None: the test dataset's metadata).
+    (and ids, where the file has them) from a label file ``labelmap``: a pbtxt label map, a JSON
+    list or a text file with one name per line (:func:`~evad_d2.demo.filters.read_label_names`;
+    None: the test dataset's metadata).
 
     Raises:
         CheckpointFormatError: ``MODEL.WEIGHTS`` refused (would run code), damaged or foreign.
+        LabelFileError / AvaFormatError: an unusable label file, naming it.
+        ValueError: the label file's class count is not the model's.
     """
     opts = list(opts)
     if score_thresh is not None:
@@ -76,9 +81,13 @@ def build_demo_predictor(
     cfg = get_evad_cfg(config_file, opts)
     names = ids = None
     if labelmap:
-        label_map = read_label_map(labelmap)
-        ids = sorted(label_map)
-        names = [label_map[i] for i in ids]
+        ids, names = read_label_names(labelmap)
+        num_classes = cfg.MODEL.EVAD.NUM_ACTION_CLASSES
+        if len(names) != num_classes:
+            raise ValueError(
+                f"{labelmap}: {len(names)} class names but the model has {num_classes} action classes "
+                "(MODEL.EVAD.NUM_ACTION_CLASSES): one name per model output, in column order"
+            )
     return EVADPredictor(cfg, top_k=top_k, class_names=names, action_ids=ids, precision=precision)
 
 
@@ -109,32 +118,44 @@ class VideoDemo:
             p.num_frames, p.keyframe_index, p.sampling_rate / p.frame_rate, fps, self.keyframe_stride, start
         )
 
-    def predict_video(self, path: str) -> Iterator[Dict]:
-        """Slide over a video file and yield one result per keyframe, in keyframe order, as soon
-        as its clip is decoded (with ``batch_size`` > 1: once that many clips are ready, which
-        are then run in one forward).
+    def predict_video(self, source: Union[str, FrameSource]) -> Iterator[Dict]:
+        """Slide over a video and yield one result per keyframe, in keyframe order, as soon as its
+        clip is decoded (with ``batch_size`` > 1: once that many clips are ready, which are then
+        run in one forward).
+
+        Args:
+            source: a video file, frame folder (its rate: open it with
+                :func:`~evad_d2.demo.sources.open_source` ``fps=``), camera device or stream URL
+                (:func:`~evad_d2.demo.sources.input_kind`), or an open source; a stream ends
+                when it ends or stalls.
 
         Yields:
             ``{"frame_index": int, "time": float seconds, "actors": list as from EVADPredictor}``.
 
         Raises:
-            VideoReadError: naming the file, when it cannot be read.
+            VideoReadError: naming the input, when it cannot be opened or read.
         """
+        source = source if isinstance(source, FrameSource) else open_source(source)
         batcher = KeyframeBatcher(self.predictor, self.batch_size)
-        sampler = self.clip_sampler(float(check_input_video(path).fps.limit_denominator(1001)))
-        for frame in iter_video_frames(path):
-            for keyframe, actors in batcher.add(sampler.push(frame)):
-                yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
+        sampler = self.clip_sampler(float(source.frame_rate))
+        try:
+            for frame in source.video_frames():
+                for keyframe, actors in batcher.add(sampler.push(frame)):
+                    yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
+        finally:
+            source.close()
         for keyframe, actors in batcher.add(sampler.finish(), final=True):
             yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
 
     def run(
         self,
-        input_path: str,
-        output_path: str,
+        input_path: Union[str, FrameSource],
+        output_path: Optional[str],
         *,
         json_path: Optional[str] = None,
         csv_path: Optional[str] = None,
+        jsonl_path: Optional[str] = None,
+        action_filter: Optional[ActionFilter] = None,
         track: bool = False,
         video_id: Optional[str] = None,
         time_offset: float = 0.0,
@@ -145,13 +166,21 @@ class VideoDemo:
         """Stream ``input_path`` through the predictor and write the annotated video and records.
 
         Args:
-            input_path: input video.
-            output_path: annotated H.264 mp4, same frames and timing as the input (odd sizes
-                padded by one pixel).
+            input_path: input video, or any open source (:func:`~evad_d2.demo.sources.open_source`:
+                frame folder, camera, stream; a stream that ends or stalls ends the run, and the
+                outputs are finalised).
+            output_path: annotated video, same frames and timing as the input, in the container
+                of its extension or URL (:class:`~evad_d2.data.video.VideoWriter`: .mp4, .webm,
+                .gif, .ts, udp://...), or None.
             json_path: per-keyframe predictions (see ``tools/demo.py`` for the layout), or None.
-            csv_path: AVA detection rows (:class:`~evad_d2.demo.writers.AvaCsvWriter`), or None.
+            csv_path: AVA detection rows (:class:`~evad_d2.demo.writers.AvaCsvWriter`; all
+                actors and classes, whatever ``action_filter``), or None.
+            jsonl_path: one JSON object per keyframe, flushed as written, or None.
+            action_filter: the actions shown and stored in the JSON/JSON-lines (None: the
+                predictor's top-k of every actor).
             track: link actors across keyframes by IoU (stable ids and colours).
-            video_id: the CSV's and JSON's video id (default: the input file name without extension).
+            video_id: the CSV's and JSON's video id (default: the source's name, for a file its
+                name without extension).
             time_offset: seconds added to keyframe times for AVA timestamps.
             crf: x264 quality (lower is better).
             line_width: box outline width in pixels (None: from the frame size).
@@ -160,20 +189,26 @@ class VideoDemo:
         Returns:
             statistics: ``num_frames``, ``num_keyframes``, ``seconds``, ``fps_processed``,
             ``max_window_frames`` (most frames the clip sampler held), ``max_frames_held`` (most
-            distinct frames held by the sampler and the drawing queue together), ``csv_rows``.
+            distinct frames held by the sampler and the drawing queue together), ``csv_rows``,
+            ``end_reason`` (the source's: ``"end"``, ``"stalled"``, ...).
 
         Raises:
-            VideoReadError: naming the input when it cannot be decoded.
+            VideoReadError: naming the input when it cannot be decoded (SourceError when a
+                stream sends no frame at all).
+            VideoWriteError: naming an output that cannot be made.
         """
-        info = check_input_video(input_path)
-        outputs = _Outputs(output_path, json_path, csv_path, time_offset, crf, line_width)
-        video_id = video_id or os.path.splitext(os.path.basename(input_path))[0]
-        run = _DemoRun(self, input_path, info, video_id, outputs, track=track, show_progress=show_progress)
+        source = input_path if isinstance(input_path, FrameSource) else open_source(input_path)
+        outputs = _Outputs(output_path, json_path, csv_path, jsonl_path, time_offset, crf, line_width)
+        run = _DemoRun(self, source, video_id or source.name, outputs, action_filter=action_filter, track=track,
+                       show_progress=show_progress)
         try:
-            for frame in iter_video_frames(input_path):
+            for frame in source.video_frames():
                 run.take_frame(frame)
+            if run.stats["num_frames"] == 0:
+                raise SourceError(source.spec, f"no frame received (the input {source.end_reason} before its first frame)")
             run.finish_stream()
         finally:
+            source.close()
             run.close()
         return run.statistics()
 
@@ -182,9 +217,10 @@ class VideoDemo:
 class _Outputs:
     """Where and how :meth:`VideoDemo.run` writes (its arguments of the same names)."""
 
-    output_path: str
+    output_path: Optional[str]
     json_path: Optional[str]
     csv_path: Optional[str]
+    jsonl_path: Optional[str]
     time_offset: float
     crf: int
     line_width: Optional[int]
@@ -201,13 +237,14 @@ class _DemoRun:
     """
 
     def __init__(
-        self, demo: VideoDemo, input_path: str, info: VideoInfo, video_id: str, outputs: "_Outputs", *,
-        track: bool, show_progress: bool,
+        self, demo: VideoDemo, source: FrameSource, video_id: str, outputs: "_Outputs", *,
+        action_filter: Optional[ActionFilter], track: bool, show_progress: bool,
     ):
         self.predictor = demo.predictor
-        self.input_path, self.video_id, self.outputs = input_path, video_id, outputs
-        self.header_frames = info.num_frames
-        self.fps = info.fps.limit_denominator(1001)
+        self.source, self.input_path, self.video_id, self.outputs = source, source.spec, video_id, outputs
+        self.action_filter = action_filter
+        self.header_frames = source.expected_frames
+        self.fps = source.frame_rate
         self.sampler = demo.clip_sampler(float(self.fps))
         self.batcher = KeyframeBatcher(demo.predictor, demo.batch_size)
         self.keyframe_stride = demo.keyframe_stride
@@ -215,19 +252,20 @@ class _DemoRun:
         self.results: deque = deque()  # (time, actors) of completed keyframes still needed for drawing
         self.queue: deque = deque()  # decoded frames waiting for their nearest keyframe's prediction
         self.stats = {"num_frames": 0, "num_keyframes": 0, "max_window_frames": 0, "max_frames_held": 0, "csv_rows": 0}
-        self.video_writer = self.json_writer = self.csv_writer = None
+        self.video_writer = self.json_writer = self.csv_writer = self.jsonl_writer = None
+        self.opened = False
         self.start = perf_counter()
         self.bar = tqdm(
-            total=info.num_frames or None,
+            total=source.expected_frames or None,
             unit="frame",
-            desc=os.path.basename(input_path),
+            desc=source.name,
             disable=not show_progress,
             dynamic_ncols=True,
         )
 
     # ---------------------------------------------------------------- steps
     def take_frame(self, frame: VideoFrame) -> None:
-        if self.video_writer is None:
+        if not self.opened:
             self.open_outputs(*frame.image.shape[:2])
         self.stats["num_frames"] += 1
         self.queue.append(frame)
@@ -244,11 +282,15 @@ class _DemoRun:
     def open_outputs(self, height: int, width: int) -> None:
         """The writers, sized by the first decoded frame (the displayed size)."""
         out = self.outputs
-        self.video_writer = Mp4Writer(out.output_path, width, height, self.fps, out.crf)
+        self.opened = True
+        if out.output_path:
+            self.video_writer = VideoWriter(out.output_path, width, height, self.fps, out.crf)
+        if out.jsonl_path:
+            self.jsonl_writer = JsonLinesWriter(out.jsonl_path)
         if out.json_path:
             p = self.predictor
             header = {
-                "video": os.path.abspath(self.input_path),
+                "video": self.input_path if self.source.live else os.path.abspath(self.input_path),
                 "video_id": self.video_id,
                 "width": width,
                 "height": height,
@@ -269,17 +311,19 @@ class _DemoRun:
             ids = self.tracker.update([a["box"] for a in actors]) if self.tracker else [None] * len(actors)
             for a, tid in zip(actors, ids):
                 a["track_id"] = tid
-            self.results.append((keyframe.time, actors))
+            shown = self.action_filter(actors) if self.action_filter else actors
+            self.results.append((keyframe.time, shown))
             self.stats["num_keyframes"] += 1
+            record = {
+                "frame_index": keyframe.index,
+                "time": round(keyframe.time, 6),
+                "timestamp": ava_timestamp(keyframe.time, self.outputs.time_offset),
+                "actors": [json_actor(a) for a in shown],
+            }
             if self.json_writer:
-                self.json_writer.add(
-                    {
-                        "frame_index": keyframe.index,
-                        "time": round(keyframe.time, 6),
-                        "timestamp": ava_timestamp(keyframe.time, self.outputs.time_offset),
-                        "actors": [json_actor(a) for a in actors],
-                    }
-                )
+                self.json_writer.add(record)
+            if self.jsonl_writer:
+                self.jsonl_writer.add({"video_id": self.video_id, **record})
             if self.csv_writer:
                 self.csv_writer.add(keyframe.time, actors)
             self.bar.set_postfix(keyframes=self.stats["num_keyframes"], refresh=False)
@@ -293,17 +337,26 @@ class _DemoRun:
             while len(results) >= 2 and results[1][0] <= frame.time:
                 results.popleft()
             _, actors = min(list(results)[:2], key=lambda r: abs(r[0] - frame.time))
-            self.video_writer.write(draw_actors(frame.image, actors, line_width=self.outputs.line_width), frame.time)
+            if self.video_writer:
+                self.video_writer.write(draw_actors(frame.image, actors, line_width=self.outputs.line_width), frame.time)
             self.bar.update(1)
 
     # ---------------------------------------------------------------- end
     def close(self) -> None:
+        """Close every writer, so that each file is complete and valid even after an error; the
+        first error met while closing is raised once all are closed."""
         self.bar.close()
-        for writer in (self.video_writer, self.csv_writer):
-            if writer is not None:
-                writer.close()
+        closers = [w.close for w in (self.video_writer, self.csv_writer, self.jsonl_writer) if w is not None]
         if self.json_writer is not None:
-            self.json_writer.close({"num_frames": self.stats["num_frames"]})
+            closers.append(lambda: self.json_writer.close({"num_frames": self.stats["num_frames"]}))
+        error = None
+        for close in closers:
+            try:
+                close()
+            except Exception as e:  # keep closing the others
+                error = error or e
+        if error is not None:
+            raise error
 
     def statistics(self) -> Dict:
         stats = self.stats
@@ -314,6 +367,7 @@ class _DemoRun:
             )
         stats["max_window_frames"] = self.sampler.max_buffered
         stats["csv_rows"] = self.csv_writer.num_rows if self.csv_writer else 0
+        stats["end_reason"] = self.source.end_reason
         stats["seconds"] = perf_counter() - self.start
         stats["fps_processed"] = stats["num_frames"] / max(stats["seconds"], 1e-9)
         return stats

@@ -1,16 +1,18 @@
-"""The demo's per-keyframe records: a streamed JSON file and an AVA detection CSV.
+"""The demo's per-keyframe records: a streamed JSON file, JSON lines another program can follow
+while a stream runs, and an AVA detection CSV.
 
-The annotated video itself is written by ``evad_d2.data.video.Mp4Writer``.
+The annotated video itself is written by ``evad_d2.data.video.VideoWriter``.
 """
 import json
 import math
+import time
 from typing import Dict, List
 
 import numpy as np
 
 from ..data.formats.ava import BOX_DECIMALS, DetectionCsvWriter, round_decimals
 
-__all__ = ["AvaCsvWriter", "JsonKeyframeWriter", "ava_timestamp", "json_actor"]
+__all__ = ["AvaCsvWriter", "JsonKeyframeWriter", "JsonLinesWriter", "ava_timestamp", "json_actor"]
 
 
 def ava_timestamp(time: float, offset: float = 0.0) -> int:
@@ -49,6 +51,29 @@ class JsonKeyframeWriter:
     def close(self, footer: Dict) -> None:
         """Close the keyframe list, add ``footer``'s keys and close the file."""
         self.f.write("\n]" + "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in footer.items()) + "}\n")
+        self.f.close()
+
+
+class JsonLinesWriter:
+    """One JSON object per line, each flushed to the OS as soon as it is written, so that another
+    program can ``tail -f`` the file while a stream runs (hence not written atomically: a reader
+    sees whole lines only, the last one once its newline is there).
+
+    Each object is the record given to :meth:`add` plus ``"written_at"``: the wall-clock time
+    (``time.time()``, seconds since the epoch) it was written.
+    """
+
+    def __init__(self, path: str):
+        self.f = open(path, "w", encoding="utf-8")
+        self.num_records = 0
+
+    def add(self, record: Dict) -> None:
+        """Write and flush one record."""
+        self.f.write(json.dumps({**record, "written_at": round(time.time(), 6)}) + "\n")
+        self.f.flush()
+        self.num_records += 1
+
+    def close(self) -> None:
         self.f.close()
 
 
