@@ -19,7 +19,12 @@ import sys
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-from evad_d2.demo.keep_rate import calibrate_keep_rate
+from evad_d2.demo.keep_rate import (
+    CALIBRATION_MIN_KEEP_RATE,
+    CALIBRATION_REPEATS,
+    CALIBRATION_WARMUP,
+    calibrate_keep_rate,
+)
 
 
 def get_parser():
@@ -27,12 +32,12 @@ def get_parser():
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: MODEL.DEVICE)")
     p.add_argument("--output-dir", default="output/keep_rate", help="folder of keep_rate_table.json and .png")
-    p.add_argument("--min-keep-rate", type=float, default=0.5, help="lowest keep rate measured")
+    p.add_argument("--min-keep-rate", type=float, default=CALIBRATION_MIN_KEEP_RATE, help="lowest keep rate measured")
     p.add_argument("--step", type=float, default=0.1, help="keep-rate step from 1.0 down")
     p.add_argument("--frame-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="decoded frame size (default: a square of INPUT.MIN_SIZE_TEST)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per keep rate")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs per keep rate first")
+    p.add_argument("--repeats", type=int, default=CALIBRATION_REPEATS, help="timed runs per keep rate")
+    p.add_argument("--warmup", type=int, default=CALIBRATION_WARMUP, help="untimed runs per keep rate first")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ... (e.g. MODEL.WEIGHTS W)")
     return p
 

@@ -18,7 +18,8 @@ ring, so the latency stays about one model time, however long the stream runs.
 A frame source yields ``(image uint8 (H, W, 3) RGB, pts seconds, captured)`` with ``captured``
 the wall-clock time (``time.time()``) the frame was read, and has ``name``, ``frame_rate`` and
 ``close()`` (``evad_d2.demo.sources``); :class:`PacedSource` plays a file source in real time.
-:func:`run_live_demo` writes the annotated video (or re-stream) and the per-keyframe records.
+:func:`run_live_demo` writes the annotated video (or re-stream) and the per-keyframe records;
+:func:`run_live` (``tools/demo.py --live``) adds the keep rate for a latency budget.
 """
 import bisect
 import logging
@@ -32,12 +33,16 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["FrameRing", "LiveDemo", "LiveFrame", "PacedSource", "newest_window", "run_live_demo", "window_frames"]
+from .keep_rate import DEFAULT_MIN_KEEP_RATE, keep_rate_controller
+
+__all__ = ["FrameRing", "LiveDemo", "LiveFrame", "PacedSource", "newest_window", "run_live", "run_live_demo", "window_frames"]
 
 logger = logging.getLogger(__name__)
 
 # Nominal frame rate assumed for a source that does not state one.
 DEFAULT_SOURCE_RATE = 30.0
+#: Seconds between keyframe slots by default (one keyframe per second, as AVA annotates).
+DEFAULT_KEYFRAME_INTERVAL = 1.0
 # Latencies kept for the summary's percentiles (the most recent ones; bounded memory).
 LATENCY_HISTORY = 100_000
 
@@ -213,7 +218,7 @@ class LiveDemo:
     """
 
     def __init__(
-        self, predictor, *, keyframe_interval: float = 1.0, buffer_frames: Optional[int] = None, controller=None,
+        self, predictor, *, keyframe_interval: float = DEFAULT_KEYFRAME_INTERVAL, buffer_frames: Optional[int] = None, controller=None,
         clock: Callable[[], float] = time.perf_counter, wall_clock: Callable[[], float] = time.time,
     ):
         if not keyframe_interval > 0:
@@ -426,3 +431,32 @@ def run_live_demo(
             state["writer"].close()
     summary["frames_written"] = state["writer"].num_frames if state["writer"] is not None else 0
     return summary
+
+
+def run_live(
+    predictor, source, output_path: Optional[str] = None, *, records=None,
+    keyframe_interval: float = DEFAULT_KEYFRAME_INTERVAL, budget_s: Optional[float] = None,
+    min_keep_rate: float = DEFAULT_MIN_KEEP_RATE, keep_rate_table: Optional[str] = None,
+    actor_filter: Optional[Callable[[List[Dict]], List[Dict]]] = None, line_width: Optional[int] = None, crf: int = 20,
+) -> Dict:
+    """Live mode end to end (``tools/demo.py --live``): a source that is not live (a file, a frame
+    folder: ``source.live`` False) is played at its frame rate (:class:`PacedSource`); with a
+    budget, the keep rate is chosen and kept for it
+    (:func:`~evad_d2.demo.keep_rate.keep_rate_controller`: the table ``keep_rate_table`` or one
+    measured now, never below ``min_keep_rate``); then :func:`run_live_demo`.
+
+    Args:
+        budget_s: seconds the model may take per keyframe (``latency_budget(--latency-ms,
+            --target-fps)``), or None to keep the config's keep rates.
+        others: as :func:`run_live_demo` and :class:`LiveDemo`.
+
+    Returns:
+        the summary of :func:`run_live_demo`.
+    """
+    controller = None
+    if budget_s is not None:
+        controller = keep_rate_controller(predictor, budget_s, floor=min_keep_rate, table_path=keep_rate_table)
+    if not getattr(source, "live", True):
+        source = PacedSource(source)
+    demo = LiveDemo(predictor, keyframe_interval=keyframe_interval, controller=controller)
+    return run_live_demo(demo, source, output_path, records=records, actor_filter=actor_filter, line_width=line_width, crf=crf)

@@ -24,7 +24,9 @@ from evad_d2.demo.keep_rate import (
     plot_keep_rate_table,
     save_keep_rate_table,
 )
-from evad_d2.demo.live import LiveDemo, PacedSource
+from evad_d2.demo.live import LiveDemo, PacedSource, run_live
+from evad_d2.demo.sources import open_source
+from tests.data.video.synthetic import coded_frame, write_video
 from tests.engine.test_predictor import REPO, TINY
 
 
@@ -241,6 +243,32 @@ def test_live_mode_keep_rate_follows_the_load():
     assert 0.6 in {r["keep_rate"] for r in records if 60 <= r["frame_index"] < 120}
     assert records[-1]["keep_rate"] == summary["keep_rate"] == 1.0
     assert records[0]["model_ms"] == pytest.approx(40.0)
+
+
+def test_run_live_file_with_a_generous_budget_stays_at_one(predictor, tmp_path):
+    video, table = tmp_path / "in.mp4", tmp_path / "table.json"
+    write_video(video, [coded_frame(i) for i in range(30)], rate=30)  # 1 s
+    save_keep_rate_table(table_of(TABLE), str(table))
+    records, rates_seen = [], []
+
+    class Records:
+        def add(self, record):
+            records.append(record)
+            rates_seen.append(list(predictor.model.backbone.keep_rates))
+
+    start = time.perf_counter()
+    try:
+        summary = run_live(
+            predictor, open_source(str(video)), None, records=Records(), keyframe_interval=0.1, budget_s=10.0,
+            keep_rate_table=str(table),
+        )
+    finally:
+        predictor.model.backbone.set_keep_rates([1.0, 0.7, 1.0, 0.7])
+    # A file is played at its frame rate (not live: PacedSource): the 30 frames take about 1 s.
+    assert time.perf_counter() - start >= 0.9
+    assert summary["frames_decoded"] == 30 and summary["processed_keyframes"] == len(records) >= 2
+    assert {r["keep_rate"] for r in records} == {1.0} and summary["keep_rate_changes"] == []
+    assert rates_seen[0] == [1.0, 1.0, 1.0, 1.0]  # the pruning blocks got 1.0 through set_keep_rates
 
 
 @pytest.mark.slow
