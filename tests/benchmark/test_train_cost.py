@@ -2,7 +2,6 @@
 and the training benchmark's activation-memory fields at a tiny size."""
 import os
 
-import pytest
 import torch
 from torch import nn
 
