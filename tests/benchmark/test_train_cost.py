@@ -2,6 +2,7 @@
 and the training benchmark's activation-memory fields at a tiny size."""
 import os
 
+import pytest
 import torch
 from torch import nn
 
@@ -92,3 +93,16 @@ def test_tiny_evad_activation_memory_falls_with_the_keep_rate_and_repeats_exactl
     again = activation_memory(model, batch, base, [1.0], "cpu")[1.0]
     assert again == full
     assert full["saved_parameter_mb"] > 0  # weights saved for the input gradients, counted apart
+
+
+def test_training_cost_plot_labels_each_point_with_its_ratio_to_the_reference(tmp_path):
+    from evad_d2.benchmark.training_plot import plot_training_cost, ratio_labels
+
+    assert ratio_labels([200.0, 124.0, 50.0]) == ["1.00x", "0.62x", "0.25x"]
+    rows = [{"keep_rate": 1.0, "step_ms": 200.0, "activation_mb": 100.0, "peak_memory_mb": 300.0},
+            {"keep_rate": 0.7, "step_ms": 130.0, "activation_mb": 55.0, "peak_memory_mb": 240.0}]
+    path = plot_training_cost(rows, str(tmp_path / "cost.png"), title="tiny")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="keep_rate, step_ms"):
+        plot_training_cost([{"keep_rate": 1.0}], str(tmp_path / "bad.png"))
