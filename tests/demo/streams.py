@@ -17,14 +17,18 @@ def free_udp_port() -> int:
 
 
 class UdpSender(threading.Thread):
-    """Sends ``num_frames`` coded frames (``coded_frame(i)``, pts ``i / fps``) as MPEG-TS to
+    """Sends ``num_frames`` coded frames (``coded_frame(i % 256)``, pts ``i / fps``) as MPEG-TS to
     ``udp://127.0.0.1:port`` in real time, after ``delay`` seconds; then keeps the socket open
-    without sending for ``hold`` seconds (a stalled stream) and closes it."""
+    without sending for ``hold`` seconds (a stalled stream) and closes it. With ``until`` (a
+    callable), frames are sent until it returns True (at most ``max_wait`` seconds), then
+    ``num_frames`` more (for a reader that starts at an unknown time)."""
 
-    def __init__(self, port: int, num_frames: int, fps: int = 10, *, delay: float = 0.3, hold: float = 0.0):
+    def __init__(self, port: int, num_frames: int, fps: int = 10, *, delay: float = 0.3, hold: float = 0.0,
+                 until=None, max_wait: float = 60.0):
         super().__init__(daemon=True)
         self.url = f"udp://127.0.0.1:{port}"
         self.num_frames, self.fps, self.delay, self.hold = num_frames, fps, delay, hold
+        self.until, self.max_wait = until, max_wait
         self.sent = 0
         self.error = None
 
@@ -38,13 +42,17 @@ class UdpSender(threading.Thread):
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"g": "5", "qscale": "2", "bf": "0"}
                 start = time.monotonic()
-                for i in range(self.num_frames):
-                    frame = av.VideoFrame.from_ndarray(coded_frame(i), format="rgb24")
+                i, stop = 0, None
+                while stop is None or i < stop:
+                    if stop is None and (self.until is None or self.until() or time.monotonic() - start > self.max_wait):
+                        stop = i + self.num_frames
+                    frame = av.VideoFrame.from_ndarray(coded_frame(i % 256), format="rgb24")
                     frame.pts, frame.time_base = i, Fraction(1, self.fps)
                     for packet in stream.encode(frame):
                         out.mux(packet)
                     self.sent += 1
                     time.sleep(max(0.0, start + (i + 1) / self.fps - time.monotonic()))
+                    i += 1
                 for packet in stream.encode():
                     out.mux(packet)
                 time.sleep(self.hold)
