@@ -11,8 +11,8 @@ from evad_d2.data.convert_cvat import CvatSource, convert_cvat, cvat_sources, ke
 from evad_d2.data.formats.cvat import CvatFormatError, box_at, read_cvat_video
 from evad_d2.data.formats.label_map import read_label_map
 from evad_d2.data.validate import validate_ava_root
+from evad_d2.testing import write_video
 
-from tests.data.video.synthetic import write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -248,3 +248,26 @@ def test_tool_converts_and_reports_errors(tmp_path):
     bad = subprocess.run([sys.executable, tool, xml, "--out", str(tmp_path / "b"), "--split", "train"],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "clip.xml: without its video, the frame rate (--fps)" in bad.stderr
+
+
+def test_writer_round_trips_and_the_example_export_converts(tmp_path):
+    from evad_d2.data.cvat_example import ACTION_NAMES, write_cvat_example
+    from evad_d2.data.formats.cvat import write_cvat_video
+
+    video = read_cvat_video(_write(tmp_path, "clip.xml", XML))
+    write_cvat_video(str(tmp_path / "again.xml"), video)
+    again = read_cvat_video(str(tmp_path / "again.xml"))
+    assert (again.width, again.height, again.num_frames, again.labels) == (64, 48, 30, video.labels)
+    assert [(t.track_id, t.label, t.boxes) for t in again.tracks] == [(t.track_id, t.label, t.boxes) for t in video.tracks]
+
+    stats = write_cvat_example(str(tmp_path / "export"), train_videos=1, val_videos=0, log=lambda *a: None)
+    assert stats["videos"] == 1
+    xml = str(tmp_path / "export" / "train" / "clip00.xml")
+    example = read_cvat_video(xml)
+    assert example.labels == {"person": {"action": ("select", ACTION_NAMES)}} and example.num_frames == 150
+    assert all(len(t.boxes) == 150 for t in example.tracks)  # a box on every frame, as CVAT writes tracks
+    out = tmp_path / "ava"
+    convert_cvat(cvat_sources([xml], video_dir=str(tmp_path / "export" / "train")), str(out), "train", log=lambda *a: None)
+    dicts = load_ava_dataset(str(out), "train")
+    assert [d["timestamp"] for d in dicts] == [900, 901, 902, 903, 904]
+    assert all(len(d["annotations"]) == len(example.tracks) for d in dicts)

@@ -37,6 +37,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ...utils.atomic_io import atomic_write
+
 __all__ = [
     "ACTION_SOURCES",
     "CvatBox",
@@ -48,6 +50,7 @@ __all__ = [
     "class_names",
     "read_cvat_video",
     "box_actions",
+    "write_cvat_video",
 ]
 
 ACTION_SOURCES = ("attribute", "label", "checkboxes")
@@ -252,3 +255,50 @@ def box_actions(track: CvatTrack, box: CvatBox, source: str = "attribute", attri
         return [name for name, value in box.attributes.items() if value.lower() in _TRUE]
     value = box.attributes.get(attribute, "")
     return [] if value.lower() in NO_ACTION_VALUES else [value]
+
+
+def _sub(parent: ET.Element, tag: str, text: Optional[str] = None, **attrib) -> ET.Element:
+    child = ET.SubElement(parent, tag, {k: str(v) for k, v in attrib.items()})
+    if text is not None:
+        child.text = text
+    return child
+
+
+def write_cvat_video(path: str, video: CvatVideo) -> None:
+    """Write ``video`` as a "CVAT for video 1.1" XML file, as CVAT exports a video task: task meta
+    (frames 0..num_frames-1, labels with their attributes, original size) and one ``<track>`` per
+    track with its boxes (pixels, two decimals) and per-box attributes. Atomic."""
+    root = ET.Element("annotations")
+    _sub(root, "version", "1.1")
+    meta = _sub(root, "meta")
+    task = _sub(meta, "task")
+    n = video.num_frames or 1 + max((b.frame for t in video.tracks for b in t.boxes), default=0)
+    for tag, text in (("id", "1"), ("name", video.name), ("size", str(n)), ("mode", "interpolation"), ("overlap", "0"),
+                      ("bugtracker", ""), ("subset", "default"), ("start_frame", "0"), ("stop_frame", str(n - 1)),
+                      ("frame_filter", "")):
+        _sub(task, tag, text)
+    labels = _sub(task, "labels")
+    for label, attrs in video.labels.items():
+        el = _sub(labels, "label")
+        _sub(el, "name", label)
+        _sub(el, "type", "rectangle")
+        attributes = _sub(el, "attributes")
+        for attr_name, (input_type, values) in attrs.items():
+            a = _sub(attributes, "attribute")
+            for tag, text in (("name", attr_name), ("mutable", "True"), ("input_type", input_type),
+                              ("default_value", values[0] if values else ""), ("values", "\n".join(values))):
+                _sub(a, tag, text)
+    size = _sub(task, "original_size")
+    _sub(size, "width", str(video.width))
+    _sub(size, "height", str(video.height))
+    for track in video.tracks:
+        t = _sub(root, "track", id=track.track_id, label=track.label, source="manual")
+        for b in track.boxes:
+            coords = {k: f"{v:.2f}" for k, v in zip(("xtl", "ytl", "xbr", "ybr"), b.box)}
+            box = _sub(t, "box", frame=b.frame, keyframe=int(b.keyframe), outside=int(b.outside),
+                       occluded=int(b.occluded), **coords, z_order=0)
+            for attr_name, value in b.attributes.items():
+                _sub(box, "attribute", value, name=attr_name)
+    ET.indent(root)
+    with atomic_write(path, "wb") as f:
+        ET.ElementTree(root).write(f, encoding="utf-8", xml_declaration=True)
