@@ -20,4 +20,6 @@ setup(
         "matplotlib",
         "tqdm",
     ],
+    # Deployment only (ONNX export and ONNX Runtime; imported lazily): pip install 'evad-d2[onnx]'.
+    extras_require={"onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.3"]},
 )

@@ -1,5 +1,6 @@
 """Export of an EVAD model for deployment: TorchScript (tracing, as detectron2's
-``export_model.py``) or a ``torch.export`` ExportedProgram.
+``export_model.py``), a ``torch.export`` ExportedProgram, or ONNX (run with ONNX Runtime; see
+``onnx_export.py``).
 
 The exported graph takes one clip and returns the actors of its keyframe; it needs neither
 detectron2 nor evad_d2 to run, only ``torch`` and ``torchvision`` (for RoIAlign)::
@@ -9,11 +10,14 @@ detectron2 nor evad_d2 to run, only ``torch`` and ``torchvision`` (for RoIAlign)
     model = torch.export.load("model.pt2").module()      # --format exported_program
     boxes, scores, action_scores = model(clip)  # clip: (3, T, H, W) float RGB in [0, 255]
 
+``--format onnx`` writes ``model.onnx``, which needs neither torch nor torchvision: ONNX Runtime
+runs it (``session.run(None, {"clip": clip_numpy})``; :class:`OnnxRuntimeGraph` wraps that).
+
 What export fixes: the clip size (T, H, W) and the keep rates, because the number of tokens each
 pruning layer keeps becomes a constant of the graph; the device the export ran on. What stays
 dynamic: the person-score threshold, so the number of actors varies from clip to clip. A clip of
 another size is refused (TorchScript: a ``torch.jit.Error`` naming both shapes; ExportedProgram:
-its own input-shape check). ``model.json`` beside the graph records all of this, and the class ids
+its own input-shape check; ONNX: ONNX Runtime's, or OnnxRuntimeGraph's ValueError). ``model.json`` beside the graph records all of this, and the class ids
 and names of the score columns.
 """
 import json
@@ -26,13 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from ..modeling.postprocessing import detection_probabilities, rescale_boxes, select_detections
+from ..utils.atomic_io import atomic_write
+from .onnx_export import ONNX_OPSET, OnnxRuntimeGraph, onnx_program, onnxruntime_providers, save_onnx
 
 __all__ = ["ExportableEVAD", "EXPORT_FORMATS", "export_evad", "load_exported", "make_graph"]
 
 logger = logging.getLogger(__name__)
 
 # Format -> file name of the graph in the export directory.
-EXPORT_FORMATS = {"torchscript": "model.ts", "exported_program": "model.pt2"}
+EXPORT_FORMATS = {"torchscript": "model.ts", "exported_program": "model.pt2", "onnx": "model.onnx"}
 
 
 @torch.jit.script_if_tracing
@@ -63,6 +69,7 @@ class ExportableEVAD(nn.Module):
     def __init__(self, model: nn.Module, input_size: Sequence[int]):
         super().__init__()
         self.model = model
+        self.training = model.training  # no "exporting in training mode" warning for an eval model
         self.input_shape = [3, *(int(s) for s in input_size)]
 
     def forward(self, clip: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -98,6 +105,7 @@ def export_evad(
     fmt: str = "torchscript",
     metadata: Optional[Dict] = None,
     example: Optional[Tensor] = None,
+    opset: int = ONNX_OPSET,
 ) -> Dict:
     """Export ``model`` for clips of ``input_size``: the graph and ``model.json`` in ``output_dir``.
 
@@ -112,6 +120,7 @@ def export_evad(
         fmt: one of ``EXPORT_FORMATS``.
         metadata: extra entries for ``model.json`` (e.g. class names).
         example: a (3, T, H, W) clip to export with (default: random).
+        opset: ONNX opset (``fmt="onnx"`` only; at least ``onnx_export.MIN_ONNX_OPSET``).
 
     Returns:
         The contents of ``model.json`` (with the check's ``"max_abs_diff"`` and ``"check_actors"``).
@@ -130,15 +139,19 @@ def export_evad(
     wrapper = ExportableEVAD(model, (t, h, w))
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, EXPORT_FORMATS[fmt])
-    graph = make_graph(wrapper, example.to(device), fmt)
-    if fmt == "torchscript":
-        graph.save(path)
+    if fmt == "onnx":
+        save_onnx(onnx_program(wrapper, example.to(device), opset), path)
+        metadata = {"opset": int(opset), **(metadata or {})}
     else:
-        torch.export.save(graph, path)
+        graph = make_graph(wrapper, example.to(device), fmt)
+        if fmt == "torchscript":
+            graph.save(path)
+        else:
+            torch.export.save(graph, path)
 
     max_diff, check_actors = _check_graph(model, _load_graph(path, fmt, device), check)
     info = _export_info(model, fmt, (t, h, w), device, max_diff, check_actors, metadata)
-    with open(os.path.join(output_dir, "model.json"), "w") as f:
+    with atomic_write(os.path.join(output_dir, "model.json"), "w") as f:
         json.dump(info, f, indent=2)
     logger.info(
         "Exported %s for clips %s (check on a second clip: %d actors, max |diff| %.2e)",
@@ -181,9 +194,13 @@ def _export_info(
     }
 
 
-def make_graph(wrapper: ExportableEVAD, example: Tensor, fmt: str):
+def make_graph(wrapper: ExportableEVAD, example: Tensor, fmt: str, opset: int = ONNX_OPSET):
     """The in-memory export of ``wrapper`` for clips like ``example``: a ScriptModule
-    (``torchscript``) or an ExportedProgram (``exported_program``; call its ``.module()``)."""
+    (``torchscript``), an ExportedProgram (``exported_program``; call its ``.module()``) or an
+    :class:`OnnxRuntimeGraph` (``onnx``, on the providers for ``example``'s device)."""
+    if fmt == "onnx":
+        program = onnx_program(wrapper, example, opset)
+        return OnnxRuntimeGraph(program.model_proto.SerializeToString(), onnxruntime_providers(example.device))
     with torch.no_grad(), warnings.catch_warnings():
         if fmt == "torchscript":
             # The tracer warns at every shape computation it freezes (token counts, RoI sizes):
@@ -195,6 +212,9 @@ def make_graph(wrapper: ExportableEVAD, example: Tensor, fmt: str):
 
 
 def _load_graph(path: str, fmt: str, map_location=None) -> Callable:
+    if fmt == "onnx":
+        # ONNX Runtime on the providers of map_location (CUDA when it names a CUDA device).
+        return OnnxRuntimeGraph(path, onnxruntime_providers(map_location or "cpu"))
     import torchvision  # noqa: F401  (registers torchvision::roi_align, which the graph calls)
 
     if fmt == "torchscript":
@@ -219,7 +239,8 @@ def _compare(expected: Tuple[Tensor, ...], got: Tuple[Tensor, ...], atol: float 
 
 
 def load_exported(output_dir: str, map_location=None) -> Tuple[Callable, Dict]:
-    """``(graph, model.json contents)`` of an export directory; ``graph(clip)`` runs the model."""
+    """``(graph, model.json contents)`` of an export directory; ``graph(clip)`` runs the model
+    (for ONNX, in ONNX Runtime on the CPU, or CUDA where ``map_location`` is a CUDA device)."""
     meta_path = os.path.join(output_dir, "model.json")
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"{meta_path}: not an EVAD export directory (no model.json)")
