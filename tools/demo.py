@@ -18,6 +18,18 @@ reads (rtsp, rtmp, udp, tcp, http(s), HLS .m3u8, srt). A device or stream that d
 within ``--open-timeout`` is an error naming it and FFmpeg's reason; one that sends no frame for
 ``--stall-timeout`` seconds, or ends, ends the run with every output closed and valid.
 
+Live mode (the default for devices and streams; ``--live`` plays a file or frame folder at its
+frame rate): decoding runs in its own thread into a bounded ring of frames, the model always takes
+the newest complete clip (at most one keyframe per ``--keyframe-stride``), frames arriving while it
+is busy are shown with the latest actors, and what it could not keep up with is dropped and
+counted; memory is bounded for any stream length. Each --jsonl record adds ``latency_ms``
+(capture of the clip's newest frame to result), ``model_ms``, ``keyframes_dropped``,
+``frames_dropped`` and ``keep_rate``; a summary (median / 95th percentile latency, processed and
+dropped keyframes) is logged at the end (Ctrl-C ends a camera run). ``--latency-ms`` /
+``--target-fps``: the keep rate is measured at start (or read from ``--keep-rate-table``, written
+by tools/calibrate_keep_rate.py) and kept at the highest one whose model time fits, never below
+``--min-keep-rate`` (``evad_d2.demo.live.run_live``, ``evad_d2.demo.keep_rate``).
+
 The model's own boxes are used (no separate person detector). Keyframes come every
 ``--keyframe-stride`` frames (default: one per second, as AVA annotates); every output frame shows
 the actors of its nearest keyframe. The video is streamed, whatever its length, and its frame
@@ -55,7 +67,11 @@ from evad_d2.data.formats.ava import AvaFormatError
 from evad_d2.data.video import VideoReadError, VideoWriteError
 from evad_d2.demo import VideoDemo, build_demo_predictor
 from evad_d2.demo.filters import ActionFilter, LabelFileError, resolve_classes
+from evad_d2.demo.keep_rate import DEFAULT_MIN_KEEP_RATE, latency_budget
+from evad_d2.demo.live import DEFAULT_KEYFRAME_INTERVAL, run_live
 from evad_d2.demo.runner import DemoOutputs, SourceOptions, check_inputs, run_demo
+from evad_d2.demo.sources import SourceError, input_kind, open_source
+from evad_d2.demo.writers import JsonLinesWriter
 from evad_d2.engine import PRECISIONS
 
 logger = logging.getLogger("evad_d2.demo")
@@ -118,6 +134,15 @@ def get_parser():
     p.add_argument("--crf", type=int, default=20, help="x264 quality (lower is better)")
     p.add_argument("--line-width", type=int, default=None, help="box outline width in pixels")
     p.add_argument("--no-progress", action="store_true")
+    # Live mode and the keep rate for a latency budget (evad_d2.demo.live, evad_d2.demo.keep_rate).
+    p.add_argument("--live", action="store_true",
+                   help="live mode for a file or frame folder too (played at its frame rate; default for devices/streams)")
+    p.add_argument("--latency-ms", type=float, default=None, help="model time budget per keyframe (live mode)")
+    p.add_argument("--target-fps", type=float, default=None, help="keyframes per second to keep up with (live mode)")
+    p.add_argument("--min-keep-rate", type=float, default=DEFAULT_MIN_KEEP_RATE,
+                   help="lowest keep rate a budget may choose")
+    p.add_argument("--keep-rate-table", default=None, metavar="JSON",
+                   help="keep-rate timings from tools/calibrate_keep_rate.py (default: measured at start)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ... (e.g. MODEL.WEIGHTS W)")
     return p
 
@@ -143,9 +168,57 @@ def _action_filter(args, predictor) -> ActionFilter:
                         score_threshold=args.score_threshold, classes=classes)
 
 
+def _live_mode(parser, args) -> bool:
+    """Whether the run is live (``--live``, a device or a stream); refuses what live mode lacks."""
+    try:
+        kind = input_kind(args.input)
+    except SourceError:
+        kind = None  # a bad folder: check_inputs names the problem
+    live = args.live or kind in ("stream", "device")
+    if live and kind == "videos":
+        parser.error("--live takes one video, frame folder, device or stream, not a folder of videos")
+    budget = args.latency_ms is not None or args.target_fps is not None or args.keep_rate_table
+    if not live and budget:
+        parser.error("--latency-ms, --target-fps and --keep-rate-table are for live mode: add --live")
+    if live and (args.json or args.csv):
+        parser.error("live mode (--live, devices, streams) writes --output and --jsonl; --json/--csv record "
+                     "every keyframe of a file: drop --live (for a stream: record it to a file first)")
+    if live and args.batch_size != 1:
+        parser.error("live mode runs the newest clip only: --batch-size must be 1")
+    return live
+
+
+def _run_live(args, predictor, action_filter, sources: SourceOptions) -> int:
+    """Live mode: ``evad_d2.demo.live.run_live`` on the opened input."""
+    records = None
+    try:
+        source = open_source(args.input, fps=sources.fps, open_timeout=sources.open_timeout,
+                             stall_timeout=sources.stall_timeout, options=sources.options)
+        stride = args.keyframe_stride
+        interval = stride / float(source.frame_rate) if stride else DEFAULT_KEYFRAME_INTERVAL
+        records = JsonLinesWriter(args.jsonl) if args.jsonl else None
+        summary = run_live(
+            predictor, source, args.output, keyframe_interval=interval,
+            budget_s=latency_budget(args.latency_ms, args.target_fps), min_keep_rate=args.min_keep_rate,
+            keep_rate_table=args.keep_rate_table, records=records, actor_filter=action_filter, track=args.track,
+            video_id=args.video_id, time_offset=args.time_offset, line_width=args.line_width, crf=args.crf,
+        )
+    except (VideoReadError, OSError, ValueError) as e:  # OSError: VideoWriteError, a missing folder
+        return _fail(str(e))
+    finally:
+        if records is not None:
+            records.close()
+    logger.info(
+        f"{args.input}: live, ended ({summary['end_reason']}); keep rate {summary['keep_rate']} "
+        f"({len(summary['keep_rate_changes'])} changes); wrote " + ", ".join(p for p in (args.output, args.jsonl) if p)
+    )
+    return 0
+
+
 def main(argv=None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
+    live = _live_mode(parser, args)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if not (args.output or args.json or args.jsonl or args.csv):
@@ -169,6 +242,8 @@ def main(argv=None) -> int:
         return _fail(str(e))
     demo = VideoDemo(predictor, keyframe_stride=args.keyframe_stride, batch_size=args.batch_size)
     outputs = DemoOutputs(args.output, args.json, args.csv, args.jsonl)
+    if live:
+        return _run_live(args, predictor, action_filter, sources)
     try:
         results = run_demo(
             demo, args.input, outputs, sources=sources, video_id=args.video_id, action_filter=action_filter,

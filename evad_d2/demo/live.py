@@ -159,6 +159,11 @@ class PacedSource:
                 self.sleep(delay)
             yield image, pts, self.wall_clock()
 
+    @property
+    def end_reason(self) -> Optional[str]:
+        """The wrapped source's ``end_reason`` (None if it has none)."""
+        return getattr(self.source, "end_reason", None)
+
     def close(self) -> None:
         self._closed.set()
         self.source.close()
@@ -237,7 +242,8 @@ class LiveDemo:
         self, source, on_frame: Optional[Callable] = None, on_keyframe: Optional[Callable] = None, *,
         poll_s: float = 0.5,
     ) -> Dict:
-        """Read ``source`` to its end (or stall, or Ctrl-C), running the model on the newest windows.
+        """Read ``source`` to its end (or stall, or Ctrl-C: the summary's ``end_reason`` is then
+        "interrupted"), running the model on the newest windows.
 
         Args:
             source: a frame source (see the module docstring); closed at the end.
@@ -260,14 +266,19 @@ class LiveDemo:
         state = _LiveRun(self, ring, fps, on_frame, on_keyframe)
         decoder = _Decoder(source, ring)
         decoder.start()
+        interrupted = False
         try:
             state.loop(poll_s)
+        except KeyboardInterrupt:  # Ctrl-C ends a camera or stream run: finalise, report
+            interrupted = True
+            logger.info(f"{getattr(source, 'name', 'source')}: interrupted")
         finally:
             decoder.stop()
             decoder.join(timeout=10.0)
-        if ring.error is not None:
+        if ring.error is not None and not interrupted:
             raise ring.error
         summary = state.summary()
+        summary["end_reason"] = "interrupted" if interrupted else getattr(source, "end_reason", None)
         logger.info(
             f"{getattr(source, 'name', 'source')}: {summary['processed_keyframes']} keyframes processed, "
             f"{summary['dropped_keyframes']} dropped; latency median {summary['latency_median_ms']:.0f} ms, "
@@ -317,8 +328,8 @@ class _LiveRun:
         for f in new:
             if self.on_frame is not None:
                 self.on_frame(f.image, f.pts, self.actors)
-        self.counts["frames_shown"] += len(new)
-        self.last_shown = new[-1].index
+            self.counts["frames_shown"] += 1
+            self.last_shown = f.index
 
     def next_window(self, frames: List[LiveFrame]):
         """The newest complete window if its keyframe opens a new slot, else None."""
@@ -369,7 +380,8 @@ class _LiveRun:
         ``frames_decoded``, ``latency_median_ms``, ``latency_p95_ms``, ``latency_max_ms`` (over the
         last :data:`LATENCY_HISTORY` keyframes; NaN without any), ``model_mean_ms``,
         ``buffer_capacity`` and ``max_buffered`` (frames), ``keep_rate`` (final, or None) and
-        ``keep_rate_changes``."""
+        ``keep_rate_changes``; :meth:`LiveDemo.run` adds ``end_reason`` (the source's, or
+        "interrupted")."""
         lat = sorted(self.latencies)
         out = dict(self.counts)
         out["frames_decoded"] = self.ring.num_pushed
@@ -388,32 +400,43 @@ class _LiveRun:
 
 def run_live_demo(
     demo: LiveDemo, source, output_path: Optional[str] = None, *, records=None,
-    actor_filter: Optional[Callable[[List[Dict]], List[Dict]]] = None, line_width: Optional[int] = None, crf: int = 20,
+    actor_filter: Optional[Callable[[List[Dict]], List[Dict]]] = None, track: bool = False,
+    video_id: Optional[str] = None, time_offset: float = 0.0, line_width: Optional[int] = None, crf: int = 20,
 ) -> Dict:
     """:meth:`LiveDemo.run` with outputs: every shown frame drawn with the latest actors into
     ``output_path`` (a file or a re-stream URL, ``evad_d2.data.video.VideoWriter``, opened at the
     first frame, at the source's nominal rate, frames at their pts), and one record per keyframe
-    (the :meth:`LiveDemo.run` record plus ``"actors"`` as ``json_actor`` gives them) handed to
-    ``records.add`` (e.g. a ``JsonLinesWriter``).
+    handed to ``records.add`` (e.g. a ``JsonLinesWriter``): ``video_id``, the :meth:`LiveDemo.run`
+    record, ``timestamp`` (AVA whole second of ``time + time_offset``) and ``"actors"`` as
+    ``json_actor`` gives them.
 
     Args:
         actor_filter: applied to each keyframe's actors before they are drawn and recorded
             (e.g. a score threshold or a class subset).
+        track: link the actors of processed keyframes by IoU (``track_id``; stable colours).
+        video_id: the records' video id (default: ``source.name``).
 
     Returns:
         the summary of :meth:`LiveDemo.run`, plus ``frames_written``.
     """
     from ..data.video import VideoWriter
+    from ..utils.tracking import IoUTracker
     from ..utils.video_visualizer import draw_actors
-    from .writers import json_actor
+    from .writers import ava_timestamp, json_actor
 
     state = {"writer": None, "actors": None, "shown": []}
+    tracker = IoUTracker() if track else None
+    video_id = video_id or getattr(source, "name", "video")
 
     def on_keyframe(record: Dict, actors: List[Dict]) -> None:
+        ids = tracker.update([a["box"] for a in actors]) if tracker else [None] * len(actors)
+        for a, tid in zip(actors, ids):
+            a["track_id"] = tid
         shown = actor_filter(actors) if actor_filter is not None else actors
         state["actors"], state["shown"] = actors, shown
         if records is not None:
-            records.add({**record, "actors": [json_actor(a) for a in shown]})
+            stamp = ava_timestamp(record["time"], time_offset)
+            records.add({"video_id": video_id, **record, "timestamp": stamp, "actors": [json_actor(a) for a in shown]})
 
     def on_frame(image: np.ndarray, pts: float, actors: List[Dict]) -> None:
         if output_path is None:
@@ -434,10 +457,9 @@ def run_live_demo(
 
 
 def run_live(
-    predictor, source, output_path: Optional[str] = None, *, records=None,
-    keyframe_interval: float = DEFAULT_KEYFRAME_INTERVAL, budget_s: Optional[float] = None,
-    min_keep_rate: float = DEFAULT_MIN_KEEP_RATE, keep_rate_table: Optional[str] = None,
-    actor_filter: Optional[Callable[[List[Dict]], List[Dict]]] = None, line_width: Optional[int] = None, crf: int = 20,
+    predictor, source, output_path: Optional[str] = None, *, keyframe_interval: float = DEFAULT_KEYFRAME_INTERVAL,
+    budget_s: Optional[float] = None, min_keep_rate: float = DEFAULT_MIN_KEEP_RATE,
+    keep_rate_table: Optional[str] = None, **outputs,
 ) -> Dict:
     """Live mode end to end (``tools/demo.py --live``): a source that is not live (a file, a frame
     folder: ``source.live`` False) is played at its frame rate (:class:`PacedSource`); with a
@@ -448,7 +470,8 @@ def run_live(
     Args:
         budget_s: seconds the model may take per keyframe (``latency_budget(--latency-ms,
             --target-fps)``), or None to keep the config's keep rates.
-        others: as :func:`run_live_demo` and :class:`LiveDemo`.
+        outputs: the keyword arguments of :func:`run_live_demo` (records, actor_filter, track,
+            video_id, time_offset, line_width, crf).
 
     Returns:
         the summary of :func:`run_live_demo`.
@@ -459,4 +482,4 @@ def run_live(
     if not getattr(source, "live", True):
         source = PacedSource(source)
     demo = LiveDemo(predictor, keyframe_interval=keyframe_interval, controller=controller)
-    return run_live_demo(demo, source, output_path, records=records, actor_filter=actor_filter, line_width=line_width, crf=crf)
+    return run_live_demo(demo, source, output_path, **outputs)

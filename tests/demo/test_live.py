@@ -9,7 +9,7 @@ import pytest
 
 from evad_d2.demo.live import FrameRing, LiveDemo, LiveFrame, PacedSource, newest_window, run_live_demo, window_frames
 from evad_d2.demo.sources import open_source
-from tests.data.video.synthetic import coded_frame, write_video
+from evad_d2.testing import TINY_CONFIG, coded_frame, run_tool, write_video
 
 
 class ListSource:
@@ -173,9 +173,50 @@ def test_source_error_is_raised_and_the_source_closed():
     assert not [t for t in threading.enumerate() if t.name.startswith("decode cam")]
 
 
+def test_ctrl_c_ends_the_run_with_a_summary():
+    source = ListSource(1000, 50.0)
+    shown = []
+
+    def on_frame(image, pts, actors):
+        shown.append(pts)
+        if len(shown) == 20:
+            raise KeyboardInterrupt
+
+    summary = LiveDemo(SlowPredictor(0.0), keyframe_interval=0.1).run(PacedSource(source), on_frame, poll_s=0.05)
+    assert summary["end_reason"] == "interrupted" and summary["frames_shown"] == 19
+    assert source.closed
+
+
 def test_invalid_interval():
     with pytest.raises(ValueError, match="keyframe interval must be positive"):
         LiveDemo(SlowPredictor(0.0), keyframe_interval=0)
+
+
+@pytest.mark.slow
+def test_demo_tool_live_on_a_file_with_a_latency_budget(tmp_path):
+    import json
+
+    video, table = tmp_path / "in.mp4", tmp_path / "table.json"
+    write_video(video, [coded_frame(i) for i in range(40)], rate=20)  # 2 s
+    rows = [{"keep_rate": r, "gflops": None, "latency_ms": ms, "clips_per_s": 1000 / ms}
+            for r, ms in ((1.0, 900.0), (0.8, 600.0), (0.6, 300.0))]
+    table.write_text(json.dumps({"format": "evad_d2.keep_rate_table/1", "device": "x", "input_size": [8, 48, 64],
+                                 "meta": {}, "rows": rows}))
+    out, jsonl = tmp_path / "out.webm", tmp_path / "out.jsonl"
+    common = ["--config-file", TINY_CONFIG, "--input", video, "--no-progress"]
+    done = run_tool("tools/demo.py", *common, "--live", "--output", out, "--jsonl", jsonl, "--keyframe-stride", "5",
+                    "--latency-ms", "700", "--keep-rate-table", table, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    # 700 ms fits 0.8 (600 ms) by the table; the tiny model is far quicker, so it goes back to 1.0.
+    assert records and records[0]["keep_rate"] == 0.8
+    assert {"latency_ms", "model_ms", "keyframes_dropped", "frames_dropped", "written_at"} <= set(records[0])
+    with av.open(str(out)) as c:
+        assert c.format.name.startswith("matroska") and sum(1 for _ in c.decode(video=0)) > 0
+    refused = run_tool("tools/demo.py", *common, "--live", "--json", tmp_path / "x.json", timeout=300)
+    assert refused.returncode == 2 and "--json/--csv record every keyframe of a file" in refused.stderr
+    refused = run_tool("tools/demo.py", *common, "--output", out, "--latency-ms", "100", timeout=300)
+    assert refused.returncode == 2 and "are for live mode: add --live" in refused.stderr
 
 
 class Collect:
@@ -194,7 +235,7 @@ def test_live_file_through_the_tiny_model_writes_video_and_records(predictor, tm
     # Keyframe slots every 0.25 s; the clip spans 7 x 2/30 s (the tiny model's 8 frames, rate 2).
     summary = run_live_demo(
         LiveDemo(predictor, keyframe_interval=0.25), PacedSource(open_source(str(video))), str(out),
-        records=records, actor_filter=lambda actors: actors[:2],
+        records=records, actor_filter=lambda actors: actors[:2], track=True, time_offset=900,
     )
     assert summary["frames_decoded"] == 45
     assert summary["frames_written"] == summary["frames_shown"] == 45 - summary["frames_dropped"]
@@ -203,10 +244,13 @@ def test_live_file_through_the_tiny_model_writes_video_and_records(predictor, tm
     assert len(records.items) == summary["processed_keyframes"] >= 1
     first = records.items[0]
     assert set(first) == {
-        "frame_index", "time", "latency_ms", "model_ms", "keyframes_dropped", "frames_dropped", "keep_rate", "actors",
+        "video_id", "frame_index", "time", "timestamp", "latency_ms", "model_ms", "keyframes_dropped",
+        "frames_dropped", "keep_rate", "actors",
     }
+    assert first["video_id"] == "in" and first["timestamp"] == 900  # round(0.267 + 900)
     # The first complete window ends at the frame at 7 x 2/30 s = 0.467 s (frame 14); the keyframe
     # (position 4 of 8) is 3 steps = 6 frames earlier: frame 8, 0.267 s.
     assert (first["frame_index"], first["time"]) == (8, pytest.approx(8 / 30, abs=1e-6))
     assert 0 < len(first["actors"]) <= 2 and set(first["actors"][0]) == {"box", "person_score", "actions", "track_id"}
+    assert all(isinstance(a["track_id"], int) for r in records.items for a in r["actors"])
     assert first["latency_ms"] >= first["model_ms"] > 0 and first["keep_rate"] is None
