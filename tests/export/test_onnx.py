@@ -11,8 +11,6 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from tests.modeling.test_meta_arch import build, random_clip  # noqa: E402
-
 from evad_d2.export import (  # noqa: E402
     MIN_ONNX_OPSET,
     ONNX_OPSET,
@@ -24,9 +22,9 @@ from evad_d2.export import (  # noqa: E402
     onnxruntime_providers,
 )
 from evad_d2.export.onnx_export import require_onnx_package  # noqa: E402
+from evad_d2.testing import TINY_NUM_PROPOSALS, build_tiny_model, random_clip  # noqa: E402
 
 T, H, W = 8, 64, 96
-NUM_PROPOSALS = 8  # MODEL.EVAD.LOC.NUM_PROPOSALS of the tiny config
 # The tiny config, shallower still (the export's time grows with the graph): 2 blocks, the first
 # pruning to 0.7, one localization stage and one decoder layer.
 SMALL = (
@@ -52,11 +50,12 @@ def _assert_same(got, expected):
 def exported(tmp_path_factory):
     """(eager model, export directory, model.json contents) of the small model, exported once."""
     out = tmp_path_factory.mktemp("onnx") / "graph"
-    model = build(*SMALL).eval()
+    model = build_tiny_model(*SMALL).eval()
     info = export_evad(model, (T, H, W), str(out), fmt="onnx", metadata={"note": "small"})
     return model, out, info
 
 
+@pytest.mark.slow  # one ONNX export for the module: 15-40 s on a loaded 2-core CPU
 def test_export_writes_onnx_graph_and_metadata(exported):
     model, out, info = exported
     assert (out / "model.onnx").is_file() and (out / "model.json").is_file()
@@ -68,6 +67,7 @@ def test_export_writes_onnx_graph_and_metadata(exported):
     assert {m.importance_impl for m in model.modules() if hasattr(m, "importance_impl")} == {"auto"}
 
 
+@pytest.mark.slow  # one ONNX export for the module: 15-40 s on a loaded 2-core CPU
 def test_graph_maps_3d_roi_align_to_aligned_onnx_roialign(exported):
     proto = onnx.load(str(exported[1] / "model.onnx"))
     onnx.checker.check_model(proto)
@@ -85,6 +85,7 @@ def test_graph_maps_3d_roi_align_to_aligned_onnx_roialign(exported):
     assert any(n.op_type == "TopK" for n in proto.graph.node)  # token pruning inside the graph
 
 
+@pytest.mark.slow  # one ONNX export for the module: 15-40 s on a loaded 2-core CPU
 def test_onnx_runtime_equals_eager(exported):
     model, out, _ = exported
     graph, info = load_exported(str(out))
@@ -98,6 +99,7 @@ def test_onnx_runtime_equals_eager(exported):
     assert max(counts) > 0
 
 
+@pytest.mark.slow  # one ONNX export for the module: 15-40 s on a loaded 2-core CPU
 def test_graph_runs_with_onnxruntime_alone(exported, tmp_path):
     model, out, _ = exported
     clip = random_clip(seed=21)
@@ -116,6 +118,7 @@ assert not any(m.split('.')[0] in ('torch', 'torchvision', 'detectron2', 'evad_d
     _assert_same(got, _eager(model, clip))
 
 
+@pytest.mark.slow  # one ONNX export for the module: 15-40 s on a loaded 2-core CPU
 def test_threshold_stays_dynamic(exported, tmp_path):
     """Shift the person logit's bias in the graph and in the model: the same graph returns no
     actor, then every proposal, as the eager model does."""
@@ -139,9 +142,10 @@ def test_threshold_stays_dynamic(exported, tmp_path):
             with torch.no_grad():
                 dict(model.named_parameters())[PERSON_BIAS[len("model."):]][0] -= shift
         counts.append(len(got[0]))
-    assert counts == [0, NUM_PROPOSALS]
+    assert counts == [0, TINY_NUM_PROPOSALS]
 
 
+@pytest.mark.slow  # one ONNX export for the module: 15-40 s on a loaded 2-core CPU
 def test_graph_refuses_another_clip_size(exported):
     graph, _ = load_exported(str(exported[1]))
     with pytest.raises(ValueError, match=r"exported for clips of shape \(C, T, H, W\) = \[3, 8, 64, 96\] but got \[3, 8, 64, 64\]"):
@@ -149,7 +153,7 @@ def test_graph_refuses_another_clip_size(exported):
 
 
 def test_unsupported_settings_name_the_key(tmp_path):
-    model = build(*SMALL).eval()
+    model = build_tiny_model(*SMALL).eval()
     with pytest.raises(ValueError, match=r"opset 15 \(--opset\).*from opset 16"):
         export_evad(model, (T, H, W), str(tmp_path / "a"), fmt="onnx", opset=15)
     model.backbone.net.set_pruning_score("random")
