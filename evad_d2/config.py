@@ -227,6 +227,9 @@ def _add_training_config(_C) -> None:
     _C.TEST.AVA_PROTOCOL = AVA_DEFAULT_PROTOCOL
     # UCF101-24 / JHMDB frame- and video-mAP: "act" (the ACT code behind published numbers) or "voc".
     _C.TEST.UCF_JHMDB_PROTOCOL = UCF_JHMDB_DEFAULT_PROTOCOL
+    # EVADPredictor (demo, benchmark): torch.compile the backbone and heads (evad_d2.engine.compilation).
+    # Off: equal results, but each new clip size / keep rate first compiles for minutes on a CPU.
+    _C.TEST.COMPILE = False
 
 
 def get_evad_cfg(config_file=None, opts=(), freeze: bool = True):

@@ -63,12 +63,13 @@ def build_demo_predictor(
     labelmap: Optional[str] = None,
     top_k: int = 3,
     precision: str = "fp32",
+    compile: Optional[bool] = None,
 ) -> EVADPredictor:
     """The demo's predictor: the config file with ``opts`` (KEY VALUE ...) merged, the person
     score threshold ``score_thresh`` (None: ``MODEL.EVAD.LOC.SCORE_THRESH_TEST``), class names
     (and ids, where the file has them) from a label file ``labelmap``: a pbtxt label map, a JSON
     list or a text file with one name per line (:func:`~evad_d2.demo.filters.read_label_names`;
-    None: the test dataset's metadata).
+    None: the test dataset's metadata). ``compile``: torch.compile the model (None: ``TEST.COMPILE``).
 
     Raises:
         CheckpointFormatError: ``MODEL.WEIGHTS`` refused (would run code), damaged or foreign.
@@ -88,7 +89,7 @@ def build_demo_predictor(
                 f"{labelmap}: {len(names)} class names but the model has {num_classes} action classes "
                 "(MODEL.EVAD.NUM_ACTION_CLASSES): one name per model output, in column order"
             )
-    return EVADPredictor(cfg, top_k=top_k, class_names=names, action_ids=ids, precision=precision)
+    return EVADPredictor(cfg, top_k=top_k, class_names=names, action_ids=ids, precision=precision, compile=compile)
 
 
 class VideoDemo:

@@ -18,6 +18,7 @@ from detectron2.structures import Instances
 from ..config_check import check_evad_cfg
 from ..data.transforms import apply_transform_to_clip, sample_clip_transform
 from ..data.video import resolve_keyframe_index
+from .compilation import compile_model
 from .precision import autocast_for, check_precision
 
 # The project's checkpointer: VideoMAE and official EVAD weights too, and it never runs code from
@@ -75,7 +76,9 @@ class EVADPredictor:
     2. Take uint8 RGB frames (T, H, W, 3) as decoded, and apply the test-time resize of
        ``cfg.INPUT.{MIN,MAX}_SIZE_TEST`` frame by frame (OpenCV's uint8 resize with
        ``MODEL.EVAD.OFFICIAL_MODE``), so memory follows the model's input size.
-    3. Run under ``torch.inference_mode`` and, with ``precision`` "bf16"/"fp16", autocast.
+    3. Run under ``torch.inference_mode`` and, with ``precision`` "bf16"/"fp16", autocast;
+       with ``compile`` (default ``cfg.TEST.COMPILE``), the backbone and heads ``torch.compile``d
+       (``evad_d2.engine.compilation``: equal results; the first clip of each size compiles).
     4. Return the keyframe's actors with boxes in the input frame's pixels, on the CPU, by
        decreasing person score, each with its top-k actions named by the label map (class names
        and ids from ``class_names``/``action_ids`` if given, else from the metadata of
@@ -95,6 +98,7 @@ class EVADPredictor:
             ``sampling_rate / frame_rate``).
         top_k: actions reported per actor.
         precision: "fp32", or "bf16"/"fp16" to run the model under autocast (outputs stay float32).
+        compiled: whether the model's backbone and heads are compiled.
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class EVADPredictor:
         action_ids: Optional[Sequence[int]] = None,
         frame_rate: Optional[float] = None,
         precision: str = "fp32",
+        compile: Optional[bool] = None,
     ):
         check_precision(precision, "EVADPredictor precision")
         check_evad_cfg(cfg)  # a config built by hand (not via get_evad_cfg) is checked too
@@ -117,6 +122,10 @@ class EVADPredictor:
             _Checkpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the predictor runs a randomly initialised model")
+        # After loading: compiling in place keeps the state-dict keys.
+        self.compiled = bool(self.cfg.TEST.COMPILE if compile is None else compile)
+        if self.compiled:
+            compile_model(self.model)
         self.augmentations = utils.build_augmentation(self.cfg, is_train=False)
         self.num_frames = self.cfg.INPUT.NUM_FRAMES
         self.sampling_rate = self.cfg.INPUT.SAMPLING_RATE
