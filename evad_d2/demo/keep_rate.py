@@ -333,7 +333,10 @@ class KeepRateController:
     * m <= budget: go up to the highest higher keep rate with
       ``d * table(rate) <= budget * (1 - hysteresis)``, if any.
 
-    After a change the window starts afresh. Each change is logged and kept in :attr:`changes`.
+    A keep rate left for being too slow is not returned to (nor any higher one) for ``backoff``
+    keyframes, twice as long each further time: a noisy table or machine cannot make the keep
+    rate swing back and forth. After a change the window starts afresh. Each change is logged and
+    kept in :attr:`changes`.
 
     Args:
         table: measured latency per keep rate.
@@ -343,11 +346,12 @@ class KeepRateController:
         floor: lowest keep rate allowed.
         hysteresis: fraction of the budget a higher keep rate must leave free.
         window: measured times whose median decides.
+        backoff: keyframes a keep rate that was too slow stays out of reach, the first time.
     """
 
     def __init__(
         self, table: KeepRateTable, budget_s: float, apply: Callable[[float], None], *,
-        floor: float = 0.0, hysteresis: float = 0.1, window: int = 3,
+        floor: float = 0.0, hysteresis: float = 0.1, window: int = 3, backoff: int = 10,
     ):
         if not budget_s > 0:
             raise ValueError(f"the latency budget must be positive, got {budget_s} s")
@@ -359,6 +363,9 @@ class KeepRateController:
         self.keep_rate = table.choose(self.budget_s, self.floor)
         self.recent: deque = deque(maxlen=window)
         self.changes: List[Dict] = []
+        self.backoff, self.observations = int(backoff), 0
+        self.failures: Dict[float, int] = {}  # times each keep rate was left for being too slow
+        self.blocked_until: Dict[float, int] = {}  # keep rate -> observation count it is blocked until
         logger.info(
             f"keep rate {self.keep_rate} for a budget of {self.budget_s * 1000:.1f} ms per keyframe "
             f"(measured {table.latency_s(self.keep_rate) * 1000:.1f} ms; floor {self.floor})"
@@ -372,6 +379,7 @@ class KeepRateController:
             ``{"from", "to", "observed_ms", "predicted_ms", "budget_ms"}`` when it changed, else None.
         """
         self.recent.append(float(model_seconds))
+        self.observations += 1
         if len(self.recent) < self.recent.maxlen:
             return None
         observed = statistics.median(self.recent)
@@ -387,6 +395,9 @@ class KeepRateController:
             f"keep rate {change['from']} -> {target}: model took {change['observed_ms']:.1f} ms (median of "
             f"{len(self.recent)}), budget {change['budget_ms']:.1f} ms, expected {change['predicted_ms']:.1f} ms"
         )
+        if target < self.keep_rate:  # too slow: keep away from this keep rate for a while
+            n = self.failures[self.keep_rate] = self.failures.get(self.keep_rate, 0) + 1
+            self.blocked_until[self.keep_rate] = self.observations + self.backoff * 2 ** min(n - 1, 10)
         self.keep_rate = target
         self.recent.clear()
         self.changes.append(change)
@@ -400,7 +411,9 @@ class KeepRateController:
             fits = [r for r in lower if drift * self.table.latency_s(r) <= self.budget_s]
             return fits[0] if fits else (lower[-1] if lower else None)
         room = self.budget_s * (1.0 - self.hysteresis)
-        higher = [r for r in self.rates if r > current and drift * self.table.latency_s(r) <= room]
+        blocked = [r for r, until in self.blocked_until.items() if until > self.observations]
+        ceiling = min(blocked) if blocked else math.inf  # neither it nor a higher keep rate
+        higher = [r for r in self.rates if current < r < ceiling and drift * self.table.latency_s(r) <= room]
         return higher[0] if higher else None
 
 

@@ -3,8 +3,6 @@ table (injected timer), the controller's hysteresis and floor, the table file an
 and the controller inside live mode."""
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -26,8 +24,7 @@ from evad_d2.demo.keep_rate import (
 )
 from evad_d2.demo.live import LiveDemo, PacedSource, run_live
 from evad_d2.demo.sources import open_source
-from tests.data.video.synthetic import coded_frame, write_video
-from tests.engine.test_predictor import REPO, TINY
+from evad_d2.testing import TINY_CONFIG, coded_frame, run_tool, write_video
 
 
 def table_of(ms_by_rate):
@@ -87,18 +84,40 @@ def test_controller_moves_with_the_measured_time():
     first = feed(c, 140)
     assert first[:2] == [None, None]
     assert first[2] == pytest.approx({"from": 0.8, "to": 0.5, "observed_ms": 140.0, "predicted_ms": 80.0, "budget_ms": 80.0})
-    assert applied == [0.8, 0.5]
-    # Quicker (35 ms at 0.5, drift 0.875): 1.0 -> 87.5 > 72 (90 % of 80), 0.8 -> 61.25 <= 72.
+    # Quicker (35 ms at 0.5, drift 0.875): 0.8 -> 61.25 would fit 72 (90 % of 80) but was too slow 3
+    # keyframes ago (blocked for 10, until keyframe 13); 0.6 -> 43.75 fits.
     change = feed(c, 35)[-1]
-    assert (change["from"], change["to"], change["predicted_ms"]) == (0.5, 0.8, pytest.approx(61.25))
+    assert (change["from"], change["to"], change["predicted_ms"]) == (0.5, 0.6, pytest.approx(43.75))
+    # 30 ms at 0.6 (drift 0.6): 1.0 -> 60 ms fits, once the block ends at keyframe 13 (7 more).
+    ups = feed(c, 30, 7)
+    assert ups[:-1] == [None] * 6 and (ups[-1]["to"], ups[-1]["predicted_ms"]) == (1.0, pytest.approx(60.0))
+    assert c.keep_rate == 1.0 and applied == [0.8, 0.5, 0.6, 1.0] and len(c.changes) == 3
+
+
+def test_controller_hysteresis_and_median():
+    c, applied = controller(0.080)
     # Within budget, and 1.0 would need 75 / 70 x 100 = 107 ms: stays.
     assert feed(c, 75) == [None] * 3
     # Hysteresis: at 56 ms (drift 0.8) 1.0 would take 80 ms, within the budget but not within
     # 90 % of it: stays at 0.8 rather than going up to the edge.
     assert feed(c, 56) == [None] * 3
-    assert c.keep_rate == 0.8 and applied == [0.8, 0.5, 0.8] and len(c.changes) == 2
     # The median of the window decides: one slow keyframe among quick ones changes nothing.
     assert feed(c, 60, 2) + feed(c, 500, 1) == [None] * 3
+    assert c.keep_rate == 0.8 and applied == [0.8] and c.changes == []
+
+
+def test_a_keep_rate_too_slow_is_retried_after_a_doubling_backoff():
+    applied = []
+    c = KeepRateController(table_of({1.0: 100.0, 0.5: 40.0}), 0.080, applied.append, backoff=10)
+    assert c.keep_rate == 0.5
+    assert feed(c, 20)[-1]["to"] == 1.0  # keyframe 3: 1.0 would take 50 ms
+    assert feed(c, 100)[-1]["to"] == 0.5  # keyframe 6: too slow, 1.0 blocked for 10 (until 16)
+    ups = feed(c, 20, 10)  # keyframes 7 .. 16
+    assert ups[:-1] == [None] * 9 and ups[-1]["to"] == 1.0
+    assert feed(c, 100)[-1]["to"] == 0.5  # keyframe 19: too slow again, blocked for 20 (until 39)
+    ups = feed(c, 20, 20)  # keyframes 20 .. 39
+    assert ups[:-1] == [None] * 19 and ups[-1]["to"] == 1.0
+    assert applied == [0.5, 1.0, 0.5, 1.0, 0.5, 1.0]
 
 
 def test_controller_never_goes_below_the_floor():
@@ -273,18 +292,17 @@ def test_run_live_file_with_a_generous_budget_stays_at_one(predictor, tmp_path):
 
 @pytest.mark.slow
 def test_calibrate_tool_writes_the_table_and_the_plot(tmp_path):
-    cmd = [
-        sys.executable, os.path.join(REPO, "tools", "calibrate_keep_rate.py"), "--config-file", TINY,
-        "--device", "cpu", "--output-dir", str(tmp_path), "--min-keep-rate", "0.6", "--step", "0.2",
-        "--repeats", "1", "--warmup", "0", "--frame-size", "48", "64",
+    args = [
+        "--config-file", TINY_CONFIG, "--device", "cpu", "--output-dir", tmp_path, "--min-keep-rate", "0.6",
+        "--step", "0.2", "--repeats", "1", "--warmup", "0", "--frame-size", "48", "64",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = run_tool("tools/calibrate_keep_rate.py", *args, timeout=300)
     assert done.returncode == 0, done.stderr
     table = load_keep_rate_table(str(tmp_path / "keep_rate_table.json"))
     assert table.keep_rates == [1.0, 0.8, 0.6] and table.input_size == (8, 48, 64)
     assert all(r["gflops"] > 0 and r["latency_ms"] > 0 for r in table.rows)
-    assert table.meta["config_file"] == TINY
+    assert table.meta["config_file"] == TINY_CONFIG
     assert Image.open(tmp_path / "keep_rate_table.png").format == "PNG"
     assert "keep_rate" in done.stdout
-    bad = subprocess.run(cmd + ["--min-keep-rate", "0"], capture_output=True, text=True, timeout=300)
+    bad = run_tool("tools/calibrate_keep_rate.py", *args, "--min-keep-rate", "0", timeout=300)
     assert bad.returncode == 2 and "floor must be in (0, 1]" in bad.stderr
