@@ -216,6 +216,8 @@ def test_second_split_keeps_the_label_map_ids(tmp_path):
                          'xtl="3x" ytl="24.00" xbr="64.00" ybr="48.00" z_order="0">\n      <attribute name="action">run', 1),
      r"xtl='3x' is not a number"),
     (lambda x: x.replace("</annotations>", ""), "not well-formed XML"),
+    (lambda x: x.replace("<meta>\n    <task>", "<meta>\n    <project><tasks><task><id>1</id></task>\n    <task>")
+     .replace("</task>\n    <dumped>", "</task></tasks></project>\n    <dumped>"), "a project export with several tasks"),
     (lambda x: x.replace(">walk</attribute>", ">jog</attribute>"), r"track 0, frame 0: action 'jog' is not a declared class"),
     (lambda x: x.replace("<name>action</name>", "<name>activity</name>"), "no label declares the action attribute 'action'"),
 ])

@@ -188,6 +188,8 @@ def read_cvat_video(path: str) -> CvatVideo:
     width, height = _text_int(path, size, "width"), _text_int(path, size, "height")
     if not width or not height:
         raise CvatFormatError(path, "no <original_size><width>/<height> in <meta>: the boxes cannot be normalised")
+    if len(meta.findall("./project/tasks/task")) > 1:
+        raise CvatFormatError(path, "a project export with several tasks: export each video task on its own (one XML per video)")
     task = next((meta.find(t) for t in ("task", "job", "project") if meta.find(t) is not None), meta)
     stop = _text_int(path, task, "stop_frame")
     count = _text_int(path, task, "size")
