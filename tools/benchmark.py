@@ -44,8 +44,16 @@ Parts and what they report (one JSON object per keep rate; ``part`` and ``mode``
 
 ``--part export``: the deployment graphs of ``tools/export_model.py`` against the eager model, for
     one (3, T, H, W) clip of ``--input-size`` (the network input, as the export takes it; batch 1):
-    ``eager_*``, ``torchscript_*`` (torch.jit.trace) and ``exported_program_*`` (torch.export)
-    latency and throughput, each graph made for the row's keep rate; ``*_speedup_vs_eager``.
+    ``eager_*``, ``torchscript_*`` (torch.jit.trace), ``exported_program_*`` (torch.export),
+    ``onnxruntime_*`` (the ONNX export in ONNX Runtime, as many threads as torch; float32; where
+    onnx/onnxruntime/onnxscript are installed) and with ``--compile`` ``compiled_*``
+    (torch.compile, TorchInductor) latency and throughput, each made for the row's keep rate;
+    ``*_speedup_vs_eager``, ``*_max_abs_diff`` (outputs against eager on the timed clip; inf if the
+    actor count differs), ``*_prepare_s`` (export or compile, and the first call); ``graphs``.
+
+``--compile``: torch.compile the model (``TEST.COMPILE``): ``--part model`` times the compiled
+    predictor (no GFLOP count then: fvcore cannot trace compiled modules; the first call of each
+    keep rate compiles, in the warm-up), ``--part export`` adds the ``compiled`` column.
 
 ``--part loader`` (or ``--loader``): clips/s of the config's training data loader (the dataset of
     ``DATASETS.TRAIN``, ``ClipDatasetMapper(cfg, is_train=True)``) for each ``--workers`` count,
@@ -75,7 +83,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from evad_d2 import get_evad_cfg
-from evad_d2.benchmark.export import benchmark_export
+from evad_d2.benchmark.export import benchmark_export, export_graph_kinds
 from evad_d2.benchmark.inference import benchmark_backbone, benchmark_model
 from evad_d2.benchmark.loader import BENCHMARK_TRAIN_DATASET, benchmark_loader
 from evad_d2.benchmark.report import annotate, print_table, write_json
@@ -112,6 +120,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (--part model, --part export)")
     p.add_argument("--no-memory", action="store_true", help="train mode: skip the peak-memory measurement")
     p.add_argument("--workers", type=int, nargs="+", default=None, help="loader worker counts (default DATALOADER.NUM_WORKERS)")
     p.add_argument("--num-batches", type=int, default=20, help="loader: timed batches per worker count")
@@ -130,12 +139,12 @@ def run_part(cfg, args) -> List[dict]:
                                 config_file=args.config_file)
     settings = BenchmarkSettings(
         keep_rates=args.keep_rates, input_size=args.input_size, batch_size=args.batch_size, repeats=args.repeats,
-        warmup=args.warmup, device=args.device, dtype=args.dtype, flops=not args.no_flops,
+        warmup=args.warmup, device=args.device, dtype=args.dtype, flops=not (args.no_flops or args.compile),
     )
     if args.part == "backbone":
         return benchmark_backbone(cfg, settings)
     if args.part == "export":
-        return benchmark_export(cfg, settings, args.config_file)
+        return benchmark_export(cfg, settings, args.config_file, graphs=export_graph_kinds(args.compile))
     if args.mode == "train":
         return benchmark_training(cfg, settings, measure_memory=not args.no_memory, config_file=args.config_file,
                                   opts=args.opts, threads=args.threads)
@@ -149,7 +158,9 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         torch.set_num_threads(args.threads)
     if args.mode == "train" and args.part != "model":
         raise SystemExit(f"--mode train measures the whole model's training step: use it with --part model, not --part {args.part}")
-    cfg = get_evad_cfg(args.config_file, args.opts)
+    if args.compile and (args.part not in ("model", "export") or args.mode == "train"):
+        raise SystemExit("--compile times compiled inference: use it with --part model or --part export (inference)")
+    cfg = get_evad_cfg(args.config_file, args.opts + (["TEST.COMPILE", "True"] if args.compile else []))
     results = run_part(cfg, args)
     mode = "train" if args.part == "loader" else args.mode  # the loader part times the training loader
     machine = annotate(results, args.part, mode, args.device, args.dtype)

@@ -22,8 +22,9 @@ TABLE_COLUMNS = {
         "step_memory_mb", "memory_ratio_vs_ref",
     ],
     ("export", "inference"): [
-        "keep_rate", "eager_latency_ms", "torchscript_latency_ms", "torchscript_speedup_vs_eager",
-        "exported_program_latency_ms", "exported_program_speedup_vs_eager",
+        "keep_rate", "eager_latency_ms", "compiled_latency_ms", "compiled_speedup_vs_eager",
+        "torchscript_latency_ms", "torchscript_speedup_vs_eager", "exported_program_latency_ms",
+        "exported_program_speedup_vs_eager", "onnxruntime_latency_ms", "onnxruntime_speedup_vs_eager",
     ],
     ("loader", "train"): ["num_workers", "batch_size", "clips_per_s", "frames_per_s"],
 }
