@@ -208,6 +208,18 @@ def newest_window(
     return clip[keyframe_index], clip
 
 
+def _stack(clip: List[LiveFrame]) -> np.ndarray:
+    """(T, H, W, 3) of a clip's images; a stream that changed resolution inside the clip has its
+    older frames resized to the newest frame's size."""
+    h, w = clip[-1].image.shape[:2]
+    images = [f.image for f in clip]
+    if any(im.shape[:2] != (h, w) for im in images):
+        from PIL import Image
+
+        images = [im if im.shape[:2] == (h, w) else np.asarray(Image.fromarray(im).resize((w, h))) for im in images]
+    return np.stack(images)
+
+
 class LiveDemo:
     """Run a predictor on a live frame source with bounded latency and memory.
 
@@ -352,7 +364,7 @@ class _LiveRun:
         self.last_slot = slot
         keep_rate = demo.controller.keep_rate if demo.controller is not None else None
         t0 = demo.clock()
-        actors = demo.predictor.predict_batch([np.stack([f.image for f in clip])])[0]
+        actors = demo.predictor.predict_batch([_stack(clip)])[0]
         model_s = demo.clock() - t0
         latency_s = demo.wall_clock() - clip[-1].captured
         self.actors = actors

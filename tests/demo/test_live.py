@@ -187,6 +187,20 @@ def test_ctrl_c_ends_the_run_with_a_summary():
     assert source.closed
 
 
+def test_a_stream_changing_resolution_keeps_running():
+    class Resizing(ListSource):
+        def __iter__(self):
+            for image, pts, captured in super().__iter__():
+                yield (image if pts < 0.2 else np.full((6, 10, 3), image[0, 0, 0], np.uint8)), pts, captured
+
+    clips = []
+    predictor = SlowPredictor(0.0)
+    predictor.predict_batch = lambda batch: clips.extend(c.shape for c in batch) or [[] for _ in batch]
+    summary = LiveDemo(predictor, keyframe_interval=0.02).run(PacedSource(Resizing(20, 50.0)), poll_s=0.05)
+    assert summary["frames_shown"] == 20 and summary["processed_keyframes"] == len(clips) >= 5
+    assert set(clips) <= {(4, 8, 8, 3), (4, 6, 10, 3)} and (4, 6, 10, 3) in clips
+
+
 def test_invalid_interval():
     with pytest.raises(ValueError, match="keyframe interval must be positive"):
         LiveDemo(SlowPredictor(0.0), keyframe_interval=0)
