@@ -11,16 +11,26 @@ of the cores; with a GPU visible launch picks NCCL, so hide it with ``CUDA_VISIB
 Schedules are given in epochs (SOLVER.MAX_EPOCHS, STEP_EPOCHS, WARMUP_EPOCHS) and turned into
 iterations from the training set size; set SOLVER.MAX_EPOCHS 0 to use SOLVER.MAX_ITER/STEPS.
 The trainer is ``evad_d2.engine.trainer`` (``EVADTrainer``, ``setup``, ``train_and_evaluate``).
+
+A detectron2 LazyConfig (``.py``) runs on ``evad_d2.engine.lazy_trainer`` (same checkpointer,
+epoch schedules, resumable sampler, layer decay and evaluator), with ``key=value`` overrides:
+
+    python train_net.py --config-file configs/lazy/EVAD_ViT-B_K400_rho0.7_224.py --num-gpus 8 train.seed=0
+    python train_net.py --config-file configs/lazy/EVAD_tiny_ava_like_cpu.py --eval-only train.init_checkpoint=W.pth
 """
 from collections import OrderedDict
 
 from detectron2.engine import default_argument_parser, launch
 
+from evad_d2.engine.lazy_trainer import is_lazy_config, lazy_train_and_evaluate
 from evad_d2.engine.trainer import train_and_evaluate
 
 
 def main(args):
-    """Train and evaluate (or ``--eval-only``) in this process: :func:`train_and_evaluate`."""
+    """Train and evaluate (or ``--eval-only``) in this process: :func:`train_and_evaluate`, or
+    :func:`lazy_train_and_evaluate` for a ``.py`` LazyConfig."""
+    if is_lazy_config(args.config_file):
+        return lazy_train_and_evaluate(args)
     return train_and_evaluate(args)
 
 

@@ -1,14 +1,15 @@
 """AdamW with layer-wise lr decay and a backbone lr multiplier (paper appendix B)."""
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.solver.build import maybe_add_gradient_clipping
 from torch import nn
 
 from ..config_check import check_optimizer_cfg
 
-__all__ = ["build_param_groups", "build_optimizer"]
+__all__ = ["build_param_groups", "build_optimizer", "make_optimizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +51,44 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     check_optimizer_cfg(cfg)  # also for configs that did not come through get_evad_cfg
     s = cfg.SOLVER
     groups = build_param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.LAYER_DECAY, s.BACKBONE_MULTIPLIER)
-    name = s.OPTIMIZER.upper()
-    if name == "ADAMW":
+    clip = s.CLIP_GRADIENTS
+    return make_optimizer(
+        groups, name=s.OPTIMIZER, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV,
+        clip_type=clip.CLIP_TYPE if clip.ENABLED else None, clip_value=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE,
+    )
+
+
+def make_optimizer(
+    params: List[Dict],
+    *,
+    name: str,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    clip_type: Optional[str],
+    clip_value: float,
+    norm_type: float,
+) -> torch.optim.Optimizer:
+    """The optimizer of SOLVER's keys given as arguments (what :func:`build_optimizer` and the
+    LazyConfig files build): "ADAMW" (betas 0.9, 0.999) or "SGD" (``momentum``, ``nesterov``) on
+    ``params`` (:func:`build_param_groups`), clipping gradients when ``clip_type`` is one of
+    detectron2's "value" / "norm" (per parameter) or "full_model" (the norm of all gradients
+    together); None: no clipping.
+    """
+    key = name.upper()
+    if key == "ADAMW":
         cls, kwargs = torch.optim.AdamW, {"betas": (0.9, 0.999)}
-    else:  # "SGD"
-        cls, kwargs = torch.optim.SGD, {"momentum": s.MOMENTUM, "nesterov": s.NESTEROV}
-    clip = cfg.SOLVER.CLIP_GRADIENTS
-    if clip.ENABLED and clip.CLIP_TYPE == "full_model":
-        cls = _with_full_model_clipping(cls, clip.CLIP_VALUE, clip.NORM_TYPE)
+    elif key == "SGD":
+        cls, kwargs = torch.optim.SGD, {"momentum": momentum, "nesterov": nesterov}
     else:
-        cls = maybe_add_gradient_clipping(cfg, cls)
-    logger.info("%s with %d parameter groups (lr %.3g..%.3g)", name, len(groups), min(g["lr"] for g in groups), max(g["lr"] for g in groups))
-    return cls(groups, lr=s.BASE_LR, **kwargs)
+        raise ValueError(f"optimizer name {name!r} is not one of 'ADAMW', 'SGD' (SOLVER.OPTIMIZER)")
+    if clip_type == "full_model":
+        cls = _with_full_model_clipping(cls, clip_value, norm_type)
+    elif clip_type is not None:
+        clip = {"ENABLED": True, "CLIP_TYPE": clip_type, "CLIP_VALUE": clip_value, "NORM_TYPE": norm_type}
+        cls = maybe_add_gradient_clipping(CfgNode({"SOLVER": {"CLIP_GRADIENTS": clip}}), cls)
+    logger.info("%s with %d parameter groups (lr %.3g..%.3g)", key, len(params), min(g["lr"] for g in params), max(g["lr"] for g in params))
+    return cls(params, lr=lr, **kwargs)
 
 
 def _with_full_model_clipping(optim_cls, max_norm: float, norm_type: float):

@@ -164,7 +164,12 @@ def cpu_threads_for(cfg) -> int:
     Oversubscribing the cores is catastrophic for EVAD's many small ops: with one of two cores
     busy, a quick-start step took 11.6 s with 2 threads and 0.83 s with 1 (measured).
     """
-    return max(1, (os.cpu_count() or 1) // comm.get_local_size() - cfg.DATALOADER.NUM_WORKERS)
+    return cpu_threads(cfg.DATALOADER.NUM_WORKERS)
+
+
+def cpu_threads(num_workers: int) -> int:
+    """:func:`cpu_threads_for` of a process with ``num_workers`` loader workers."""
+    return max(1, (os.cpu_count() or 1) // comm.get_local_size() - num_workers)
 
 
 def write_config(cfg, path: str) -> None:
