@@ -1,6 +1,7 @@
 """ONNX export (evad_d2.export, --format onnx): the graph, boxes included, runs in ONNX Runtime
 without torch, equals the eager model within 1e-4, keeps the person threshold dynamic, maps the
 3D RoIAlign to aligned ONNX RoiAlign, and refuses what it cannot export with the key to change."""
+import json
 import subprocess
 import sys
 
@@ -22,7 +23,7 @@ from evad_d2.export import (  # noqa: E402
     onnxruntime_providers,
 )
 from evad_d2.export.onnx_export import require_onnx_package  # noqa: E402
-from evad_d2.testing import TINY_NUM_PROPOSALS, build_tiny_model, random_clip  # noqa: E402
+from evad_d2.testing import TINY_CONFIG, TINY_NUM_PROPOSALS, build_tiny_model, random_clip, run_tool  # noqa: E402
 
 T, H, W = 8, 64, 96
 # The tiny config, shallower still (the export's time grows with the graph): 2 blocks, the first
@@ -169,3 +170,15 @@ def test_providers():
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     expected = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     assert onnxruntime_providers("cuda") == expected
+
+
+@pytest.mark.slow  # two runs of tools/export_model.py, one an ONNX export: ~30-60 s
+def test_export_tool_onnx_format_and_opset_error(tmp_path):
+    args = ["--config-file", TINY_CONFIG, "--input-size", T, H, W, "--format", "onnx"]
+    res = run_tool("tools/export_model.py", *args, "--output", tmp_path / "bad", "--opset", "15", *SMALL)
+    assert res.returncode == 2 and "--opset" in res.stderr and "from opset 16" in res.stderr
+    res = run_tool("tools/export_model.py", *args, "--output", tmp_path / "g", *SMALL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = json.loads((tmp_path / "g" / "model.json").read_text())
+    assert info["format"] == "onnx" and info["opset"] == ONNX_OPSET and (tmp_path / "g" / "model.onnx").is_file()
+    assert info["max_abs_diff"] < 1e-4 and [c["id"] for c in info["classes"]] == list(range(1, 7))
