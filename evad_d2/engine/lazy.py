@@ -105,16 +105,18 @@ def multistep_lr_multiplier(
     max_iter: int,
     steps: Sequence[float],
     warmup: float,
+    gamma: float,
+    warmup_factor: float,
+    warmup_method: str,
+    rescale_interval: bool,
     iters_per_epoch: Optional[int] = None,
-    gamma: float = 0.1,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    rescale_interval: bool = False,
 ) -> ParamScheduler:
     """detectron2's WarmupMultiStepLR as a multiplier of the base lr, with ``steps`` and ``warmup``
     in epochs when ``iters_per_epoch`` is given (``train.max_epochs`` > 0: the trainer sets it), in
     iterations otherwise. An epoch value e becomes ``round(e * iters_per_epoch)`` iterations, as
     SOLVER.STEP_EPOCHS / WARMUP_EPOCHS do. Steps past ``max_iter`` are dropped with a warning.
+    ``gamma``, ``warmup_factor``, ``warmup_method``, ``rescale_interval``: SOLVER.GAMMA,
+    WARMUP_FACTOR, WARMUP_METHOD, RESCALE_INTERVAL (the config files state them).
 
     Returns:
         a ParamScheduler of the training progress in [0, 1): 1 after the warm-up, ``gamma ** k``

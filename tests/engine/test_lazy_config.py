@@ -173,16 +173,17 @@ def test_lazy_and_yacs_configs_build_the_same_optimizer_schedule_and_run(which):
 
 def test_multistep_lr_multiplier_by_hand():
     # 10 iterations per epoch: warm-up 1 epoch (10 it) from 0.1, steps after epochs 2 and 3.5.
-    m = multistep_lr_multiplier(max_iter=40, steps=(2, 3.5), warmup=1, iters_per_epoch=10, gamma=0.1, warmup_factor=0.1)
+    hand = dict(warmup_method="linear", rescale_interval=False)
+    m = multistep_lr_multiplier(max_iter=40, steps=(2, 3.5), warmup=1, iters_per_epoch=10, gamma=0.1, warmup_factor=0.1, **hand)
     values = [m(i / 40) for i in range(40)]
     assert values[0] == pytest.approx(0.1) and values[5] == pytest.approx(0.1 + 0.9 * 5 / 10)
     assert values[10:20] == pytest.approx([1.0] * 10)
     assert values[20:35] == pytest.approx([0.1] * 15) and values[35:] == pytest.approx([0.01] * 5)
     # In iterations when iters_per_epoch is None; a step past max_iter is ignored.
-    m = multistep_lr_multiplier(max_iter=10, steps=(5, 12), warmup=0, gamma=0.5)
+    m = multistep_lr_multiplier(max_iter=10, steps=(5, 12), warmup=0, gamma=0.5, warmup_factor=0.1, **hand)
     assert [m(i / 10) for i in (0, 4, 5, 9)] == pytest.approx([1.0, 1.0, 0.5, 0.5])
     with pytest.raises(LazyConfigError, match="lr_multiplier.steps must increase"):
-        multistep_lr_multiplier(max_iter=10, steps=(5, 3), warmup=0)
+        multistep_lr_multiplier(max_iter=10, steps=(5, 3), warmup=0, gamma=0.5, warmup_factor=0.1, **hand)
 
 
 def test_a_missing_train_key_names_the_file_and_key(tmp_path):
