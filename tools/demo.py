@@ -28,7 +28,7 @@ counted; memory is bounded for any stream length. Each --jsonl record adds ``lat
 dropped keyframes) is logged at the end (Ctrl-C ends a camera run). ``--latency-ms`` /
 ``--target-fps``: the keep rate is measured at start (or read from ``--keep-rate-table``, written
 by tools/calibrate_keep_rate.py) and kept at the highest one whose model time fits, never below
-``--min-keep-rate`` (``evad_d2.demo.live.run_live``, ``evad_d2.demo.keep_rate``).
+``--min-keep-rate`` (``evad_d2.demo.live_run.run_live``, ``evad_d2.demo.keep_rate``).
 
 The model's own boxes are used (no separate person detector). Keyframes come every
 ``--keyframe-stride`` frames (default: one per second, as AVA annotates); every output frame shows
@@ -68,7 +68,8 @@ from evad_d2.data.video import VideoReadError, VideoWriteError
 from evad_d2.demo import VideoDemo, build_demo_predictor
 from evad_d2.demo.filters import ActionFilter, LabelFileError, resolve_classes
 from evad_d2.demo.keep_rate import DEFAULT_MIN_KEEP_RATE, latency_budget
-from evad_d2.demo.live import DEFAULT_KEYFRAME_INTERVAL, run_live
+from evad_d2.demo.live import DEFAULT_KEYFRAME_INTERVAL
+from evad_d2.demo.live_run import run_live
 from evad_d2.demo.runner import DemoOutputs, SourceOptions, check_inputs, run_demo
 from evad_d2.demo.sources import SourceError, input_kind, open_source
 from evad_d2.demo.writers import JsonLinesWriter

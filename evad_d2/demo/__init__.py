@@ -6,14 +6,16 @@
 * :mod:`.sources`: the frames of a video file, frame folder, camera device or network stream
   (:func:`open_source`, :class:`FrameSource`), a folder of videos as one input per video
   (:func:`expand_inputs`);
-* :mod:`.live`: live mode (:class:`LiveDemo`, :func:`run_live`): decoding in its own thread into a
-  bounded ring, the model on the newest clip, latency and drops per keyframe;
+* :mod:`.live`: live mode (:class:`LiveDemo`): decoding in its own thread into a bounded ring,
+  the model on the newest clip, latency and drops per keyframe; :mod:`.live_run`: with its
+  outputs and a keep rate for a latency budget (:func:`run_live`);
 * :mod:`.keep_rate`: the keep rate for a latency budget (measured table, :class:`KeepRateController`);
 * :mod:`.writers`: the per-keyframe JSON and AVA CSV writers;
 * :mod:`.pruning`: the token-pruning and decoder-attention pictures of one keyframe.
 """
 from .keep_rate import KeepRateController, KeepRateTable, load_keep_rate_table
-from .live import LiveDemo, run_live
+from .live import LiveDemo
+from .live_run import run_live
 from .pruning import ActorSelectionError, inspect_video_clip, select_actors, write_pruning_pictures
 from .sources import FrameSource, SourceError, SourceFrame, expand_inputs, input_kind, is_live_spec, open_source
 from .video_demo import VideoDemo, build_demo_predictor, check_input_video

@@ -22,7 +22,8 @@ from evad_d2.demo.keep_rate import (
     plot_keep_rate_table,
     save_keep_rate_table,
 )
-from evad_d2.demo.live import LiveDemo, PacedSource, run_live
+from evad_d2.demo.live import LiveDemo, PacedSource
+from evad_d2.demo.live_run import run_live
 from evad_d2.demo.sources import open_source
 from evad_d2.testing import TINY_CONFIG, coded_frame, run_tool, write_video
 
@@ -288,6 +289,21 @@ def test_run_live_file_with_a_generous_budget_stays_at_one(predictor, tmp_path):
     assert summary["frames_decoded"] == 30 and summary["processed_keyframes"] == len(records) >= 2
     assert {r["keep_rate"] for r in records} == {1.0} and summary["keep_rate_changes"] == []
     assert rates_seen[0] == [1.0, 1.0, 1.0, 1.0]  # the pruning blocks got 1.0 through set_keep_rates
+    assert summary["keep_rate_table"]["rows"] == table_of(TABLE).to_json()["rows"]
+
+
+def test_run_live_measures_on_the_streams_frame_size(predictor, tmp_path):
+    video = tmp_path / "in.mp4"
+    write_video(video, [coded_frame(i, width=80, height=40) for i in range(12)], rate=30)
+    try:
+        summary = run_live(predictor, open_source(str(video)), None, keyframe_interval=0.2, budget_s=10.0,
+                           min_keep_rate=0.8)
+    finally:
+        predictor.model.backbone.set_keep_rates([1.0, 0.7, 1.0, 0.7])
+    table = summary["keep_rate_table"]
+    assert table["input_size"] == [8, 40, 80]  # the first frame's size, not a square
+    assert [r["keep_rate"] for r in table["rows"]] == [1.0, 0.9, 0.8]
+    assert summary["keep_rate"] == 1.0 and summary["frames_decoded"] == 12
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import av
 import numpy as np
 import pytest
 
-from evad_d2.demo.live import FrameRing, LiveDemo, LiveFrame, PacedSource, newest_window, run_live_demo, window_frames
+from evad_d2.demo.live import FrameRing, LiveDemo, LiveFrame, PacedSource, newest_window, window_frames
+from evad_d2.demo.live_run import run_live_demo
 from evad_d2.demo.sources import open_source
 from evad_d2.testing import TINY_CONFIG, coded_frame, run_tool, write_video
 
