@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig
 from evad_d2 import get_evad_cfg
 from evad_d2.data import register_ava
 from evad_d2.data.clip_mapper import ClipDatasetMapper
+from evad_d2.checkpoint.official_evad import evad_d2_to_official
 from evad_d2.data.synthetic import GeneratorSettings, generate
 from evad_d2.engine import build_optimizer, resolve_epoch_schedule
 from evad_d2.engine.lazy import LazyConfigError, load_lazy_config, multistep_lr_multiplier
@@ -284,20 +285,28 @@ def test_lazy_epoch_schedule_comes_from_the_training_set(dataset, tmp_path):
     assert saved.train.max_epochs == 2 and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
-def test_lazy_trainer_loads_a_videomae_checkpoint_through_the_evad_checkpointer(dataset, tmp_path):
-    """train.init_checkpoint in VideoMAE's layout (DDP "module." prefix, a classifier head) is
-    recognised and converted: the ViT gets its weights, the head is ignored."""
+@pytest.mark.parametrize("kind", ["videomae", "official_evad"])
+def test_lazy_trainer_loads_other_formats_through_the_evad_checkpointer(dataset, tmp_path, kind):
+    """train.init_checkpoint in VideoMAE's layout (DDP "module." prefix, a classifier head: the
+    ViT gets its weights, the head is ignored) or an official EVAD release file (every tensor,
+    converted) is recognised and converted."""
     torch.manual_seed(3)
-    vit = instantiate(LazyConfig.load(LAZY_QUICKSTART).model.backbone.net)
-    weights = {"module": {**vit.state_dict(), "head.weight": torch.zeros(400, 128), "head.bias": torch.zeros(400)}}
-    path = tmp_path / "videomae_vit.pth"
+    source = instantiate(LazyConfig.load(LAZY_QUICKSTART).model)
+    if kind == "videomae":
+        expected = {f"backbone.net.{k}": v for k, v in source.backbone.net.state_dict().items()}
+        weights = {"module": {**source.backbone.net.state_dict(), "head.weight": torch.zeros(400, 128), "head.bias": torch.zeros(400)}}
+    else:
+        expected = source.state_dict()
+        weights = {"epoch": 5, "model_state": evad_d2_to_official(source.state_dict())}
+    path = tmp_path / "weights.pth"
     torch.save(weights, path)
     args = lazy_args(dataset, tmp_path / "out", "train.max_epochs=0", "train.max_iter=1", f"train.init_checkpoint={path}")
     trainer = LazyEVADTrainer(lazy_setup(args))
     trainer.resume_or_load(resume=False)
-    assert trainer.checkpointer.last_load["format"] == "videomae"
-    loaded = trainer.model.backbone.net.state_dict()
-    for k, v in vit.state_dict().items():
+    assert trainer.checkpointer.last_load["format"] == kind
+    loaded = trainer.model.state_dict()
+    assert len(expected) > 50
+    for k, v in expected.items():
         torch.testing.assert_close(loaded[k], v, msg=k)
     assert trainer.start_iter == 0
 
