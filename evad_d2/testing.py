@@ -5,16 +5,17 @@ Everything here runs on the CPU in a source checkout (the configs, tools and dat
 found from :data:`REPO_ROOT`). Nothing here is used by the library itself.
 
 - Configs and models: :data:`TINY_CONFIG`, :func:`tiny_cfg`, :func:`build_model_from_file`,
-  :func:`build_tiny_model`.
-- Model inputs: :func:`random_clip`, :func:`gt_instances`, :func:`training_input`.
+  :func:`build_tiny_model`, :func:`evad_loss_names`.
+- Model inputs: :func:`random_clip`, :func:`gt_instances`, :func:`training_input`; :class:`Capture`
+  (a submodule's outputs or inputs during a forward).
 - Videos: :func:`write_video`, :func:`decode_video`, :func:`coded_frame` / :func:`decode_index`
   (frames that carry their own index), :data:`VFR_MS`.
 - Files: :func:`write_text`, :func:`write_ava_files` / :func:`evaluate_ava_rows` (AVA evaluation
   inputs), :func:`small_ucf_gt` / :func:`write_pickle` / :class:`Py2Pickler` (UCF101-24 / JHMDB
   ground truth), :class:`RunsShellCommand` (a malicious pickle payload).
 - Training: :func:`generate_dataset`, :func:`register_dataset`, :func:`train_args`,
-  :func:`run_training`.
-- Tools: :func:`run_tool`.
+  :func:`run_training`, :func:`train_until`.
+- Tools: :func:`run_tool`, :func:`tool_output`.
 """
 import os
 import pickle
@@ -35,12 +36,12 @@ from .config import add_evad_config
 
 __all__ = [
     "REPO_ROOT", "TINY_CONFIG", "TINY_NUM_CLASSES", "TINY_NUM_PROPOSALS", "TINY_CLIP",
-    "tiny_cfg", "build_model_from_file", "build_tiny_model",
-    "random_clip", "gt_instances", "training_input",
+    "tiny_cfg", "build_model_from_file", "build_tiny_model", "evad_loss_names",
+    "random_clip", "gt_instances", "training_input", "Capture",
     "CODED_W", "CODED_H", "VFR_MS", "coded_frame", "decode_index", "write_video", "decode_video",
     "BOM", "write_text", "AVA_BOX_A", "AVA_BOX_B", "AVA_GT3", "write_ava_files", "evaluate_ava_rows",
     "ucf_tube", "small_ucf_gt", "write_pickle", "Py2Pickler", "RunsShellCommand",
-    "generate_dataset", "register_dataset", "train_args", "run_training", "run_tool",
+    "generate_dataset", "register_dataset", "train_args", "run_training", "train_until", "run_tool", "tool_output",
 ]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,6 +104,17 @@ def build_tiny_model(*opts, seed: int = 0, tame: bool = True):
     return model
 
 
+def evad_loss_names(num_stages: int, depth: int, deep_supervision: bool, linear: bool) -> set:
+    """The loss names EVAD's training forward returns for ``num_stages`` localization stages and a
+    decoder of ``depth`` layers (``linear``: the linear action head, which has no decoder layers)."""
+    names = {"loss_ce", "loss_bbox", "loss_giou", "loss_action"}
+    if deep_supervision:
+        names |= {f"loss_{n}_stage{k}" for n in ("ce", "bbox", "giou") for k in range(num_stages - 1)}
+        if not linear:
+            names |= {f"loss_action_layer{k}" for k in range(depth - 1)}
+    return names
+
+
 # --------------------------------------------------------------------------- model inputs
 def random_clip(h: int = TINY_CLIP[1], w: int = TINY_CLIP[2], t: int = TINY_CLIP[0], seed: int = 0) -> torch.Tensor:
     """(3, t, h, w) float clip, uniform in [0, 255), from its own generator seeded with ``seed``."""
@@ -130,6 +142,24 @@ def training_input(h: int = TINY_CLIP[1], w: int = TINY_CLIP[2], num_persons: in
         boxes.append([x1, y1, x1 + w / 3, y1 + h / 2])
         actions.append((torch.rand(TINY_NUM_CLASSES, generator=g) < 0.4).float().tolist())
     return {"clip": random_clip(h, w, seed=seed), "instances": gt_instances(boxes, actions, (h, w))}
+
+
+class Capture:
+    """Records what a submodule returns on each call during the ``with`` block (``pre=True``: the
+    positional inputs it is called with instead) in ``.calls``; the hook is removed on exit."""
+
+    def __init__(self, module: torch.nn.Module, pre: bool = False):
+        self.calls = []
+        if pre:
+            self.handle = module.register_forward_pre_hook(lambda m, args: self.calls.append(args))
+        else:
+            self.handle = module.register_forward_hook(lambda m, args, out: self.calls.append(out))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
 
 
 # --------------------------------------------------------------------------- videos
@@ -352,15 +382,20 @@ def train_args(dataset: Dict[str, str], out_dir, *extra, eval_only: bool = False
 
 def run_training(args, stop_after: Optional[int] = None):
     """Train like ``train_and_evaluate`` (``EVADTrainer`` with ``resume_or_load``) and return
-    ``(trainer, {iteration: total_loss})``; ``stop_after``: interrupt after that iteration (as a
-    KeyboardInterrupt would)."""
-    from detectron2.engine import HookBase
-
+    ``(trainer, {iteration: total_loss})``; ``stop_after``: see :func:`train_until`."""
     from .engine.trainer import EVADTrainer, setup
 
-    cfg = setup(args)
-    trainer = EVADTrainer(cfg)
+    trainer = EVADTrainer(setup(args))
     trainer.resume_or_load(resume=args.resume)
+    return train_until(trainer, stop_after)
+
+
+def train_until(trainer, stop_after: Optional[int] = None):
+    """Run ``trainer.train()`` (any detectron2 ``TrainerBase``, already resumed or loaded),
+    interrupted after iteration ``stop_after`` as a KeyboardInterrupt would; returns
+    ``(trainer, {iteration: total_loss})``."""
+    from detectron2.engine import HookBase
+
     if stop_after is not None:
 
         class Stop(HookBase):
@@ -386,3 +421,10 @@ def run_tool(script: str, *args, env: Optional[Dict[str, str]] = None, timeout: 
         [sys.executable, script, *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
+
+
+def tool_output(script: str, *args, env: Optional[Dict[str, str]] = None) -> str:
+    """:func:`run_tool`, asserting it exits 0 (the end of its stderr as the message); its stdout."""
+    res = run_tool(script, *args, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout

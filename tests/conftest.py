@@ -21,13 +21,13 @@ def _single_torch_thread():
 
 @pytest.fixture(scope="module")
 def predictor():
-    """An ``EVADPredictor`` of the tiny test config (``tests.engine.test_predictor.tiny_cfg``: every
-    proposal kept), random weights drawn with seed 0; one per test module."""
+    """An ``EVADPredictor`` of the tiny test config (``evad_d2.testing.tiny_cfg``, every proposal
+    kept), random weights drawn with seed 0; one per test module."""
     from evad_d2.engine.predictor import EVADPredictor
-    from tests.engine.test_predictor import tiny_cfg
+    from evad_d2.testing import tiny_cfg
 
     torch.manual_seed(0)
-    return EVADPredictor(tiny_cfg())
+    return EVADPredictor(tiny_cfg(keep_all_proposals=True))
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from tests.modeling.test_meta_arch import build, random_clip, training_input
-from tests.engine.test_predictor import tiny_cfg
-from tests.test_tools import TINY, run_tool
-from tests.test_train_net import generate_dataset, make_args, run_training
-
 from evad_d2.engine import autocast_for
 from evad_d2.engine.predictor import EVADPredictor
+from evad_d2.testing import (
+    TINY_CONFIG as TINY,
+    build_tiny_model,
+    decode_video,
+    generate_dataset,
+    random_clip,
+    run_training,
+    tiny_cfg,
+    tool_output,
+    train_args,
+    training_input,
+    write_video,
+)
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -32,7 +40,7 @@ def exact_fp32():
 
 
 def test_model_on_cuda_matches_cpu(exact_fp32):
-    model = build("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0").eval()
+    model = build_tiny_model("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0").eval()
     inputs = [{"clip": random_clip(seed=s), "height": 120, "width": 180} for s in range(2)]
     with torch.no_grad():
         ref = [o["instances"] for o in model(inputs)]
@@ -54,8 +62,8 @@ def test_model_on_cuda_matches_cpu(exact_fp32):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_training_step_on_cuda(precision, exact_fp32):
     batch = [training_input(num_persons=2, seed=s) for s in range(2)]
-    ref = {k: v.detach() for k, v in build().train()(batch).items()}
-    model = build().cuda().train()
+    ref = {k: v.detach() for k, v in build_tiny_model().train()(batch).items()}
+    model = build_tiny_model().cuda().train()
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
@@ -95,7 +103,7 @@ def dataset(tmp_path_factory):
 def test_train_net_with_amp_on_cuda(dataset, tmp_path, precision):
     from detectron2.engine import AMPTrainer
 
-    args = make_args(dataset, tmp_path, "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", precision)
+    args = train_args(dataset, tmp_path, "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", precision)
     trainer, losses = run_training(args)
     assert isinstance(trainer._trainer, AMPTrainer)
     assert trainer._trainer.precision == getattr(torch, precision)
@@ -107,7 +115,7 @@ def test_train_net_with_amp_on_cuda(dataset, tmp_path, precision):
 def test_benchmark_on_cuda(tmp_path):
     name = torch.cuda.get_device_name()
     out = tmp_path / "infer.json"
-    run_tool(
+    tool_output(
         "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--device", "cuda", "--dtype", "bf16",
         "--keep-rates", "1.0", "0.5", "--input-size", "8", "64", "64", "--repeats", "3", "--json", str(out),
     )
@@ -117,7 +125,7 @@ def test_benchmark_on_cuda(tmp_path):
         assert r["device"] == name and r["dtype"] == "bf16"
         assert len(r["model_latency_all_ms"]) == 3 and all(x > 0 for x in r["model_latency_all_ms"])
     out = tmp_path / "train.json"
-    run_tool(
+    tool_output(
         "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--mode", "train", "--device", "cuda",
         "--dtype", "fp16", "--keep-rates", "1.0", "0.5", "--input-size", "8", "64", "64", "--repeats", "2",
         "--json", str(out),
@@ -134,8 +142,8 @@ def test_benchmark_on_cuda(tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_predictor_on_cuda_matches_cpu(precision, exact_fp32):
     torch.manual_seed(0)
-    cpu = EVADPredictor(tiny_cfg())
-    gpu = EVADPredictor(tiny_cfg("MODEL.DEVICE", "cuda"), precision=precision)
+    cpu = EVADPredictor(tiny_cfg(keep_all_proposals=True))
+    gpu = EVADPredictor(tiny_cfg("MODEL.DEVICE", "cuda", keep_all_proposals=True), precision=precision)
     gpu.model.load_state_dict(cpu.model.state_dict())
     clip = np.random.default_rng(0).integers(0, 256, (8, 48, 64, 3), dtype=np.uint8)
     ref, out = cpu(clip), gpu(clip)
@@ -149,7 +157,6 @@ def test_predictor_on_cuda_matches_cpu(precision, exact_fp32):
 
 def test_demo_on_cuda_in_fp16_with_batches(tmp_path):
     from evad_d2.demo import VideoDemo, build_demo_predictor
-    from tests.engine.test_predictor import decode, write_video
 
     video, out, js = tmp_path / "in.mp4", tmp_path / "out.mp4", tmp_path / "out.json"
     rng = np.random.default_rng(0)
@@ -162,4 +169,4 @@ def test_demo_on_cuda_in_fp16_with_batches(tmp_path):
     assert stats["num_frames"] == 45
     result = json.loads(js.read_text())
     assert len(result["keyframes"]) == 2 and all(k["actors"] for k in result["keyframes"])
-    assert len(decode(out)) == 45
+    assert len(decode_video(out)) == 45

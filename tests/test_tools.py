@@ -1,28 +1,20 @@
 """tools/analyze_model.py, tools/benchmark.py and tools/benchmark_data.py at minimal sizes, through their command
 lines (end-to-end smoke tests, marked slow)."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from evad_d2.data.synthetic import GeneratorSettings, generate
+from evad_d2.testing import REPO_ROOT as ROOT, TINY_CONFIG as TINY, run_tool, tool_output
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
-
-
-def run_tool(*argv):
-    out = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
 
 
 @pytest.mark.slow
 def test_analyze_model_parameters_and_flops(tmp_path):
     out = tmp_path / "analysis.json"
-    run_tool("tools/analyze_model.py", "--config-file", TINY, "--tasks", "parameter", "flop", "--keep-rates", "1.0", "0.5", "--json", str(out))
+    tool_output("tools/analyze_model.py", "--config-file", TINY, "--tasks", "parameter", "flop", "--keep-rates", "1.0", "0.5", "--json", str(out))
     res = json.loads(out.read_text())
     params = res["parameters"]
     parts = ["backbone", "neck", "localization_head", "action_head"]
@@ -40,7 +32,7 @@ def test_analyze_model_parameters_and_flops(tmp_path):
 @pytest.mark.slow
 def test_benchmark_backbone_writes_one_row_per_keep_rate(tmp_path):
     out = tmp_path / "bench.json"
-    run_tool(
+    tool_output(
         "tools/benchmark.py", "--config-file", TINY, "--part", "backbone", "--keep-rates", "1.0", "0.7", "0.5",
         "--input-size", "8", "64", "64", "--repeats", "2", "--json", str(out),
     )
@@ -59,7 +51,7 @@ def test_benchmark_backbone_writes_one_row_per_keep_rate(tmp_path):
 def test_benchmark_model_end_to_end_and_model_only(tmp_path):
     out = tmp_path / "model.json"
     # Raw 32x64 frames: the predictor's test resize (short side 64, max 128) gives the network 64x128.
-    stdout = run_tool(
+    stdout = tool_output(
         "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--keep-rates", "1.0", "0.7", "0.5",
         "--input-size", "8", "32", "64", "--repeats", "2", "--json", str(out),
     )
@@ -88,7 +80,7 @@ def test_benchmark_model_end_to_end_and_model_only(tmp_path):
 @pytest.mark.slow
 def test_benchmark_training_step_time_and_peak_memory(tmp_path):
     out = tmp_path / "train.json"
-    run_tool(
+    tool_output(
         "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--mode", "train", "--keep-rates", "1.0", "0.5",
         "--input-size", "8", "64", "64", "--repeats", "2", "--json", str(out),
     )
@@ -117,7 +109,7 @@ def test_benchmark_loader_on_generated_dataset(tmp_path):
     with open(root / "annotations" / "ava_train_v2.2.csv") as f:
         keyframes = {tuple(line.split(",")[:2]) for line in f if line.strip()}
     out = tmp_path / "loader.json"
-    run_tool(
+    tool_output(
         "tools/benchmark.py", "--config-file", TINY, "--loader", "--dataset-root", str(root), "--workers", "0", "1",
         "--num-batches", "3", "--json", str(out),
     )
@@ -132,10 +124,7 @@ def test_benchmark_loader_on_generated_dataset(tmp_path):
 @pytest.mark.slow
 def test_benchmark_loader_without_dataset_names_the_missing_data(tmp_path):
     missing = tmp_path / "nowhere"
-    res = subprocess.run(
-        [sys.executable, "tools/benchmark.py", "--config-file", TINY, "--part", "loader", "--dataset-root", str(missing)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    res = run_tool("tools/benchmark.py", "--config-file", TINY, "--part", "loader", "--dataset-root", missing)
     assert res.returncode != 0
     assert str(missing) in res.stderr and "generate_ava_like.py" in res.stderr
 
@@ -144,7 +133,7 @@ def test_benchmark_loader_without_dataset_names_the_missing_data(tmp_path):
 @pytest.mark.parametrize("flag, dtype", [("--dtype", "bf16"), ("--precision", "fp16")])
 def test_benchmark_model_under_autocast(tmp_path, flag, dtype):
     out = tmp_path / "amp.json"
-    stdout = run_tool(
+    stdout = tool_output(
         "tools/benchmark.py", "--config-file", TINY, "--part", "model", "--keep-rates", "1.0", "0.5", flag, dtype,
         "--input-size", "8", "64", "64", "--repeats", "1", "--warmup", "0", "--no-flops", "--json", str(out),
     )
@@ -158,7 +147,7 @@ def test_benchmark_model_under_autocast(tmp_path, flag, dtype):
 @pytest.mark.slow
 def test_benchmark_exported_graphs_against_eager(tmp_path):
     out = tmp_path / "export.json"
-    stdout = run_tool(
+    stdout = tool_output(
         "tools/benchmark.py", "--config-file", TINY, "--part", "export", "--keep-rates", "1.0", "0.5",
         "--input-size", "8", "64", "96", "--repeats", "2", "--json", str(out),
     )
@@ -172,14 +161,14 @@ def test_benchmark_exported_graphs_against_eager(tmp_path):
         for kind in ("torchscript", "exported_program"):
             assert r[f"{kind}_speedup_vs_eager"] == pytest.approx(r[f"{kind}_clips_per_s"] / r["eager_clips_per_s"])
     with pytest.raises(AssertionError, match="--batch-size 1"):
-        run_tool("tools/benchmark.py", "--config-file", TINY, "--part", "export", "--batch-size", "2")
+        tool_output("tools/benchmark.py", "--config-file", TINY, "--part", "export", "--batch-size", "2")
 
 
 @pytest.mark.slow
 def test_benchmark_data_on_a_tiny_generated_dataset(tmp_path):
     root = tmp_path / "ava_like"
     generate(str(root), GeneratorSettings(seed=0, num_train_videos=2, num_val_videos=0, duration=5), log=lambda *a: None)
-    stdout = run_tool(
+    stdout = tool_output(
         "tools/benchmark_data.py", "--dataset-root", str(root), "--workers", "0", "--num-frames", "4",
         "--sampling-rate", "2", "--short-side", "64", "--batch-size", "1", "--num-batches", "1",
     )

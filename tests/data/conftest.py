@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.data.video.synthetic import VFR_MS, coded_frame, write_video
+from evad_d2.testing import VFR_MS, coded_frame, write_video
 
 
 @pytest.fixture(scope="module")

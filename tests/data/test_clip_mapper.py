@@ -17,7 +17,7 @@ from evad_d2.data.video import (
     iter_video_frames,
     probe_video,
 )
-from tests.data.video.synthetic import H, W, coded_frame, decode_index, write_video
+from evad_d2.testing import CODED_H as H, CODED_W as W, coded_frame, decode_index, generate_dataset, run_training, train_args, write_video
 
 RED = (220, 20, 20)
 
@@ -260,8 +260,6 @@ def test_training_with_skip_bad_samples_logs_every_skip_to_log_txt(tmp_path):
     """DATASETS.AVA.SKIP_BAD_SAMPLES through train_net: a video that does not open is dropped at
     load, a truncated one is skipped clip by clip, each skip and the epoch summaries are in
     OUTPUT_DIR/log.txt; with every video bad, training stops with an error that says so."""
-    from tests.test_train_net import generate_dataset, make_args, run_training
-
     root = tmp_path / "ava_like"
     names = generate_dataset(root, "skiptest")
     videos = sorted((root / "videos").glob("train_*.mp4"))
@@ -273,7 +271,7 @@ def test_training_with_skip_bad_samples_logs_every_skip_to_log_txt(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 4])
     try:
         out = tmp_path / "out"
-        args = make_args(names, out, "DATASETS.AVA.SKIP_BAD_SAMPLES", "True", "DATASETS.TEST", "()")
+        args = train_args(names, out, "DATASETS.AVA.SKIP_BAD_SAMPLES", "True", "DATASETS.TEST", "()")
         trainer, losses = run_training(args)
         assert sorted(losses) == list(range(6))
         log = (out / "log.txt").read_text()
@@ -294,7 +292,7 @@ def test_training_with_skip_bad_samples_logs_every_skip_to_log_txt(tmp_path):
         for v in videos:
             v.write_bytes(b"not a video" * 100)
         with pytest.raises(RuntimeError, match="every one of the .* keyframes .* skipped as bad"):
-            run_training(make_args(names, tmp_path / "out2", "DATASETS.AVA.SKIP_BAD_SAMPLES", "True"))
+            run_training(train_args(names, tmp_path / "out2", "DATASETS.AVA.SKIP_BAD_SAMPLES", "True"))
     finally:
         from detectron2.data import DatasetCatalog, MetadataCatalog
 

@@ -15,8 +15,7 @@ from evad_d2.data.formats.label_map import read_label_map
 from evad_d2.data.validate import validate_ava_root
 from evad_d2.data.video import VideoReadError
 
-from tests.data.formats.helpers import write_text
-from tests.data.video.synthetic import write_video
+from evad_d2.testing import write_text, write_video
 
 W, H, NFRAMES = 64, 48, 150  # 5 s at 30 fps: timestamps 900..904
 

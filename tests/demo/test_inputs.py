@@ -11,8 +11,7 @@ from evad_d2.demo import VideoDemo
 from evad_d2.demo.filters import ActionFilter
 from evad_d2.demo.runner import DemoOutputs, SourceOptions, check_inputs, output_paths, run_demo
 from evad_d2.demo.sources import SourceError, expand_inputs, input_kind, open_source
-from tests.data.video.synthetic import coded_frame, decode_index
-from tests.data.video.synthetic import write_video as write_coded_video
+from evad_d2.testing import coded_frame, decode_index, write_video
 from tests.demo.streams import UdpSender, free_udp_port
 
 
@@ -108,7 +107,7 @@ def test_folder_of_videos_gives_one_output_per_video(predictor, tmp_path):
     folder.mkdir()
     lengths = {"clip10": 8, "clip2": 12}
     for name, n in lengths.items():
-        write_coded_video(folder / f"{name}.mp4", [coded_frame(i) for i in range(n)], rate=10)
+        write_video(folder / f"{name}.mp4", [coded_frame(i) for i in range(n)], rate=10)
     (folder / "notes.txt").write_text("not a video")
     assert expand_inputs(str(folder)) == [str(folder / "clip2.mp4"), str(folder / "clip10.mp4")]  # by number
     out = tmp_path / "out"

@@ -3,9 +3,6 @@
 import copy
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import av
 import numpy as np
@@ -19,18 +16,14 @@ from evad_d2.data.video import VideoReadError, clip_frame_indices, read_video_fr
 from evad_d2.demo import AvaCsvWriter, VideoDemo, build_demo_predictor
 from evad_d2.evaluation.ava import main as ava_eval_main
 from evad_d2.utils.video_visualizer import color_for_id
-from tests.data.video.synthetic import VFR_MS, H, W, coded_frame
-from tests.data.video.synthetic import write_video as write_coded_video
-from tests.engine.test_predictor import REPO, TINY, decode, write_video
+from evad_d2.testing import CODED_H as H, CODED_W as W, TINY_CONFIG as TINY, VFR_MS, coded_frame, decode_video, run_tool, write_video
 
 GREY = 128
 
 
 def run_demo_tool(*args):
     """``python tools/demo.py ARGS`` in a subprocess: (exit status, stderr)."""
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "demo.py"), *map(str, args)], capture_output=True, text=True
-    )
+    proc = run_tool("tools/demo.py", *args)
     return proc.returncode, proc.stderr
 
 
@@ -101,7 +94,7 @@ def test_demo_cli_outputs(generated, tmp_path):
         ]
     )
     assert rc == 0, err
-    decoded = decode(out)
+    decoded = decode_video(out)
     assert len(decoded) == 150 and decoded[0][1].shape == (120, 160, 3)
     np.testing.assert_allclose([t for t, _ in decoded], np.arange(150) / 30, atol=1e-3)
 
@@ -215,7 +208,7 @@ def test_demo_draws_boxes_where_the_json_says(predictor, tmp_path):
     for k, key in enumerate(keys):
         assert key["actors"][0]["box"] == [10.0 + 8 * k, 50.0, 50.0 + 8 * k, 110.0]
         assert [a["track_id"] for a in key["actors"]] == [0, 1]
-    frames = decode(out)
+    frames = decode_video(out)
     assert len(frames) == 60
     for i, (_, img) in enumerate(frames):
         key = min(keys, key=lambda kk: (abs(kk["frame_index"] - i), kk["frame_index"]))  # nearest keyframe
@@ -244,7 +237,7 @@ def test_demo_memory_stays_bounded_on_a_long_video(predictor, tmp_path):
     # for their keyframe: at most one stride more. Neither depends on the video's length.
     assert stats[240]["max_window_frames"] == stats[900]["max_window_frames"] <= 7 * 2 + 2
     assert stats[240]["max_frames_held"] == stats[900]["max_frames_held"] <= 30 + 8 * 2
-    assert len(decode(tmp_path / "o900.mp4")) == 900
+    assert len(decode_video(tmp_path / "o900.mp4")) == 900
     # Batches of 3 keyframes: up to 3 strides of frames wait for their batch, still independent of
     # the length, and every keyframe is processed.
     batched = {}
@@ -261,10 +254,10 @@ def test_demo_variable_frame_rate_and_odd_size(predictor, tmp_path):
     times = np.round(np.cumsum(np.r_[0, rng.uniform(0.01, 0.12, 59)]), 3)
     frames = [np.full((47, 63, 3), (i * 4) % 256, np.uint8) for i in range(60)]
     video = tmp_path / "vfr.mp4"
-    write_video(video, frames, times=times, pix_fmt="yuv444p")
+    write_video(video, frames, times_ms=[round(t * 1000) for t in times], pix_fmt="yuv444p")
     out, js = tmp_path / "vfr_out.mp4", tmp_path / "vfr.json"
     stats = VideoDemo(_fake_predictor(predictor)).run(str(video), str(out), json_path=str(js), show_progress=False)
-    decoded = decode(out)
+    decoded = decode_video(out)
     assert len(decoded) == 60 and decoded[0][1].shape == (48, 64, 3)  # padded to even
     np.testing.assert_allclose([t for t, _ in decoded], times, atol=2e-3)  # timing kept
     keys = json.loads(js.read_text())["keyframes"]
@@ -324,7 +317,7 @@ def test_demo_on_a_rotated_variable_frame_rate_phone_video(tmp_path):
     """The demo decodes with the same reader: upright output at the displayed size, frame
     times from the timestamps."""
     video = tmp_path / "phone.mp4"
-    write_coded_video(video, [coded_frame(i) for i in range(len(VFR_MS))], times_ms=VFR_MS, rotation=-90)
+    write_video(video, [coded_frame(i) for i in range(len(VFR_MS))], times_ms=VFR_MS, rotation=-90)
     out, js = tmp_path / "out.mp4", tmp_path / "out.json"
     torch.manual_seed(0)
     predictor = build_demo_predictor(TINY, score_thresh=0.0)

@@ -21,13 +21,10 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.data.formats.ucf_jhmdb_gt import small_gt, write_gt
-from tests.test_train_net import generate_dataset, make_args, register_dataset
-
 from evad_d2.engine.trainer import EVADTrainer, train_and_evaluate
 from evad_d2.evaluation import UCFJHMDBEvaluator
 from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle
+from evad_d2.testing import generate_dataset, register_dataset, small_ucf_gt, train_args, write_pickle
 
 PREFIX = "dist_test"
 
@@ -45,7 +42,7 @@ def _two_process_session(data_root, out):
             model = self._trainer.model
             info["ddp"].append((type(model).__name__, getattr(model, "device_ids", "absent")))
 
-    train_and_evaluate(make_args(names, straight), Recording)
+    train_and_evaluate(train_args(names, straight), Recording)
     if comm.is_main_process():
         # An interruption right after the iteration-2 checkpoint: the run's state at that point.
         os.makedirs(split)
@@ -53,13 +50,13 @@ def _two_process_session(data_root, out):
         with open(os.path.join(split, "last_checkpoint"), "w") as f:
             f.write("model_0000002.pth")
     comm.synchronize()
-    train_and_evaluate(make_args(names, split, resume=True), Recording)
+    train_and_evaluate(train_args(names, split, resume=True), Recording)
     # Without deep supervision the early stages' heads get no gradient: DDP must allow that.
-    train_and_evaluate(make_args(names, os.path.join(out, "no_deep_supervision"), "MODEL.EVAD.LOSS.DEEP_SUPERVISION", "False",
+    train_and_evaluate(train_args(names, os.path.join(out, "no_deep_supervision"), "MODEL.EVAD.LOSS.DEEP_SUPERVISION", "False",
                                  "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0"), Recording)
     final = os.path.join(straight, "model_final.pth")
     with EventStorage():
-        train_and_evaluate(make_args(names, os.path.join(out, "eval2"), "MODEL.WEIGHTS", final, eval_only=True))
+        train_and_evaluate(train_args(names, os.path.join(out, "eval2"), "MODEL.WEIGHTS", final, eval_only=True))
     with open(os.path.join(out, f"ddp_rank{comm.get_rank()}.json"), "w") as f:
         json.dump(info, f)
     _ucf_evaluation(os.path.join(data_root, "ucf_gt.pkl"), os.path.join(out, "ucf2"))
@@ -108,7 +105,7 @@ def _ucf_evaluation(gt_path, out):
 def runs(tmp_path_factory):
     data_root = tmp_path_factory.mktemp("ava_like_dist")
     names = generate_dataset(data_root, PREFIX, num_val_videos=3)  # 4 keyframes
-    write_gt(data_root, small_gt(), "ucf_gt.pkl")
+    write_pickle(data_root, small_ucf_gt(), "ucf_gt.pkl")
     out = str(tmp_path_factory.mktemp("dist_runs"))
     launch(_two_process_session, 2, dist_url="auto", args=(str(data_root), out))
     return names, out, str(data_root)
@@ -164,7 +161,7 @@ def test_two_process_resume_continues_exactly(runs):
 def test_two_process_eval_only_equals_one_process(runs, tmp_path):
     names, out, _ = runs
     final = os.path.join(out, "straight", "model_final.pth")
-    args = make_args(names, tmp_path, "MODEL.WEIGHTS", final, eval_only=True)
+    args = train_args(names, tmp_path, "MODEL.WEIGHTS", final, eval_only=True)
     with EventStorage():
         one = train_and_evaluate(args)
     two_folder = os.path.join(out, "eval2")

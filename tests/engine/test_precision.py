@@ -4,17 +4,14 @@ CPU autocast casts a similar set of ops (matrix products, convolutions) to half 
 these tests catch dtype mismatches and half-precision overflow in EVAD's own code without a GPU.
 """
 import functools
-import os
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.modeling.test_meta_arch import build, random_clip, training_input
-
 from evad_d2.engine import PRECISIONS, autocast_for, check_precision
 from evad_d2.engine.predictor import EVADPredictor
+from evad_d2.testing import build_tiny_model, random_clip, tiny_cfg, training_input
 
 # Largest differences to fp32 accepted per precision: (box px on a 64x96 clip, probabilities, losses rel.)
 # Measured with oneDNN limited to AVX2, AVX-512 and AVX-512-BF16 kernels and without oneDNN, all
@@ -42,7 +39,7 @@ def _grads(model):
 # (8 and 11 significant bits).
 UNIT_ROUNDOFF = {"bf16": 2.0**-8, "fp16": 2.0**-11}
 # The training-step check's model: proposals start as distinct grid boxes. With the tiny model's
-# default (every proposal the whole clip, kept close to it by build()'s tame deltas) the Hungarian
+# default (every proposal the whole clip, kept close to it by build_tiny_model()'s tame deltas) the Hungarian
 # matching is a near tie that any rounding can flip, and the gradient then measures that coin
 # toss more than the precision (measured in bf16: 1 - cosine 0.0123 against 0.0045 on the grid,
 # and the dtype bug below stood out 2x instead of 26x).
@@ -53,7 +50,7 @@ def _training_step(precision, *overrides, perturb=None):
     """Losses, flattened gradients and the model of one forward/backward under ``precision``;
     ``perturb(model, batch)`` changes the weights/inputs first."""
     batch = [training_input(num_persons=2, seed=s) for s in range(2)]
-    model = build(*overrides).train()
+    model = build_tiny_model(*overrides).train()
     if perturb is not None:
         with torch.no_grad():
             perturb(model, batch)
@@ -161,7 +158,7 @@ def test_pruning_under_autocast_keeps_the_tokens_fp32_keeps(precision, impl):
             assert (ref[b, j] - cut).abs() <= 2 * err, f"token {j} swapped though {float(ref[b, j] - cut):.2e} from the cut"
         assert len(kept & kept_ref) >= 0.95 * 80
     # The whole backbone keeps the same tokens as in fp32.
-    model = build().eval()
+    model = build_tiny_model().eval()
     clip = model.preprocess_clips([training_input(seed=0), training_input(seed=1)]).tensor
     with torch.no_grad():
         ref_index = model.backbone.net(clip)["token_index"]
@@ -175,7 +172,7 @@ def test_pruning_under_autocast_keeps_the_tokens_fp32_keeps(precision, impl):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_inference_under_autocast_outputs_float32_close_to_fp32(precision):
-    model = build("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0").eval()
+    model = build_tiny_model("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0").eval()
     inputs = [{"clip": random_clip(seed=1), "height": 120, "width": 180}]
     with torch.no_grad():
         ref = model(inputs)[0]["instances"]
@@ -196,11 +193,9 @@ def test_inference_under_autocast_outputs_float32_close_to_fp32(precision):
 
 
 def test_predictor_precision_option():
-    from tests.engine.test_predictor import tiny_cfg
-
     torch.manual_seed(0)
-    fp32 = EVADPredictor(tiny_cfg())
-    bf16 = EVADPredictor(tiny_cfg(), precision="bf16")
+    fp32 = EVADPredictor(tiny_cfg(keep_all_proposals=True))
+    bf16 = EVADPredictor(tiny_cfg(keep_all_proposals=True), precision="bf16")
     bf16.model.load_state_dict(fp32.model.state_dict())
     clip = np.random.default_rng(0).integers(0, 256, (8, 48, 64, 3), dtype=np.uint8)
     ref, out = fp32(clip), bf16(clip)
@@ -213,7 +208,7 @@ def test_predictor_precision_option():
         np.testing.assert_allclose(a["person_score"], b["person_score"], atol=prob)
         np.testing.assert_allclose(a["action_scores"], b["action_scores"], atol=prob)
     with pytest.raises(ValueError, match="EVADPredictor precision must be one of"):
-        EVADPredictor(tiny_cfg(), precision="half")
+        EVADPredictor(tiny_cfg(keep_all_proposals=True), precision="half")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

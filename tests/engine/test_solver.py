@@ -5,22 +5,12 @@ import random
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
 
-from evad_d2 import add_evad_config
 from evad_d2.engine import RNGState, ResumableTrainingSampler, build_optimizer, resolve_epoch_schedule
 from evad_d2.modeling.backbone.vit import vit_layer_id
-
-TINY = "configs/tiny/EVAD_tiny_test.yaml"
-
-
-def tiny_cfg():
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(TINY)
-    return cfg
+from evad_d2.testing import tiny_cfg
 
 
 def test_layer_ids():

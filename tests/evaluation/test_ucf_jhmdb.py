@@ -14,7 +14,6 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
-from tests.data.formats.ucf_jhmdb_gt import small_gt, tube, write_gt
 
 from evad_d2.data import register_ucf_jhmdb
 from evad_d2.data.formats.ucf_jhmdb import load_gt_pickle
@@ -32,6 +31,7 @@ from evad_d2.evaluation.ucf_jhmdb import (
     tube_nms,
     video_map,
 )
+from evad_d2.testing import small_ucf_gt, ucf_tube, write_pickle
 
 
 def _perfect(gt, videos, classes=(0, 1), extra=None):
@@ -59,7 +59,7 @@ def _perfect(gt, videos, classes=(0, 1), extra=None):
 
 
 def test_frame_map_voc_hand_values(tmp_path):
-    gt = load_gt_pickle(write_gt(tmp_path, small_gt()))
+    gt = load_gt_pickle(write_pickle(tmp_path, small_ucf_gt()))
     videos = ["run/v1", "jump/v2"]
     m, aps = frame_map(gt, _perfect(gt, videos), videos, protocol="voc")
     assert m == pytest.approx(1.0) and aps == {0: 1.0, 1: 1.0}
@@ -85,11 +85,11 @@ def test_frame_map_voc_hand_values(tmp_path):
 
 
 def test_tube_iou_hand_value():
-    a = tube(range(1, 11), [0, 0, 10, 10])
-    b = tube(range(6, 16), [5, 0, 15, 10])
+    a = ucf_tube(range(1, 11), [0, 0, 10, 10])
+    b = ucf_tube(range(6, 16), [5, 0, 15, 10])
     # temporal 5/15, spatial 50/150
     assert tube_iou(a, b) == pytest.approx(1 / 9)
-    assert tube_iou(a, tube(range(20, 30), [0, 0, 10, 10])) == 0.0
+    assert tube_iou(a, ucf_tube(range(20, 30), [0, 0, 10, 10])) == 0.0
     assert tube_iou(a, a) == pytest.approx(1.0)
     # ACT's pixels: boxes 11 wide, overlap 6 x 11 -> 66 / (121 + 121 - 66) = 3/8 on 5 frames of 15.
     assert tube_iou(a, b, pixel_inclusive=True) == pytest.approx(5 / 15 * 66 / 176)
@@ -98,7 +98,7 @@ def test_tube_iou_hand_value():
 def test_video_map_two_tubes_voc(tmp_path):
     gt = {
         "labels": ["a"],
-        "gttubes": {"v1": {0: [tube(range(1, 11), [0, 0, 10, 10])]}, "v2": {0: [tube(range(1, 11), [20, 20, 30, 30])]}},
+        "gttubes": {"v1": {0: [ucf_tube(range(1, 11), [0, 0, 10, 10])]}, "v2": {0: [ucf_tube(range(1, 11), [20, 20, 30, 30])]}},
     }
     exact = Tube(np.arange(1, 11), np.tile([0.0, 0, 10, 10], (10, 1)), 0.8)
     taller = Tube(np.arange(1, 11), np.tile([20.0, 20, 30, 35], (10, 1)), 0.9)  # IoU 100/150 = 2/3
@@ -148,7 +148,7 @@ def test_link_tubes_synthetic_sequence():
 
 @pytest.mark.parametrize("protocol", ["act", "voc"])
 def test_evaluator_end_to_end(tmp_path, protocol):
-    gt_path = write_gt(tmp_path, small_gt())
+    gt_path = write_pickle(tmp_path, small_ucf_gt())
     name = "evad_test_ucf_eval"
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
@@ -253,7 +253,7 @@ def test_act_frame_matching_takes_the_best_box_still_free():
 
 
 def test_act_frame_ap_of_a_miss_ranked_before_ten_hits(tmp_path):
-    gt = load_gt_pickle(write_gt(tmp_path, small_gt()))
+    gt = load_gt_pickle(write_pickle(tmp_path, small_ucf_gt()))
     videos = ["run/v1", "jump/v2"]
     dup = [("run/v1", 1, [50, 50, 60, 60], [1.5, 0.0])]
     aps = frame_map(gt, _perfect(gt, videos, extra=dup), videos)[1]
@@ -278,7 +278,7 @@ def test_tied_duplicates_rank_in_the_order_they_were_matched(protocol):
 
 
 def test_frame_map_does_not_depend_on_the_order_frames_arrive_in(tmp_path):
-    gt = load_gt_pickle(write_gt(tmp_path, small_gt()))
+    gt = load_gt_pickle(write_pickle(tmp_path, small_ucf_gt()))
     videos = ["run/v1", "jump/v2"]
     extra = [("run/v1", 3, [1, 1, 9, 9], [1.0, 0.0]), ("jump/v2", 4, [0, 0, 5, 5], [1.0, 0.5])]
     dets = _perfect(gt, videos, extra=extra)
@@ -307,8 +307,8 @@ def test_tube_nms_drops_tubes_overlapping_more_than_0_3():
 
 
 def test_act_video_map_applies_tube_nms_before_scoring():
-    gt = {"labels": ["a"], "gttubes": {"v1": {0: [tube(range(1, 11), [0, 0, 9, 9])]},
-                                       "v2": {0: [tube(range(1, 11), [20, 20, 29, 29])]}}}
+    gt = {"labels": ["a"], "gttubes": {"v1": {0: [ucf_tube(range(1, 11), [0, 0, 9, 9])]},
+                                       "v2": {0: [ucf_tube(range(1, 11), [20, 20, 29, 29])]}}}
     tubes = {
         ("v1", 0): [_const_tube(range(1, 11), [0, 0, 9, 9], 0.9), _const_tube(range(1, 11), [0, 0, 9, 10], 0.8)],
         ("v2", 0): [_const_tube(range(1, 11), [20, 20, 29, 29], 0.7)],
@@ -323,7 +323,7 @@ def test_video_thresholds_are_acts_values_not_rounded():
     assert VIDEO_MAP_THRESHOLDS == tuple(0.5 + 0.05 * i for i in range(10))
     assert VIDEO_MAP_THRESHOLDS[7] == 0.8500000000000001 and VIDEO_MAP_THRESHOLDS[7] > 0.85
     # Temporal IoU 17 / 20 = 0.85 exactly, boxes identical: a hit at 0.8, a miss at ACT's "0.85".
-    gt = {"labels": ["a"], "gttubes": {"v": {0: [tube(range(1, 21), [0, 0, 9, 9])]}}}
+    gt = {"labels": ["a"], "gttubes": {"v": {0: [ucf_tube(range(1, 21), [0, 0, 9, 9])]}}}
     tubes = {("v", 0): [_const_tube(range(1, 18), [0, 0, 9, 9], 0.9)]}
     assert tube_iou(gt["gttubes"]["v"][0][0], tubes[("v", 0)][0].as_array(), pixel_inclusive=True) == 0.85
     res = video_map(gt, tubes, ["v"])
@@ -338,10 +338,10 @@ def test_classes_without_ground_truth_are_nan_and_left_out_of_the_mean():
 
 
 def test_evaluator_reads_the_split_that_register_ucf_jhmdb_sets(tmp_path):
-    gt = small_gt()
+    gt = small_ucf_gt()
     gt["test_videos"] = [["run/v0"], ["run/v1", "jump/v2"]]
     gt["train_videos"] = [["run/v1"], ["run/v0"]]
-    path = write_gt(tmp_path, gt)
+    path = write_pickle(tmp_path, gt)
     register_ucf_jhmdb("_t_ucf_split2", path, str(tmp_path), "test", 1)
     try:
         ev = UCFJHMDBEvaluator("_t_ucf_split2", distributed=False, compute_video_map=False)

@@ -2,19 +2,16 @@
 ExportedProgram: the graph runs without detectron2 or evad_d2, agrees with the eager model, keeps
 the person threshold dynamic and refuses clips of another size."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.modeling.test_meta_arch import build, random_clip
-
 from evad_d2.export import EXPORT_FORMATS, ExportableEVAD, export_evad, load_exported
+from evad_d2.testing import REPO_ROOT as ROOT, TINY_CLIP, build_tiny_model, random_clip
 
-T, H, W = 8, 64, 96  # the test clips of test_meta_arch
+T, H, W = TINY_CLIP  # the size of random_clip
 
 
 def _eager(model, clip):
@@ -32,7 +29,7 @@ def _assert_same(a, b):
 def exported(request, tmp_path_factory):
     """The tiny model with the threshold at 0.3, exported through the command line in each format."""
     out = tmp_path_factory.mktemp("export")
-    model = build("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3").eval()
+    model = build_tiny_model("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3").eval()
     weights = out / "weights.pth"
     torch.save({"model": model.state_dict()}, weights)
     cmd = [
@@ -117,7 +114,7 @@ def test_graph_refuses_another_clip_size(exported):
 
 
 def test_export_at_another_keep_rate_and_errors(tmp_path):
-    model = build("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0").eval()
+    model = build_tiny_model("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0").eval()
     model.set_keep_rates([1.0, 0.5, 1.0, 0.5])
     info = export_evad(model, (T, H, W), str(tmp_path / "g"), fmt="exported_program", metadata={"note": "x"})
     assert info["keep_rates"] == [1.0, 0.5, 1.0, 0.5] and info["note"] == "x"
@@ -141,7 +138,7 @@ def test_export_at_another_keep_rate_and_errors(tmp_path):
 def _wide_box_model(official):
     """Untamed tiny model whose last stage widens every box past the clip's borders (dw + 2), so
     that clipping matters, and with threshold 0; some boxes are empty after clipping."""
-    model = build("MODEL.EVAD.OFFICIAL_MODE", official, "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0", tame=False).eval()
+    model = build_tiny_model("MODEL.EVAD.OFFICIAL_MODE", official, "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0", tame=False).eval()
     with torch.no_grad():
         model.localization_head.stages[-1].bboxes_delta.bias[2] += 2.0
     return model

@@ -24,7 +24,8 @@ def evad_cfg(**overrides):
     return cfg
 
 
-def tiny_cfg():
+def small_backbone_cfg():
+    """A ViTSimpleFPN of width 32 and depth 4 on 64 px, 8-frame clips (config defaults otherwise)."""
     return evad_cfg(
         **{
             "MODEL.EVAD.EMBED_DIM": 32,
@@ -82,7 +83,7 @@ def test_config_errors_name_the_key():
 
 
 def test_pyramid_shapes_on_a_non_square_clip():
-    backbone = build_backbone(tiny_cfg()).eval()
+    backbone = build_backbone(small_backbone_cfg()).eval()
     clip = torch.randn(2, 3, 8, 64, 96)
     with torch.no_grad():
         feats = backbone(clip).features
@@ -97,7 +98,7 @@ def test_pyramid_shapes_on_a_non_square_clip():
 
 def test_simple_fpn_math_on_constant_maps():
     """With identity-like convs the top-down sum is checkable by hand."""
-    backbone = build_backbone(tiny_cfg()).eval()
+    backbone = build_backbone(small_backbone_cfg()).eval()
     for conv in backbone.lateral_convs + backbone.output_convs:
         torch.nn.init.zeros_(conv.weight)
         torch.nn.init.zeros_(conv.bias)
@@ -117,7 +118,7 @@ def test_simple_fpn_math_on_constant_maps():
 
 
 def test_detectron2_rpn_runs_on_the_neck():
-    cfg = tiny_cfg()
+    cfg = small_backbone_cfg()
     cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
     cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[8], [16], [32], [64], [128]]

@@ -4,7 +4,7 @@ import pytest
 from evad_d2.data.formats.ava import AvaFormatError
 from evad_d2.data.formats.label_map import read_label_map, read_label_map_entries
 
-from tests.data.formats.helpers import write_text
+from evad_d2.testing import write_text
 
 # The first lines of AVA's own action list, as released (ava_action_list_v2.2.pbtxt, 80 classes;
 # v2.1's has the same form), with a comment and blank lines added.

@@ -6,28 +6,27 @@ import pickletools
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from tests.data.formats.ucf_jhmdb_gt import Py2Pickler, small_gt, write_gt
-from tests.utils.test_safe_pickle import RunsShellCommand
 
 from evad_d2.data import load_ucf_jhmdb_dataset, register_ucf_jhmdb
 from evad_d2.data.formats.ucf_jhmdb import GTPickleError, load_gt_pickle
+from evad_d2.testing import Py2Pickler, RunsShellCommand, small_ucf_gt, write_pickle
 
 
 def test_load_gt_pickle_and_errors(tmp_path):
-    gt = load_gt_pickle(write_gt(tmp_path, small_gt()))
+    gt = load_gt_pickle(write_pickle(tmp_path, small_ucf_gt()))
     assert gt["gttubes"]["run/v1"][0][0].shape == (10, 5)
-    bad = small_gt()
+    bad = small_ucf_gt()
     del bad["resolution"]
     with pytest.raises(GTPickleError, match=r"bad.pkl: missing key\(s\) \['resolution'\]"):
-        load_gt_pickle(write_gt(tmp_path, bad, "bad.pkl"))
-    bad = small_gt()
+        load_gt_pickle(write_pickle(tmp_path, bad, "bad.pkl"))
+    bad = small_ucf_gt()
     bad["gttubes"]["run/v1"][0] = [np.zeros((4, 4))]
     with pytest.raises(GTPickleError, match=r"gttubes\['run/v1'\]\[0\]\[0\] must be an \(n, 5\) array"):
-        load_gt_pickle(write_gt(tmp_path, bad, "bad.pkl"))
-    bad = small_gt()
+        load_gt_pickle(write_pickle(tmp_path, bad, "bad.pkl"))
+    bad = small_ucf_gt()
     bad["gttubes"]["run/v1"][5] = bad["gttubes"]["run/v1"].pop(0)
     with pytest.raises(GTPickleError, match="label 5 outside 0..1"):
-        load_gt_pickle(write_gt(tmp_path, bad, "bad.pkl"))
+        load_gt_pickle(write_pickle(tmp_path, bad, "bad.pkl"))
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
     with pytest.raises(GTPickleError, match="junk.pkl: not a readable pickle"):
         load_gt_pickle(str(tmp_path / "junk.pkl"))
@@ -36,19 +35,19 @@ def test_load_gt_pickle_and_errors(tmp_path):
 def test_python2_style_gt_pickle_loads(tmp_path):
     path = tmp_path / "UCF101v2-GT.pkl"
     with open(path, "wb") as f:
-        Py2Pickler(f, protocol=2).dump(small_gt())
+        Py2Pickler(f, protocol=2).dump(small_ucf_gt())
     ops = {op.name for op, _, _ in pickletools.genops(path.read_bytes())}
     assert {"SHORT_BINSTRING", "PROTO"} <= ops and "SHORT_BINUNICODE" not in ops and "BINUNICODE" not in ops
     assert b"_codecs" not in path.read_bytes()
     gt = load_gt_pickle(str(path))
     assert gt["labels"] == ["run", "jump"] and gt["test_videos"] == [["run/v1", "jump/v2"]]
-    np.testing.assert_array_equal(gt["gttubes"]["jump/v2"][1][0], small_gt()["gttubes"]["jump/v2"][1][0])
+    np.testing.assert_array_equal(gt["gttubes"]["jump/v2"][1][0], small_ucf_gt()["gttubes"]["jump/v2"][1][0])
     assert gt["resolution"]["run/v1"] == (60, 80)
 
 
 def test_crafted_gt_pickle_is_refused_everywhere_and_runs_nothing(tmp_path):
     marker = tmp_path / "marker"
-    bad = small_gt()
+    bad = small_ucf_gt()
     bad["labels"] = ["run", RunsShellCommand(marker)]
     path = tmp_path / "JHMDB-GT.pkl"
     path.write_bytes(pickle.dumps(bad, protocol=2))

@@ -17,14 +17,7 @@ from evad_d2.data.video import (
     scan_video,
     timeline_frame_count,
 )
-from tests.data.video.synthetic import (
-    VFR_MS,
-    H,
-    W,
-    coded_frame,
-    decode_index,
-    write_video,
-)
+from evad_d2.testing import VFR_MS, CODED_H as H, CODED_W as W, coded_frame, decode_index, write_video
 
 
 def test_video_decoding_returns_the_requested_frames(coded_video):

@@ -7,7 +7,7 @@ import pytest
 
 from evad_d2.data.video import VideoWriteError, VideoWriter, iter_video_frames, output_format
 from evad_d2.data.video import writer as writer_module
-from tests.data.video.synthetic import H, W, coded_frame, decode_index
+from evad_d2.testing import CODED_H as H, CODED_W as W, coded_frame, decode_index
 
 TIMES = [0.0, 0.1, 0.25, 0.3, 0.5, 0.9]  # variable frame rate
 
@@ -82,3 +82,14 @@ def test_missing_encoder_is_a_clear_error(tmp_path, monkeypatch):
 def test_unwritable_path_names_it(tmp_path):
     with pytest.raises(VideoWriteError, match="no_dir/a.mp4: cannot create the output video"):
         VideoWriter(str(tmp_path / "no_dir" / "a.mp4"), W, H, Fraction(10))
+
+
+def test_a_file_appears_complete_at_close(tmp_path):
+    path = tmp_path / "a.ts"
+    w = VideoWriter(str(path), W, H, Fraction(10))
+    for i in range(5):
+        w.write(coded_frame(i), i / 10)
+    assert not path.exists()  # written under a hidden temporary name
+    w.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ts"]
+    assert len(list(iter_video_frames(str(path)))) == 5

@@ -10,13 +10,12 @@ from evad_d2.evaluation.ava import cli as ava_cli
 from evad_d2.evaluation.ava import (
     main,
 )
-
-from tests.evaluation.ava.helpers import GT3, write_files
+from evad_d2.testing import AVA_GT3 as GT3, write_ava_files
 
 
 def test_command_line(tmp_path, capsys):
     det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3 if c != 3]
-    gt, det_p, lm, ex = write_files(tmp_path, GT3, det)
+    gt, det_p, lm, ex = write_ava_files(tmp_path, GT3, det)
     out_json, out_png = tmp_path / "m.json", tmp_path / "ap.png"
     rc = main(["--groundtruth", gt, "--detections", det_p, "--labelmap", lm, "--exclusions", ex,
                "--json", str(out_json), "--plot", str(out_png)])
@@ -35,7 +34,7 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_command_line_module_entry(tmp_path):
-    gt, det_p, lm, _ = write_files(tmp_path, GT3, [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3])
+    gt, det_p, lm, _ = write_ava_files(tmp_path, GT3, [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3])
     out_json = tmp_path / "m.json"
     proc = subprocess.run(
         [sys.executable, "-m", "evad_d2.evaluation.ava", "--groundtruth", gt, "--detections", det_p,
@@ -57,7 +56,7 @@ def test_command_line_help_tells_the_protocols_apart(capsys):
 
 
 def test_command_line_json_is_written_atomically(tmp_path, monkeypatch):
-    gt, det_p, lm, _ = write_files(tmp_path, GT3, [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3])
+    gt, det_p, lm, _ = write_ava_files(tmp_path, GT3, [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3])
     out_json = tmp_path / "m.json"
     out_json.write_text("old")
 

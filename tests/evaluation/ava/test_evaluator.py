@@ -13,8 +13,7 @@ from evad_d2.evaluation.ava import (
     evaluate_ava_files,
 )
 from evad_d2.evaluation.ava.evaluator import AVAEvaluator
-
-from tests.evaluation.ava.helpers import A, B, write_files
+from evad_d2.testing import AVA_BOX_A as A, AVA_BOX_B as B, write_ava_files
 
 
 H, W = 200, 400
@@ -28,7 +27,7 @@ GT_EVAL = [("vidA", 902, A, 1, 0), ("vidA", 902, B, 2, 1), ("vidA", 902, B, 4, 1
 
 
 def _register(tmp_path, name):
-    gt, _, lm, ex = write_files(tmp_path, GT_EVAL, [], classes=(1, 2, 4))
+    gt, _, lm, ex = write_ava_files(tmp_path, GT_EVAL, [], classes=(1, 2, 4))
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
     MetadataCatalog.get(name).set(

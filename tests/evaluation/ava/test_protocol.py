@@ -12,20 +12,19 @@ from evad_d2.evaluation.ava import (
     main,
 )
 from evad_d2.evaluation.ap import voc_average_precision
-
-from tests.evaluation.ava.helpers import BOM, GT3, A, B, evaluate_rows, write_files
+from evad_d2.testing import BOM, AVA_GT3 as GT3, AVA_BOX_A as A, AVA_BOX_B as B, evaluate_ava_rows, write_ava_files
 
 
 def test_perfect_detector_scores_100(tmp_path):
     det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3]
-    r = evaluate_rows(tmp_path, GT3, det)
+    r = evaluate_ava_rows(tmp_path, GT3, det)
     assert r.mean_ap == pytest.approx(1.0)
     assert r.per_class_ap == {1: 1.0, 2: 1.0, 3: 1.0}
 
 
 def test_perfect_but_missing_one_class(tmp_path):
     det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3 if c != 3]
-    r = evaluate_rows(tmp_path, GT3, det)
+    r = evaluate_ava_rows(tmp_path, GT3, det)
     assert r.per_class_ap[3] == 0.0
     assert r.mean_ap == pytest.approx(2 / 3)
 
@@ -34,7 +33,7 @@ def test_duplicate_detection_is_false_positive(tmp_path):
     gt = [("v", 902, A, 1, 0), ("v", 903, A, 1, 0)]
     det = [("v", 902, A, 1, 0.9), ("v", 902, A, 1, 0.8), ("v", 903, A, 1, 0.7)]
     # Ranked TP, FP, TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> 1/2 * 1 + 1/2 * 2/3.
-    r = evaluate_rows(tmp_path, gt, det, classes=(1,))
+    r = evaluate_ava_rows(tmp_path, gt, det, classes=(1,))
     assert r.mean_ap == pytest.approx(5 / 6)
 
 
@@ -42,13 +41,13 @@ def test_best_box_taken_means_false_positive(tmp_path):
     g1, g2 = (0.0, 0.0, 0.4, 1.0), (0.2, 0.0, 0.6, 1.0)
     d2 = (0.1, 0.0, 0.48, 1.0)  # IoU 0.625 with g1 (already taken), 0.56 with g2
     gt = [("v", 902, g1, 1, 0), ("v", 902, g2, 1, 1)]
-    r = evaluate_rows(tmp_path, gt, [("v", 902, g1, 1, 0.9), ("v", 902, d2, 1, 0.8)], classes=(1,))
+    r = evaluate_ava_rows(tmp_path, gt, [("v", 902, g1, 1, 0.9), ("v", 902, d2, 1, 0.8)], classes=(1,))
     assert r.mean_ap == pytest.approx(0.5)  # TP, FP over 2 boxes: 1/2 * 1
 
 
 def test_duplicate_groundtruth_rows_are_two_instances(tmp_path):
     gt = [("v", 902, A, 1, 0), ("v", 902, A, 1, 0)]
-    r = evaluate_rows(tmp_path, gt, [("v", 902, A, 1, 0.9), ("v", 902, A, 1, 0.8)], classes=(1,))
+    r = evaluate_ava_rows(tmp_path, gt, [("v", 902, A, 1, 0.9), ("v", 902, A, 1, 0.8)], classes=(1,))
     assert r.num_groundtruth[1] == 2
     assert r.mean_ap == pytest.approx(0.5)  # the second detection also picks the first copy
 
@@ -57,22 +56,22 @@ def test_excluded_timestamps_do_not_count(tmp_path):
     gt = [("v", 902, A, 1, 0), ("v", 905, A, 1, 0)]
     det = [("v", 902, A, 1, 0.9), ("v", 905, B, 1, 0.95)]
     # Without exclusions: FP (0.95) then TP (0.9) over 2 boxes -> 1/2 * 1/2.
-    assert evaluate_rows(tmp_path, gt, det, classes=(1,)).mean_ap == pytest.approx(0.25)
-    r = evaluate_rows(tmp_path, gt, det, classes=(1,), exclusions=[("v", 905)])
+    assert evaluate_ava_rows(tmp_path, gt, det, classes=(1,)).mean_ap == pytest.approx(0.25)
+    r = evaluate_ava_rows(tmp_path, gt, det, classes=(1,), exclusions=[("v", 905)])
     assert r.mean_ap == pytest.approx(1.0)
     assert r.num_groundtruth[1] == 1
 
 
 def test_detection_on_frame_without_groundtruth_is_false_positive(tmp_path):
     gt = [("v", 902, A, 1, 0)]
-    r = evaluate_rows(tmp_path, gt, [("v", 999, A, 1, 0.95), ("v", 902, A, 1, 0.9)], classes=(1,))
+    r = evaluate_ava_rows(tmp_path, gt, [("v", 999, A, 1, 0.95), ("v", 902, A, 1, 0.9)], classes=(1,))
     assert r.mean_ap == pytest.approx(0.5)
 
 
 def test_class_without_groundtruth_left_out_of_mean(tmp_path):
     gt = [("v", 902, A, 1, 0), ("v", 902, B, 2, 1)]
     det = [("v", 902, A, 1, 0.9), ("v", 902, B, 2, 0.9), ("v", 902, B, 3, 0.99)]
-    r = evaluate_rows(tmp_path, gt, det, classes=(1, 2, 3))
+    r = evaluate_ava_rows(tmp_path, gt, det, classes=(1, 2, 3))
     assert math.isnan(r.per_class_ap[3])
     assert r.mean_ap == pytest.approx(1.0)
 
@@ -80,7 +79,7 @@ def test_class_without_groundtruth_left_out_of_mean(tmp_path):
 def test_rows_outside_label_map_are_ignored(tmp_path):
     gt = [("v", 902, A, 1, 0), ("v", 902, A, 7, 0)]
     det = [("v", 902, A, 1, 0.9), ("v", 902, B, 7, 0.99)]
-    r = evaluate_rows(tmp_path, gt, det, classes=(1,))
+    r = evaluate_ava_rows(tmp_path, gt, det, classes=(1,))
     assert r.mean_ap == 1.0 and list(r.per_class_ap) == [1]
 
 
@@ -90,7 +89,7 @@ def test_voc_ap_precision_recall_steps(tmp_path):
     det = [("v", 902, A, 1, 0.9), ("v", 902, B, 1, 0.8), ("v", 903, A, 1, 0.7), ("v", 903, B, 1, 0.6), ("v", 904, A, 1, 0.5)]
     # precision 1, 1/2, 2/3, 1/2, 3/5 at recall 1/3, 1/3, 2/3, 2/3, 1; interpolated 1, 2/3, 3/5.
     expected = (1 + 2 / 3 + 3 / 5) / 3
-    assert evaluate_rows(tmp_path, gt, det, classes=(1,)).mean_ap == pytest.approx(expected)
+    assert evaluate_ava_rows(tmp_path, gt, det, classes=(1,)).mean_ap == pytest.approx(expected)
     p = np.array([1, 1 / 2, 2 / 3, 1 / 2, 3 / 5])
     r = np.array([1, 1, 2, 2, 3]) / 3
     assert voc_average_precision(p, r) == pytest.approx(expected)
@@ -101,18 +100,18 @@ def test_protocols_differ_as_documented(tmp_path):
     gt = [("v", 902, A, 1, 0)]
     # In file order the lower-scored copy comes first: PySlowFast matches it first.
     det = [("v", 902, A, 1, 0.3), ("v", 902, A, 1, 0.9)]
-    assert evaluate_rows(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == pytest.approx(0.5)
-    assert evaluate_rows(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == pytest.approx(1.0)
+    assert evaluate_ava_rows(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == pytest.approx(0.5)
+    assert evaluate_ava_rows(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == pytest.approx(1.0)
     # ActivityNet keeps the 50 best rows of a frame: the true positive ranked 56th is dropped.
     far = (0.6, 0.6, 0.7, 0.7)
     det = [("v", 902, far, 1, 0.5 + i / 1000) for i in range(55)] + [("v", 902, A, 1, 0.1)]
-    assert evaluate_rows(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == pytest.approx(1 / 56)
-    assert evaluate_rows(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == 0.0
+    assert evaluate_ava_rows(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == pytest.approx(1 / 56)
+    assert evaluate_ava_rows(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == 0.0
 
 
 def test_keyframes_subset(tmp_path):
     gt = [("v", 902, A, 1, 0), ("v", 903, A, 1, 0)]
-    gt_p, det_p, lm, _ = write_files(tmp_path, gt, [("v", 902, A, 1, 0.9)], classes=(1,))
+    gt_p, det_p, lm, _ = write_ava_files(tmp_path, gt, [("v", 902, A, 1, 0.9)], classes=(1,))
     full, _ = evaluate_ava_files(gt_p, det_p, lm)
     part, _ = evaluate_ava_files(gt_p, det_p, lm, keyframes=[("v", 902)])
     assert full.mean_ap == pytest.approx(0.5) and part.mean_ap == pytest.approx(1.0)
@@ -145,8 +144,8 @@ def test_pyslowfast_frames_by_first_appearance(tmp_path):
     grouped = [("v", 902, A, 1, 0.3), ("v", 902, B, 1, 0.6), ("v", 903, B, 1, 0.6), ("v", 903, A, 1, 0.9)]
     interleaved = [grouped[0], grouped[2], grouped[1], grouped[3]]
     # Frame 902 first (FP 0.6 after TP 0.3 in file order), then 903; ranked 0.9 FP, 0.6 TP, 0.6 FP, 0.3 TP.
-    a = evaluate_rows(tmp_path, gt, grouped, classes=(1,))
-    b = evaluate_rows(tmp_path, gt, interleaved, classes=(1,))
+    a = evaluate_ava_rows(tmp_path, gt, grouped, classes=(1,))
+    b = evaluate_ava_rows(tmp_path, gt, interleaved, classes=(1,))
     assert a.mean_ap == b.mean_ap
 
 
@@ -168,7 +167,7 @@ def test_person_ap():
 def test_byte_order_mark_in_exclusions(tmp_path):
     gt = [("v", 905, A, 1, 0), ("v", 902, A, 1, 0)]
     det = [("v", 902, A, 1, 0.9), ("v", 905, B, 1, 0.95)]
-    gt_p, det_p, lm, ex = write_files(tmp_path, gt, det, classes=(1,))
+    gt_p, det_p, lm, ex = write_ava_files(tmp_path, gt, det, classes=(1,))
     with open(ex, "w", encoding="utf-8") as f:
         f.write(BOM + "v,0905\n")
     # 0905 excluded: TP over 1 box -> 1 (not excluded: FP 0.95 then TP 0.9 over 2 boxes -> 1/4).
@@ -179,7 +178,7 @@ def test_warns_when_no_detected_keyframe_is_a_groundtruth_keyframe(tmp_path, cap
     """Timestamps written from the clip start (0002) instead of the video start (0902)."""
     gt = [("vidA", 902, A, 1, 0), ("vidA", 903, A, 1, 0)]
     det = [("vidA", 2, A, 1, 0.9), ("vidA", 3, A, 1, 0.9)]
-    gt_p, det_p, lm, _ = write_files(tmp_path, gt, det, classes=(1,))
+    gt_p, det_p, lm, _ = write_ava_files(tmp_path, gt, det, classes=(1,))
     with caplog.at_level("WARNING", logger="evad_d2.evaluation.ava"):
         result, _ = evaluate_ava_files(gt_p, det_p, lm)
     assert result.mean_ap == 0.0
@@ -194,10 +193,10 @@ def test_warns_when_no_detected_keyframe_is_a_groundtruth_keyframe(tmp_path, cap
     assert json.loads(out_json.read_text())["warnings"] == [warning]
 
     # Other video ids: no +900 hint; one matching keyframe: no warning.
-    _, det_p, _, _ = write_files(tmp_path, gt, [("other", 902, A, 1, 0.9)], classes=(1,))
+    _, det_p, _, _ = write_ava_files(tmp_path, gt, [("other", 902, A, 1, 0.9)], classes=(1,))
     result, _ = evaluate_ava_files(gt_p, det_p, lm)
     assert "Check that both files name videos and timestamps" in result.warnings[0]
-    _, det_p, _, _ = write_files(tmp_path, gt, det + [("vidA", 903, A, 1, 0.5)], classes=(1,))
+    _, det_p, _, _ = write_ava_files(tmp_path, gt, det + [("vidA", 903, A, 1, 0.5)], classes=(1,))
     assert evaluate_ava_files(gt_p, det_p, lm)[0].warnings == []
 
 
@@ -206,12 +205,12 @@ def test_activitynet_ignores_detections_on_frames_the_groundtruth_does_not_list(
     gt = [("v", 902, (0.1, 0.1, 0.5, 0.5), 1, 0)]
     det = [("v", 902, (0.1, 0.1, 0.5, 0.5), 1, 0.5), ("v", 903, (0.1, 0.1, 0.5, 0.5), 1, 0.9)]
     # PySlowFast: FP (0.9, frame 0903) then TP (0.5): precision 1/2 at recall 1.
-    assert evaluate_rows(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == 0.5
-    assert evaluate_rows(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == 1.0
+    assert evaluate_ava_rows(tmp_path, gt, det, classes=(1,), protocol="pyslowfast").mean_ap == 0.5
+    assert evaluate_ava_rows(tmp_path, gt, det, classes=(1,), protocol="activitynet").mean_ap == 1.0
     # A frame is listed by a row of a class outside the label map, or by a two-column row: then
     # its detections are false positives under ActivityNet's protocol too.
     for listing in ("v,0903,0.1,0.1,0.5,0.5,7,0\n", "v,0903\n", "v,903\n"):
-        gt_p, det_p, lm, _ = write_files(tmp_path, gt, det, classes=(1,))
+        gt_p, det_p, lm, _ = write_ava_files(tmp_path, gt, det, classes=(1,))
         with open(gt_p, "a") as f:
             f.write(listing)
         assert evaluate_ava_files(gt_p, det_p, lm, protocol="activitynet")[0].mean_ap == 0.5, listing
@@ -227,7 +226,7 @@ def test_person_ap_ranks_tied_detections_in_matching_order():
 
 
 def test_warns_when_groundtruth_has_no_evaluated_class(tmp_path):
-    r = evaluate_rows(tmp_path, [("v", 902, A, 7, 0)], [("v", 902, A, 1, 0.9)], classes=(1, 2))
+    r = evaluate_ava_rows(tmp_path, [("v", 902, A, 7, 0)], [("v", 902, A, 1, 0.9)], classes=(1, 2))
     assert math.isnan(r.mean_ap)
     assert r.warnings == [
         "the ground truth has no rows of the 2 evaluated classes (ids 1, 2) outside excluded keyframes, so "
@@ -239,7 +238,7 @@ def test_warns_when_groundtruth_has_no_evaluated_class(tmp_path):
 def test_evaluation_reads_both_released_label_map_forms(tmp_path):
     """AVA's own action list (label { name label_id label_type }) and ActivityNet's (item { name id })."""
     det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3 if c != 3]
-    gt, det_p, _, _ = write_files(tmp_path, GT3, det)
+    gt, det_p, _, _ = write_ava_files(tmp_path, GT3, det)
     ava_form = tmp_path / "ava_action_list_v2.2.pbtxt"
     ava_form.write_text(
         'label {\n  name: "act1"\n  label_id: 1\n  label_type: PERSON_MOVEMENT\n}\n'

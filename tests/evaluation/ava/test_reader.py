@@ -13,8 +13,7 @@ from evad_d2.evaluation.ava import (
     evaluate_ava_files,
     read_ava_csv,
 )
-
-from tests.evaluation.ava.helpers import BOM, GT3, A, B, write_files
+from evad_d2.testing import BOM, AVA_GT3 as GT3, AVA_BOX_A as A, AVA_BOX_B as B, write_ava_files
 
 
 def test_reader_parses_numbers_like_float(tmp_path):
@@ -138,7 +137,7 @@ def test_malformed_groundtruth_and_unknown_class(tmp_path):
 def test_byte_order_mark_is_read_as_nothing(tmp_path):
     """A UTF-8 BOM (what spreadsheet tools write) before the first video id of either file."""
     det = [(v, t, b, c, 0.9) for v, t, b, c, _ in GT3]
-    gt, det_p, lm, _ = write_files(tmp_path, GT3, det)
+    gt, det_p, lm, _ = write_ava_files(tmp_path, GT3, det)
     for path in (gt, det_p):
         with open(path, encoding="utf-8") as f:
             text = f.read()

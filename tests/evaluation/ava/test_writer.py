@@ -9,8 +9,7 @@ from evad_d2.evaluation.ava import (
     detection_rows,
     read_ava_csv,
 )
-
-from tests.evaluation.ava.helpers import A, B
+from evad_d2.testing import AVA_BOX_A as A, AVA_BOX_B as B
 
 
 def test_round_decimals_is_python_formatting():
