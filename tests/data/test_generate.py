@@ -15,8 +15,8 @@ from evad_d2.data.synthetic import GeneratorSettings, generate
 from evad_d2.data.synthetic.actors import MAX_MIN_CONTRAST, Actor, contrasting_color, make_actors
 from evad_d2.data.validate import main as validate_main
 from evad_d2.data.validate import validate_ava_root
+from evad_d2.testing import REPO_ROOT as REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "datasets", "generate_ava_like.py")
 
 

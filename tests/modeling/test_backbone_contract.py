@@ -12,8 +12,8 @@ from evad_d2.modeling import EVAD
 from evad_d2.modeling.backbone.contract import BackboneOutput
 from evad_d2.modeling.heads import build_action_head, build_localization_head
 from evad_d2.modeling.losses import SetCriterion
+from evad_d2.testing import TINY_CONFIG
 
-TINY_CONFIG = "configs/tiny/EVAD_tiny_test.yaml"
 LEVELS = (2, 3, 4, 5)  # MODEL.EVAD.LOC.IN_FEATURES p2..p5
 
 
