@@ -162,7 +162,8 @@ class OnnxRuntimeGraph:
             clip: (3, T, H, W) float RGB in [0, 255], of the exported size (any device).
 
         Returns:
-            boxes (N, 4), person scores (N,), action scores (N, C): float32 CPU tensors.
+            boxes (N, 4), person scores (N,), action scores (N, C): float32 tensors on the clip's
+            device (ONNX Runtime itself takes and returns host arrays here).
         """
         if list(clip.shape) != self.input_shape:
             raise ValueError(
@@ -171,4 +172,4 @@ class OnnxRuntimeGraph:
             )
         array = clip.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = self.session.run(None, {self.input_name: array})
-        return tuple(torch.from_numpy(o) for o in outputs)
+        return tuple(torch.from_numpy(o).to(clip.device) for o in outputs)
