@@ -64,7 +64,7 @@ from detectron2.utils.logger import setup_logger
 
 from evad_d2.checkpoint import CheckpointFormatError
 from evad_d2.data.formats.ava import AvaFormatError
-from evad_d2.data.video import VideoReadError, VideoWriteError
+from evad_d2.data.video import VideoReadError
 from evad_d2.demo import VideoDemo, build_demo_predictor
 from evad_d2.demo.filters import ActionFilter, LabelFileError, resolve_classes
 from evad_d2.demo.keep_rate import DEFAULT_MIN_KEEP_RATE, latency_budget
@@ -251,8 +251,11 @@ def main(argv=None) -> int:
             track=args.track, time_offset=args.time_offset, crf=args.crf, line_width=args.line_width,
             show_progress=not args.no_progress,
         )
-    except (VideoReadError, VideoWriteError, ValueError) as e:
+    except (VideoReadError, OSError, ValueError) as e:  # OSError: VideoWriteError, an output folder missing
         return _fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C: VideoDemo.run wrote the frames decoded so far and closed every output
+        print("demo.py: interrupted; the outputs written so far are closed and valid", file=sys.stderr)
+        return 130
     for stats in results:
         logger.info(
             f"{stats['input']}: {stats['num_frames']} frames, {stats['num_keyframes']} keyframes in "

@@ -330,8 +330,11 @@ class _DemoRun:
             self.bar.set_postfix(keyframes=self.stats["num_keyframes"], refresh=False)
 
     def draw_ready(self, final: bool) -> None:
-        """Draw and write the queued frames whose nearest keyframe is known (all when ``final``)."""
+        """Draw and write the queued frames whose nearest keyframe is known (all when ``final``;
+        with no keyframe result at all, as they are)."""
         results, queue = self.results, self.queue
+        if final and not results:
+            results.append((float("-inf"), []))
         while queue and results and (final or results[-1][0] >= queue[0].time):
             frame = queue.popleft()
             # results[0] is the last keyframe at or before the frame, results[1] the next one.
@@ -344,10 +347,12 @@ class _DemoRun:
 
     # ---------------------------------------------------------------- end
     def close(self) -> None:
-        """Close every writer, so that each file is complete and valid even after an error; the
-        first error met while closing is raised once all are closed."""
+        """Write the frames still queued (after an error or Ctrl-C: with the results known so far)
+        and close every writer, so that each file is complete and valid even after an error; the
+        first error met is raised once all are closed."""
         self.bar.close()
-        closers = [w.close for w in (self.video_writer, self.csv_writer, self.jsonl_writer) if w is not None]
+        closers = [lambda: self.draw_ready(final=True)] if self.queue and self.video_writer else []
+        closers += [w.close for w in (self.video_writer, self.csv_writer, self.jsonl_writer) if w is not None]
         if self.json_writer is not None:
             closers.append(lambda: self.json_writer.close({"num_frames": self.stats["num_frames"]}))
         error = None

@@ -5,12 +5,14 @@ The annotated video itself is written by ``evad_d2.data.video.VideoWriter``.
 """
 import json
 import math
+import os
 import time
 from typing import Dict, List
 
 import numpy as np
 
 from ..data.formats.ava import BOX_DECIMALS, DetectionCsvWriter, round_decimals
+from ..utils.atomic_io import atomic_write
 
 __all__ = ["AvaCsvWriter", "JsonKeyframeWriter", "JsonLinesWriter", "ava_timestamp", "json_actor"]
 
@@ -34,12 +36,29 @@ def json_actor(actor: Dict) -> Dict:
     }
 
 
+class _AtomicTextFile:
+    """A text file written under a hidden temporary name (:func:`~evad_d2.utils.atomic_io.atomic_write`)
+    and renamed over ``path`` by :meth:`close`: a reader never sees half a file."""
+
+    def __init__(self, path: str, newline=None):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{path}: cannot create the output: folder {folder} does not exist")
+        self._context = atomic_write(path, "w", newline=newline)
+        self.file = self._context.__enter__()
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+
+
 class JsonKeyframeWriter:
     """Writes ``{**header, "keyframes": [...], **footer}`` one keyframe at a time (nothing but
-    the current keyframe is held, whatever the video's length)."""
+    the current keyframe is held, whatever the video's length); the file appears, complete, at
+    :meth:`close`."""
 
     def __init__(self, path: str, header: Dict):
-        self.f = open(path, "w")
+        self._out = _AtomicTextFile(path)
+        self.f = self._out.file
         self.f.write(json.dumps(header)[:-1] + ', "keyframes": [')
         self._first = True
 
@@ -51,7 +70,7 @@ class JsonKeyframeWriter:
     def close(self, footer: Dict) -> None:
         """Close the keyframe list, add ``footer``'s keys and close the file."""
         self.f.write("\n]" + "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in footer.items()) + "}\n")
-        self.f.close()
+        self._out.close()
 
 
 class JsonLinesWriter:
@@ -84,7 +103,8 @@ class AvaCsvWriter:
     the box normalised to [0, 1]: the one AVA detection text of ``evad_d2.data.formats.ava``
     (:class:`~evad_d2.data.formats.ava.DetectionCsvWriter`: ``%04d`` timestamps, ``BOX_DECIMALS``
     box and ``SCORE_DECIMALS`` score decimals), as the evaluator writes it. An actor whose box is
-    empty at that precision is skipped (counted in :attr:`num_skipped_boxes`).
+    empty at that precision is skipped (counted in :attr:`num_skipped_boxes`). The file appears,
+    complete, at :meth:`close`.
 
     Args:
         path: output CSV.
@@ -99,7 +119,8 @@ class AvaCsvWriter:
     ):
         if time_offset < 0:
             raise ValueError(f"--time-offset must be >= 0 (AVA timestamps are non-negative), got {time_offset}")
-        self.f = open(path, "w", newline="")
+        self._out = _AtomicTextFile(path, newline="")
+        self.f = self._out.file
         self.rows = DetectionCsvWriter(self.f, action_ids)
         self.video_id, self.width, self.height = video_id, width, height
         self.action_ids = list(action_ids)
@@ -141,4 +162,4 @@ class AvaCsvWriter:
     def close(self) -> None:
         """Write the last keyframe and close the file."""
         self._flush()
-        self.f.close()
+        self._out.close()

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import av
 
-from tests.data.video.synthetic import coded_frame
+from evad_d2.testing import coded_frame
 
 
 def free_udp_port() -> int:

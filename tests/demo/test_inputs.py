@@ -10,7 +10,7 @@ from evad_d2.data.video import iter_video_frames
 from evad_d2.demo import VideoDemo
 from evad_d2.demo.filters import ActionFilter
 from evad_d2.demo.runner import DemoOutputs, SourceOptions, check_inputs, output_paths, run_demo
-from evad_d2.demo.sources import SourceError, expand_inputs, input_kind, open_source
+from evad_d2.demo.sources import FrameSource, SourceError, expand_inputs, input_kind, open_source
 from evad_d2.testing import coded_frame, decode_index, write_video
 from tests.demo.streams import UdpSender, free_udp_port
 
@@ -166,3 +166,30 @@ def test_frame_folder_with_a_bad_frame_names_it(tmp_path):
     (frames / "000002.jpg").unlink()
     with pytest.raises(SourceError, match=r"000003.jpg: cannot read frame image"):
         list(open_source(str(frames), fps=5))
+
+
+class _InterruptedSource(FrameSource):
+    """Frames 0..n-1 at 10 fps, then Ctrl-C (a KeyboardInterrupt from the decoder)."""
+
+    def __init__(self, n):
+        super().__init__("interrupted", "interrupted", 10, True)
+        self.n = n
+
+    def _decode(self):
+        for i in range(self.n):
+            yield coded_frame(i), i / 10
+        raise KeyboardInterrupt
+
+
+# Keyframes at 0 and 1 s; a clip reaches (8 - 1 - 4) * 2 / 30 s = 0.2 s past its keyframe: 2 frames
+# complete none, 17 frames both.
+@pytest.mark.parametrize("n, keyframes", [(2, 0), (17, 2)])
+def test_interrupted_run_leaves_every_decoded_frame_in_valid_outputs(predictor, tmp_path, n, keyframes):
+    out, js, jsonl = tmp_path / "i.mp4", tmp_path / "i.json", tmp_path / "i.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        VideoDemo(predictor).run(_InterruptedSource(n), str(out), json_path=str(js), jsonl_path=str(jsonl),
+                                 show_progress=False)
+    assert len(list(iter_video_frames(str(out)))) == n
+    record = json.loads(js.read_text())
+    assert record["num_frames"] == n and len(record["keyframes"]) == len(_jsonl(jsonl)) == keyframes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i.json", "i.jsonl", "i.mp4"]  # no temporaries left

@@ -16,13 +16,11 @@ from evad_d2.demo import VideoDemo, build_demo_predictor
 from evad_d2.demo.filters import ActionFilter, LabelFileError, read_label_names, resolve_classes
 from evad_d2.demo.sources import open_source
 from evad_d2.demo.writers import JsonLinesWriter
-from tests.data.video.synthetic import coded_frame
-from tests.data.video.synthetic import write_video as write_coded_video
+from evad_d2.testing import REPO_ROOT as REPO
+from evad_d2.testing import TINY_CONFIG as TINY
+from evad_d2.testing import coded_frame, tiny_cfg
+from evad_d2.testing import write_video as write_coded_video
 from tests.demo.streams import UdpSender, free_udp_port
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
-
 
 @pytest.fixture
 def short_video(tmp_path):
@@ -135,8 +133,6 @@ def test_label_names_from_pbtxt_json_and_text(tmp_path):
 
 
 def test_label_file_names_the_predictor_classes(tmp_path):
-    from tests.engine.test_predictor import tiny_cfg
-
     n = tiny_cfg().MODEL.EVAD.NUM_ACTION_CLASSES
     txt = tmp_path / "names.txt"
     txt.write_text("".join(f"class {i}\n" for i in range(n)))
@@ -176,3 +172,21 @@ def test_demo_tool_on_a_live_udp_stream(generated, tmp_path):
     proc = subprocess.run(bad, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert f"udp://127.0.0.1:{port}: no data within 0.5 s" in proc.stderr
+
+
+def test_json_and_csv_appear_complete_at_close(tmp_path):
+    from evad_d2.demo.writers import AvaCsvWriter, JsonKeyframeWriter
+
+    js, cs = tmp_path / "k.json", tmp_path / "k.csv"
+    jw, cw = JsonKeyframeWriter(str(js), {"video_id": "v"}), AvaCsvWriter(str(cs), "v", 10, 10, [1, 2])
+    jw.add({"frame_index": 0})
+    cw.add(0.0, [{"box": [0, 0, 5, 5], "action_scores": [0.5, 0.25]}])
+    assert not js.exists() and not cs.exists()
+    jw.close({"num_frames": 1})
+    cw.close()
+    assert json.loads(js.read_text()) == {"video_id": "v", "keyframes": [{"frame_index": 0}], "num_frames": 1}
+    assert cs.read_text().splitlines() == ["v,0000,0.00000,0.00000,0.50000,0.50000,1,0.500000",
+                                           "v,0000,0.00000,0.00000,0.50000,0.50000,2,0.250000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.csv", "k.json"]
+    with pytest.raises(FileNotFoundError, match=r"no_dir/x.json: cannot create the output: folder .* does not exist"):
+        JsonKeyframeWriter(str(tmp_path / "no_dir" / "x.json"), {})

@@ -6,6 +6,7 @@ encoded for low latency so that another player can watch it live.
 """
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Dict, Optional, Tuple
@@ -117,7 +118,9 @@ class VideoWriter:
 
     yuv420p needs even sizes: an odd width or height is padded by repeating the last column/row
     (GIFs keep the size). Frames of another size than the first are resized to it (streams may
-    change resolution).
+    change resolution). A file is written under a hidden temporary name in its folder
+    (``.NAME.<random>.tmp``, as ``evad_d2.utils.atomic_io``) and renamed over ``path`` by
+    :meth:`close`, so that a reader never sees half a video.
 
     Args:
         path: output file or URL.
@@ -143,8 +146,12 @@ class VideoWriter:
         folder = os.path.dirname(os.path.abspath(path))
         if not self.format.live and not os.path.isdir(folder):
             raise VideoWriteError(f"{path}: cannot create the output video: folder {folder} does not exist")
+        self._target = None if self.format.live else path
+        self._written = path if self.format.live else os.path.join(
+            folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp"
+        )
         try:
-            self.container = av.open(path, "w", format=self.format.container)
+            self.container = av.open(self._written, "w", format=self.format.container)
         except Exception as e:  # PyAV/OS errors for a bad output path or URL
             raise VideoWriteError(f"{path}: cannot create the output video: {e}") from None
         fps = Fraction(fps).limit_denominator(1001) if fps else Fraction(25)
@@ -194,12 +201,14 @@ class VideoWriter:
         self.num_frames += 1
 
     def close(self) -> None:
-        """Flush the encoder and close the file (or end the stream)."""
+        """Flush the encoder, close the file and give it its name (or end the stream)."""
         try:
             for packet in self.stream.encode():
                 self.container.mux(packet)
         finally:
             self.container.close()
+        if self._target is not None and os.path.exists(self._written):
+            os.replace(self._written, self._target)
 
 
 class Mp4Writer(VideoWriter):
