@@ -182,3 +182,19 @@ def test_export_tool_onnx_format_and_opset_error(tmp_path):
     info = json.loads((tmp_path / "g" / "model.json").read_text())
     assert info["format"] == "onnx" and info["opset"] == ONNX_OPSET and (tmp_path / "g" / "model.onnx").is_file()
     assert info["max_abs_diff"] < 1e-4 and [c["id"] for c in info["classes"]] == list(range(1, 7))
+
+
+@pytest.mark.slow  # one more ONNX export: 15-40 s
+def test_official_mode_graph_equals_the_model(tmp_path):
+    """Official mode ([0, w-1] clipping, empty boxes kept), boxes widened past the borders."""
+    model = build_tiny_model(*SMALL, "MODEL.EVAD.OFFICIAL_MODE", "True", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0",
+                             tame=False).eval()
+    with torch.no_grad():
+        model.localization_head.stages[-1].bboxes_delta.bias[2] += 2.0  # dw + 2: wider than the clip
+    info = export_evad(model, (T, H, W), str(tmp_path / "g"), fmt="onnx")
+    assert info["official_mode"] is True and info["max_abs_diff"] < 1e-4
+    graph, _ = load_exported(str(tmp_path / "g"))
+    clip = random_clip(seed=1)
+    got = graph(clip)
+    assert len(got[0]) == TINY_NUM_PROPOSALS and float(got[0][:, 2].max()) == W - 1  # clipped at w - 1
+    _assert_same(got, _eager(model, clip))
