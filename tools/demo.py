@@ -132,6 +132,8 @@ def get_parser():
         "--precision", choices=list(PRECISIONS), default="fp32",
         help="run the model under autocast in bf16/fp16 (on GPUs: faster, less memory)",
     )
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (TEST.COMPILE); the first clip of each size compiles for minutes on a CPU")
     p.add_argument("--crf", type=int, default=20, help="x264 quality (lower is better)")
     p.add_argument("--line-width", type=int, default=None, help="box outline width in pixels")
     p.add_argument("--no-progress", action="store_true")
@@ -234,7 +236,7 @@ def main(argv=None) -> int:
     try:
         predictor = build_demo_predictor(
             args.config_file, args.opts, score_thresh=args.score_thresh, labelmap=args.labels,
-            top_k=args.top_k, precision=args.precision,
+            top_k=args.top_k, precision=args.precision, compile=args.compile or None,
         )
         action_filter = _action_filter(args, predictor)
     except CheckpointFormatError as e:  # refused (would run code), damaged or foreign weights
