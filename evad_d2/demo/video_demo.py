@@ -36,7 +36,7 @@ from ..engine.predictor import EVADPredictor
 from ..utils.tracking import IoUTracker
 from ..utils.video_visualizer import draw_actors
 from .filters import ActionFilter, read_label_names
-from .sources import FrameSource, SourceError, open_source
+from .sources import FrameSource, SourceError, expand_inputs, input_kind, open_source
 from .writers import AvaCsvWriter, JsonKeyframeWriter, JsonLinesWriter, ava_timestamp, json_actor
 
 __all__ = ["VideoDemo", "build_demo_predictor", "check_input_video"]
@@ -125,28 +125,33 @@ class VideoDemo:
         run in one forward).
 
         Args:
-            source: a video file, frame folder (its rate: open it with
-                :func:`~evad_d2.demo.sources.open_source` ``fps=``), camera device or stream URL
-                (:func:`~evad_d2.demo.sources.input_kind`), or an open source; a stream ends
-                when it ends or stalls.
+            source: a video file, a folder of videos (one after the other, by name), a frame
+                folder (its rate: open it with :func:`~evad_d2.demo.sources.open_source` ``fps=``),
+                a camera device or stream URL (:func:`~evad_d2.demo.sources.input_kind`), or an
+                open source; a stream ends when it ends or stalls.
 
         Yields:
-            ``{"frame_index": int, "time": float seconds, "actors": list as from EVADPredictor}``.
+            ``{"video": the source's name, "frame_index": int, "time": float seconds, "actors":
+            list as from EVADPredictor}``.
 
         Raises:
             VideoReadError: naming the input, when it cannot be opened or read.
         """
+        if not isinstance(source, FrameSource) and input_kind(source) == "videos":
+            for spec in expand_inputs(source):
+                yield from self.predict_video(spec)
+            return
         source = source if isinstance(source, FrameSource) else open_source(source)
         batcher = KeyframeBatcher(self.predictor, self.batch_size)
         sampler = self.clip_sampler(float(source.frame_rate))
         try:
             for frame in source.video_frames():
                 for keyframe, actors in batcher.add(sampler.push(frame)):
-                    yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
+                    yield {"video": source.name, "frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
         finally:
             source.close()
         for keyframe, actors in batcher.add(sampler.finish(), final=True):
-            yield {"frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
+            yield {"video": source.name, "frame_index": keyframe.index, "time": keyframe.time, "actors": actors}
 
     def run(
         self,

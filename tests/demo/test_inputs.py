@@ -193,3 +193,21 @@ def test_interrupted_run_leaves_every_decoded_frame_in_valid_outputs(predictor, 
     record = json.loads(js.read_text())
     assert record["num_frames"] == n and len(record["keyframes"]) == len(_jsonl(jsonl)) == keyframes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.json", "i.jsonl", "i.mp4"]  # no temporaries left
+
+
+def test_predict_video_over_a_folder_and_a_frame_folder(predictor, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name, n in (("b", 12), ("a", 8)):
+        write_video(folder / f"{name}.mp4", [coded_frame(i) for i in range(n)], rate=10)
+    results = list(VideoDemo(predictor).predict_video(str(folder)))
+    assert [(r["video"], r["frame_index"]) for r in results] == [("a", 0), ("b", 0), ("b", 10)]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(12):
+        Image.fromarray(coded_frame(i)).save(frames / f"{i:03d}.png")
+    by_frames = list(VideoDemo(predictor).predict_video(open_source(str(frames), fps=10)))
+    assert [(r["video"], r["frame_index"]) for r in by_frames] == [("frames", 0), ("frames", 10)]
+    # Same pixels (PNG is lossless, the mp4 nearly so) give nearly the same boxes.
+    np.testing.assert_allclose([a["box"] for a in by_frames[1]["actors"]], [a["box"] for a in results[2]["actors"]],
+                               atol=2.0)
