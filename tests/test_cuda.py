@@ -95,7 +95,7 @@ def test_training_step_on_cuda(precision, exact_fp32):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    # Names of its own: test_train_net's fixture registers "trainnet_test_*" in the same process.
+    # Names of its own: tests/engine/test_trainer.py's fixture registers "trainnet_test_*" in the same process.
     return generate_dataset(tmp_path_factory.mktemp("ava_like"), "cuda_test")
 
 

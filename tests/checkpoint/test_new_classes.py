@@ -1,6 +1,5 @@
 """Fine-tuning from a checkpoint trained on other classes (MODEL.EVAD.CHECKPOINT.NEW_ACTION_CLASSES):
 the action classifiers start fresh, every other tensor loads, and the load says which."""
-import os
 
 import pytest
 import torch
@@ -8,8 +7,7 @@ from detectron2.modeling import build_model
 
 from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import CheckpointFormatError, EVADCheckpointer
-
-TINY = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny", "EVAD_tiny_test.yaml")
+from evad_d2.testing import TINY_CONFIG as TINY
 
 
 def _model(*opts):

@@ -12,8 +12,6 @@ import os
 
 import pytest
 import torch
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 
 from evad_d2.checkpoint import (
     CheckpointFormatError,
@@ -24,11 +22,9 @@ from evad_d2.checkpoint import (
 )
 from evad_d2.checkpoint.convert_official import convert_official_checkpoint
 from evad_d2.checkpoint.official_evad import roi_extension_note
-from evad_d2.config import add_evad_config
+from evad_d2.testing import REPO_ROOT as REPO, TINY_CONFIG, build_model_from_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VIT_B_CONFIG = os.path.join(REPO, "configs", "AVA", "v2.2", "EVAD_ViT-B_K400_rho0.7_224.yaml")
-TINY_CONFIG = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 VIT_B = dict(dim=768, depth=12, fpn=256, proposals=100, hidden=256, stages=6, ffn=2048, dyn=64, pool=7,
              dec_dim=384, dec_depth=6, act_dim=2048, classes=80)
@@ -106,19 +102,6 @@ def official_state_dict(sizes, device="cpu", seed=0):
     return sd
 
 
-def build(config, *opts, device="cpu"):
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(config)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = device
-    if device == "meta":
-        with torch.device("meta"):
-            return build_model(cfg).eval()
-    torch.manual_seed(0)
-    return build_model(cfg).eval()
-
-
 OFFICIAL_CFG_YAML = """
 DATA:
   NUM_FRAMES: 8
@@ -184,7 +167,7 @@ def test_official_layout_matches_published_parameter_counts():
 def test_vit_b_official_keys_and_shapes_map_onto_every_model_tensor():
     official = official_state_dict(VIT_B, device="meta")
     converted, report = official_to_evad_d2(official)
-    model_sd = build(VIT_B_CONFIG, device="meta").state_dict()
+    model_sd = build_model_from_file(VIT_B_CONFIG, device="meta").state_dict()
     assert set(converted) == set(model_sd)
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in model_sd.items()}
     assert sum(v.numel() for v in converted.values()) == 185_359_636
@@ -236,7 +219,7 @@ def test_checkpointer_loads_official_release_file(tmp_path, caplog):
     official = official_state_dict(TINY)
     path = str(tmp_path / "evad_official.pth")
     torch.save({"epoch": 11, "model_state": official, "optimizer_state": {}, "cfg": OFFICIAL_CFG_YAML}, path)
-    model = build(TINY_CONFIG)
+    model = build_model_from_file(TINY_CONFIG)
     checkpointer = EVADCheckpointer(model)
     checkpointer.load(path)
     info = checkpointer.last_load
@@ -252,10 +235,21 @@ def test_checkpointer_loads_official_release_file(tmp_path, caplog):
     assert "MODEL.EVAD.KEEP_RATES" in notes and "MODEL.EVAD.KEYFRAME_WEIGHT" in notes
 
 
+def test_pyth_release_of_official_evad_is_converted(tmp_path):
+    # PySlowFast, which the official EVAD code is, saves .pyth files with "model_state".
+    official = official_state_dict(TINY)
+    path = tmp_path / "checkpoint_epoch_00011.pyth"
+    torch.save({"epoch": 11, "model_state": official, "cfg": OFFICIAL_CFG_YAML}, str(path))
+    model = build_model_from_file(TINY_CONFIG)
+    checkpointer = EVADCheckpointer(model)
+    checkpointer.load(str(path))
+    assert checkpointer.last_load["format"] == "official_evad" and checkpointer.last_load["missing"] == []
+
+
 def test_checkpointer_official_settings_match_gives_no_warning(tmp_path):
     path = str(tmp_path / "evad_official.pth")
     torch.save({"epoch": 11, "model_state": official_state_dict(TINY), "cfg": OFFICIAL_CFG_YAML}, path)
-    model = build(
+    model = build_model_from_file(
         TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True,
         "MODEL.EVAD.KEEP_RATES", [1.0, 0.6, 1.0, 0.6], "MODEL.EVAD.KEYFRAME_WEIGHT", 4.0,
     )
@@ -268,25 +262,25 @@ def test_official_file_without_config_still_checks_the_official_mode_switch(tmp_
     path = str(tmp_path / "evad_official.pth")
     torch.save({"model_state": official_state_dict(TINY)}, path)
     # The two older switches alone are not enough: clipping, threshold and resize still differ.
-    model = build(TINY_CONFIG, "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER", True, "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True)
+    model = build_model_from_file(TINY_CONFIG, "MODEL.EVAD.DECODER.OFFICIAL_TOKEN_ORDER", True, "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True)
     checkpointer = EVADCheckpointer(model)
     checkpointer.load(path)
     (warning,) = checkpointer.last_load["report"].warnings
     assert warning.endswith("to reproduce official outputs set MODEL.EVAD.OFFICIAL_MODE True")
-    checkpointer = EVADCheckpointer(build(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True))
+    checkpointer = EVADCheckpointer(build_model_from_file(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True))
     checkpointer.load(path)
     assert checkpointer.last_load["report"].warnings == []
 
 
 def test_official_mode_switch_turns_on_every_official_behaviour():
-    default = build(TINY_CONFIG)
+    default = build_model_from_file(TINY_CONFIG)
     assert not (default.official_mode or default.keep_all_if_none or default.action_head.official_token_order)
-    official = build(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True)
+    official = build_model_from_file(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True)
     # >= threshold and [0, w-1] clipping (official_mode), all proposals when none passes,
     # the official decoder token order; the resize is the predictor's (test_predictor_demo).
     assert official.official_mode and official.keep_all_if_none and official.action_head.official_token_order
     # The older switches keep working alone, without the rest of official mode.
-    alone = build(TINY_CONFIG, "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True)
+    alone = build_model_from_file(TINY_CONFIG, "MODEL.EVAD.LOC.KEEP_ALL_IF_NONE", True)
     assert alone.keep_all_if_none and not alone.official_mode and not alone.action_head.official_token_order
 
 
@@ -318,7 +312,7 @@ def test_roi_extension_of_rho1_and_pruned_official_configs():
 def test_checkpointer_reports_the_roi_extension_of_a_rho1_official_checkpoint(tmp_path):
     path = str(tmp_path / "evad_official_rho1.pth")
     torch.save({"model_state": official_state_dict(TINY), "cfg": RHO1_CFG_YAML}, path)
-    model = build(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True, "MODEL.EVAD.KEEP_RATES", [1.0] * 4)
+    model = build_model_from_file(TINY_CONFIG, "MODEL.EVAD.OFFICIAL_MODE", True, "MODEL.EVAD.KEEP_RATES", [1.0] * 4)
     assert model.action_head.pooler.roi_extend == (0.4, 0.2)  # the tiny config's
     checkpointer = EVADCheckpointer(model)
     checkpointer.load(path)
@@ -329,7 +323,7 @@ def test_checkpointer_reports_the_roi_extension_of_a_rho1_official_checkpoint(tm
 def test_official_checkpoint_into_linear_head_model_is_an_error(tmp_path):
     path = str(tmp_path / "evad_official.pth")
     torch.save({"model_state": official_state_dict(TINY)}, path)
-    model = build(TINY_CONFIG, "MODEL.EVAD.ACTION_HEAD", "linear")
+    model = build_model_from_file(TINY_CONFIG, "MODEL.EVAD.ACTION_HEAD", "linear")
     with pytest.raises(CheckpointFormatError, match="no place for"):
         EVADCheckpointer(model).load(path)
 
@@ -364,7 +358,7 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert "RoI extension MODEL.EVAD.DECODER.ROI_EXTEND [0.4, 0.2] from the file's" in out
     assert "MODEL.EVAD.DECODER.ROI_EXTEND" not in out.splitlines()[-1]
     assert not [f for f in os.listdir(tmp_path) if f not in ("official.pth", "converted.pth")]  # no temporaries
-    model = build(TINY_CONFIG)
+    model = build_model_from_file(TINY_CONFIG)
     checkpointer = EVADCheckpointer(model)
     extra = checkpointer.load(dst)
     assert checkpointer.last_load["format"] == "evad_d2" and checkpointer.last_load["missing"] == []

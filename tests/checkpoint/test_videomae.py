@@ -6,21 +6,18 @@ fine-tuning: ``{"module": {..., "fc_norm.*", "head.*"}}``) at a tiny width, plus
 at the real ViT-B sizes on the meta device.
 """
 import datetime
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 
 from evad_d2.checkpoint import CheckpointFormatError, EVADCheckpointer, convert_videomae
 from evad_d2.config import add_evad_config
 from evad_d2.modeling.backbone import PruningVideoViT
 from evad_d2.modeling.backbone.pos_embed import sinusoid_table
+from evad_d2.testing import TINY_CONFIG, build_model_from_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY_CONFIG = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 DIM, DEPTH = 48, 4  # the tiny config's ViT
 
 
@@ -68,16 +65,6 @@ def pretrain_sd(dim=DIM, depth=DEPTH, dec_dim=32, dec_depth=4, seed=1):
     return _tensors(layout, seed)
 
 
-def build(*opts):
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(TINY_CONFIG)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = "cpu"
-    torch.manual_seed(0)
-    return build_model(cfg).eval()
-
-
 def load(model, obj, tmp_path, **kw):
     path = str(tmp_path / "ckpt.pth")
     torch.save(obj, path)
@@ -95,7 +82,7 @@ def assert_encoder_landed(model, sd, prefix=""):
 
 def test_finetuned_checkpoint_loads_and_reports_fc_norm(tmp_path):
     sd = finetuned_sd()
-    model = build()
+    model = build_model_from_file(TINY_CONFIG)
     info = load(model, {"module": sd}, tmp_path)
     assert info["format"] == "videomae"
     assert info["unexpected"] == [] and info["incorrect_shapes"] == []
@@ -113,7 +100,7 @@ def test_finetuned_checkpoint_loads_and_reports_fc_norm(tmp_path):
 
 def test_pretrain_checkpoint_loads_encoder_and_ignores_the_mae_decoder(tmp_path):
     sd = pretrain_sd()
-    model = build()
+    model = build_model_from_file(TINY_CONFIG)
     before = {k: v.clone() for k, v in model.action_head.state_dict().items()}
     info = load(model, {"model": sd, "epoch": 800}, tmp_path)
     assert info["missing"] == [] and info["unexpected"] == []
@@ -126,7 +113,7 @@ def test_pretrain_checkpoint_loads_encoder_and_ignores_the_mae_decoder(tmp_path)
 
 def test_pretrain_decoder_init_like_the_official_loader(tmp_path):
     sd = pretrain_sd(dec_dim=32, dec_depth=4)
-    model = build()  # action decoder: dim 32, 2 blocks
+    model = build_model_from_file(TINY_CONFIG)  # action decoder: dim 32, 2 blocks
     info = load(model, {"model": sd}, tmp_path, videomae_decoder_init=True)
     head = model.action_head.state_dict()
     for i in range(2):
@@ -144,7 +131,7 @@ def test_raw_backbone_prefixed_state_dict_with_fused_qkv_bias(tmp_path):
         q, v = sd.pop(f"blocks.{i}.attn.q_bias"), sd.pop(f"blocks.{i}.attn.v_bias")
         sd[f"blocks.{i}.attn.qkv.bias"] = torch.cat([q, torch.full_like(q, 3.0), v])
     raw = {"backbone." + k: v for k, v in sd.items()}
-    model = build()
+    model = build_model_from_file(TINY_CONFIG)
     info = load(model, raw, tmp_path)
     assert info["unexpected"] == [] and info["missing"] == ["backbone.net.norm.bias", "backbone.net.norm.weight"]
     for i in range(DEPTH):
@@ -165,7 +152,7 @@ def test_learned_pos_embed_is_resized_to_the_pretrain_grid(tmp_path):
     sd = finetuned_sd()
     table = torch.randn(1, 4 * 8 * 8, DIM)  # learned on a (4, 8, 8) grid (128 px clips)
     sd["pos_embed"] = table
-    model = build("MODEL.EVAD.LEARNABLE_POS_EMBED", True)  # pretrain grid (4, 4, 4)
+    model = build_model_from_file(TINY_CONFIG, "MODEL.EVAD.LEARNABLE_POS_EMBED", True)  # pretrain grid (4, 4, 4)
     info = load(model, {"module": sd}, tmp_path)
     assert "backbone.net.pos_embed" in info["loaded"]
     # brute force: bicubic resize of each temporal slice's 8x8 map to 4x4
@@ -177,7 +164,7 @@ def test_learned_pos_embed_is_resized_to_the_pretrain_grid(tmp_path):
 
 
 def test_pos_embed_with_a_fixed_table_model(tmp_path):
-    model = build()
+    model = build_model_from_file(TINY_CONFIG)
     sd = finetuned_sd()
     sd["pos_embed"] = sinusoid_table(64, DIM).unsqueeze(0)
     info = load(model, {"module": sd}, tmp_path)
@@ -189,7 +176,7 @@ def test_pos_embed_with_a_fixed_table_model(tmp_path):
 
 
 def test_learnable_model_without_checkpoint_pos_embed_keeps_the_sincos_init(tmp_path):
-    model = build("MODEL.EVAD.LEARNABLE_POS_EMBED", True)
+    model = build_model_from_file(TINY_CONFIG, "MODEL.EVAD.LEARNABLE_POS_EMBED", True)
     info = load(model, {"module": finetuned_sd()}, tmp_path)
     assert "backbone.net.pos_embed" in info["missing"]
     assert any("sin-cos" in n for n in info["report"].notes)
@@ -213,7 +200,7 @@ def test_vit_b_real_shapes_map_completely():
 
 
 def test_other_tubelet_or_patch_size_is_a_clear_error(tmp_path):
-    model = build()
+    model = build_model_from_file(TINY_CONFIG)
     with pytest.raises(CheckpointFormatError, match="1x16x16 tubelet embedding, but the model uses 2x16x16"):
         load(model, {"module": finetuned_sd(tubelet=1)}, tmp_path)
     with pytest.raises(CheckpointFormatError, match="2x14x14"):
@@ -224,7 +211,7 @@ def test_shape_mismatch_is_an_error_naming_key_and_shapes_unless_skipping(tmp_pa
     sd = finetuned_sd()
     sd["blocks.1.mlp.fc1.weight"] = torch.randn(3 * DIM, DIM)
     sd["blocks.1.mlp.fc1.bias"] = torch.randn(3 * DIM)
-    model = build()
+    model = build_model_from_file(TINY_CONFIG)
     with pytest.raises(CheckpointFormatError) as e:
         load(model, {"module": sd}, tmp_path)
     msg = str(e.value)
@@ -247,7 +234,7 @@ def test_skip_switch_comes_from_the_config():
 
 
 def test_unknown_format_is_an_error(tmp_path):
-    model = build()
+    model = build_model_from_file(TINY_CONFIG)
     with pytest.raises(CheckpointFormatError, match="unrecognised checkpoint format.*conv1.weight"):
         load(model, {"state_dict": {"conv1.weight": torch.zeros(2, 3, 3, 3)}}, tmp_path)
     with pytest.raises(CheckpointFormatError, match="no state dict found"):
@@ -259,17 +246,17 @@ def test_pickled_code_is_refused(tmp_path):
     path = str(tmp_path / "bad.pth")
     torch.save({"model": finetuned_sd(), "extra": datetime.date(2023, 6, 9)}, path)
     with pytest.raises(CheckpointFormatError, match="weights_only=True"):
-        EVADCheckpointer(build()).load(path)
+        EVADCheckpointer(build_model_from_file(TINY_CONFIG)).load(path)
 
 
 def test_own_checkpoint_round_trip_including_ddp_prefix(tmp_path):
-    source = build()
+    source = build_model_from_file(TINY_CONFIG)
     torch.manual_seed(1)
     with torch.no_grad():
         for p in source.parameters():
             p.normal_()
     EVADCheckpointer(source, str(tmp_path)).save("model_final", iteration=7)
-    target = build()
+    target = build_model_from_file(TINY_CONFIG)
     checkpointer = EVADCheckpointer(target)
     extra = checkpointer.load(str(tmp_path / "model_final.pth"))
     assert extra["iteration"] == 7
@@ -277,5 +264,5 @@ def test_own_checkpoint_round_trip_including_ddp_prefix(tmp_path):
     for k, v in source.state_dict().items():
         assert torch.equal(target.state_dict()[k], v), k
     ddp = {"module." + k: v for k, v in source.state_dict().items()}
-    info = load(build(), {"model": ddp}, tmp_path)
+    info = load(build_model_from_file(TINY_CONFIG), {"model": ddp}, tmp_path)
     assert info["format"] == "evad_d2" and info["missing"] == [] and info["unexpected"] == []

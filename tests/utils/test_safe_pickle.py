@@ -1,22 +1,12 @@
 """The restricted unpickler: numpy/builtin data loads, anything that would run code is refused."""
 import collections
-import os
 import pickle
 
 import numpy as np
 import pytest
 
+from evad_d2.testing import RunsShellCommand
 from evad_d2.utils.safe_pickle import UnsafePickleError, restricted_load
-
-
-class RunsShellCommand:
-    """Pickles as ``os.system("touch MARKER")``: loading it with plain pickle makes the marker."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 DATA = {

@@ -8,34 +8,13 @@ import sys
 
 import pytest
 import torch
-from detectron2.engine import HookBase, default_argument_parser
 from detectron2.utils.events import EventStorage
 
 from evad_d2 import get_evad_cfg
-from evad_d2.data import register_ava
 from evad_d2.data.synthetic import GeneratorSettings, generate
 from evad_d2.engine import trainer as trainer_module
 from evad_d2.engine.trainer import EVADTrainer, cpu_threads_for, setup, train_and_evaluate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
-
-
-def generate_dataset(root, prefix, num_val_videos=2):
-    """A small generated AVA-like dataset in ``root``, registered as ``{prefix}_train/val``."""
-    settings = GeneratorSettings(seed=3, num_train_videos=3, num_val_videos=num_val_videos, duration=5)
-    generate(str(root), settings, log=lambda *a: None)
-    return register_dataset(root, prefix)
-
-
-def register_dataset(root, prefix):
-    """Register the generated dataset in ``root`` as ``{prefix}_train/val`` (also in a spawned process)."""
-    names = {}
-    for split in ("train", "val"):
-        names[split] = f"{prefix}_{split}"
-        register_ava(names[split], str(root), split, "2.2", "video")
-    return names
+from evad_d2.testing import REPO_ROOT as ROOT, TINY_CONFIG as TINY, generate_dataset, run_training, train_args
 
 
 @pytest.fixture(scope="module")
@@ -43,53 +22,8 @@ def dataset(tmp_path_factory):
     return generate_dataset(tmp_path_factory.mktemp("ava_like"), "trainnet_test")
 
 
-def make_args(dataset, out_dir, *extra, eval_only=False, resume=False):
-    argv = ["--config-file", TINY]
-    if eval_only:
-        argv.append("--eval-only")
-    if resume:
-        argv.append("--resume")
-    argv += [
-        "DATASETS.TRAIN", f"('{dataset['train']}',)",
-        "DATASETS.TEST", f"('{dataset['val']}',)",
-        "SOLVER.MAX_EPOCHS", "0",
-        "SOLVER.MAX_ITER", "6",
-        "SOLVER.STEPS", "(4,)",
-        "SOLVER.WARMUP_ITERS", "2",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.BASE_LR", "1e-3",
-        "SOLVER.CHECKPOINT_PERIOD", "3",
-        "DATALOADER.NUM_WORKERS", "0",
-        "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0",
-        "SEED", "7",
-        "OUTPUT_DIR", str(out_dir),
-    ] + list(extra)
-    return default_argument_parser().parse_args(argv)
-
-
-def run_training(args, stop_after=None):
-    """Train like train_and_evaluate and return (trainer, {iteration: total_loss})."""
-    cfg = setup(args)
-    trainer = EVADTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    if stop_after is not None:
-
-        class Stop(HookBase):
-            def after_step(self):
-                if self.trainer.iter == stop_after:
-                    raise KeyboardInterrupt("simulated interruption")
-
-        trainer.register_hooks([Stop()])
-    try:
-        trainer.train()
-    except KeyboardInterrupt:
-        pass
-    losses = {it: v for v, it in trainer.storage.history("total_loss").values()}
-    return trainer, losses
-
-
 def test_training_runs_and_writes_checkpoints_and_metrics(dataset, tmp_path):
-    trainer, losses = run_training(make_args(dataset, tmp_path))
+    trainer, losses = run_training(train_args(dataset, tmp_path))
     assert sorted(losses) == list(range(6))
     assert all(math.isfinite(v) for v in losses.values())
     assert os.path.exists(tmp_path / "model_final.pth") and os.path.exists(tmp_path / "model_0000002.pth")
@@ -103,7 +37,7 @@ def test_training_runs_and_writes_checkpoints_and_metrics(dataset, tmp_path):
 
 
 def test_evad_d2_log_lines_and_the_resolved_config_land_in_the_output_dir(dataset, tmp_path):
-    args = make_args(dataset, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.STEP_EPOCHS", "(1,)", "SOLVER.WARMUP_EPOCHS", "0.5")
+    args = train_args(dataset, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.STEP_EPOCHS", "(1,)", "SOLVER.WARMUP_EPOCHS", "0.5")
     trainer = EVADTrainer(setup(args))
     n = len(trainer._train_dataset)
     per_epoch = math.ceil(n / 2)
@@ -122,12 +56,12 @@ def test_evad_d2_log_lines_and_the_resolved_config_land_in_the_output_dir(datase
 
 
 def test_resume_continues_exactly(dataset, tmp_path):
-    _, straight = run_training(make_args(dataset, tmp_path / "straight"))
-    _, partial = run_training(make_args(dataset, tmp_path / "split"), stop_after=3)
+    _, straight = run_training(train_args(dataset, tmp_path / "straight"))
+    _, partial = run_training(train_args(dataset, tmp_path / "split"), stop_after=3)
     assert sorted(partial) == [0, 1, 2, 3]
     with open(tmp_path / "split" / "last_checkpoint") as f:
         assert f.read().strip() == "model_0000002.pth"
-    resumed, rest = run_training(make_args(dataset, tmp_path / "split", resume=True))
+    resumed, rest = run_training(train_args(dataset, tmp_path / "split", resume=True))
     assert resumed.start_iter == 3
     assert sorted(rest) == [3, 4, 5]
     for it in range(3):
@@ -148,9 +82,9 @@ def test_resume_continues_exactly(dataset, tmp_path):
 
 
 def test_eval_only_reproduces_end_of_training_metrics(dataset, tmp_path):
-    trainer, _ = run_training(make_args(dataset, tmp_path))
+    trainer, _ = run_training(train_args(dataset, tmp_path))
     end_of_training = trainer._last_eval_results
-    args = make_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), eval_only=True)
+    args = train_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), eval_only=True)
     with EventStorage():
         results = train_and_evaluate(args)
     assert results["ava"]["frame_mAP@0.5"] == pytest.approx(end_of_training["ava"]["frame_mAP@0.5"], abs=1e-9)
@@ -158,7 +92,7 @@ def test_eval_only_reproduces_end_of_training_metrics(dataset, tmp_path):
 
 
 def test_epoch_schedule_comes_from_the_sampled_training_list(dataset, tmp_path):
-    args = make_args(dataset, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.STEP_EPOCHS", "(1,)", "SOLVER.WARMUP_EPOCHS", "0.5")
+    args = train_args(dataset, tmp_path, "SOLVER.MAX_EPOCHS", "2", "SOLVER.STEP_EPOCHS", "(1,)", "SOLVER.WARMUP_EPOCHS", "0.5")
     trainer = EVADTrainer(setup(args))
     per_epoch = math.ceil(len(trainer._train_dataset) / 2)  # IMS_PER_BATCH 2
     assert trainer.max_iter == trainer.cfg.SOLVER.MAX_ITER == 2 * per_epoch
@@ -176,7 +110,7 @@ def test_cpu_threads_are_each_process_share_of_the_cores(monkeypatch):
 
 
 def test_amp_on_the_cpu_is_refused_before_anything_loads(tmp_path):
-    args = make_args({"train": "no_such_dataset", "val": "no_such_dataset"}, tmp_path, "SOLVER.AMP.ENABLED", "True")
+    args = train_args({"train": "no_such_dataset", "val": "no_such_dataset"}, tmp_path, "SOLVER.AMP.ENABLED", "True")
     # The dataset is not even registered: the AMP check comes first.
     with pytest.raises(ValueError, match="SOLVER.AMP.ENABLED needs a CUDA device, but MODEL.DEVICE is 'cpu'"):
         EVADTrainer(setup(args))
