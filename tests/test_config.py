@@ -11,8 +11,8 @@ from evad_d2 import add_evad_config, get_evad_cfg
 from evad_d2.config import ConfigValueError, check_evad_cfg
 from evad_d2.config_check import check_batch_split
 from evad_d2.modeling.backbone import ViTSimpleFPN
+from evad_d2.testing import REPO_ROOT as ROOT, TINY_CONFIG as TINY
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
     p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True) if not os.path.basename(p).startswith("Base-")
 )
@@ -70,7 +70,6 @@ def _on_meta(cfg):
     return cfg
 
 
-TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
 E = "MODEL.EVAD"
 # (overrides on the tiny config, the message part that names key, value and allowed range).
 BAD_VALUES = [
