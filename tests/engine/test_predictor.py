@@ -1,57 +1,14 @@
 """EVADPredictor on clips: test-time preprocessing, agreement with the model and the evaluation mapper, weights, bad input."""
-
-import os
-from fractions import Fraction
-
-import av
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from evad_d2 import add_evad_config
 from evad_d2.data import ClipDatasetMapper
 from evad_d2.data.transforms import apply_transform_to_clip, resize_uint8_opencv
 from evad_d2.engine.predictor import EVADPredictor
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
-
-
-def tiny_cfg(*opts):
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(TINY)
-    # Random weights: let every proposal through so there is something to check.
-    cfg.merge_from_list(["MODEL.EVAD.LOC.SCORE_THRESH_TEST", 0.0, *opts])
-    return cfg
-
-
-def write_video(path, frames, times=None, rate=30, pix_fmt="yuv420p"):
-    """Encode frames (near-lossless); ``times`` in seconds gives a variable frame rate."""
-    tb = Fraction(1, 1000)
-    with av.open(str(path), "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=rate)
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = pix_fmt
-        s.options = {"crf": "8", "bf": "0"}
-        if times is not None:
-            s.time_base = s.codec_context.time_base = tb
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            if times is not None:
-                f.pts, f.time_base = round(times[i] * 1000), tb
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-
-
-def decode(path):
-    with av.open(str(path)) as c:
-        return [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+from evad_d2.testing import tiny_cfg
 
 
 class _LargestTensor(TorchDispatchMode):
@@ -75,7 +32,7 @@ class _LargestTensor(TorchDispatchMode):
 
 @pytest.mark.parametrize("official", [False, True])
 def test_preprocess_memory_follows_the_model_input_not_the_video(official):
-    predictor = EVADPredictor(tiny_cfg("MODEL.EVAD.OFFICIAL_MODE", official))
+    predictor = EVADPredictor(tiny_cfg("MODEL.EVAD.OFFICIAL_MODE", official, keep_all_proposals=True))
     frames = np.random.default_rng(0).integers(0, 256, (8, 360, 640, 3), dtype=np.uint8)
     with _LargestTensor() as largest:
         out = predictor.preprocess(frames)
@@ -134,7 +91,7 @@ def test_opencv_uint8_resize_equals_values_recorded_from_opencv():
 
 @pytest.mark.parametrize("official", [False, True])
 def test_evaluation_mapper_prepares_clips_as_the_predictor(official):
-    cfg = tiny_cfg("MODEL.EVAD.OFFICIAL_MODE", official)
+    cfg = tiny_cfg("MODEL.EVAD.OFFICIAL_MODE", official, keep_all_proposals=True)
     mapper = ClipDatasetMapper(cfg, is_train=False)
     assert mapper.interpolation == ("opencv" if official else "bilinear")
     frames = np.random.default_rng(4).integers(0, 256, (8, 48, 64, 3), dtype=np.uint8)
@@ -145,7 +102,7 @@ def test_evaluation_mapper_prepares_clips_as_the_predictor(official):
 
 def test_predictor_in_official_mode_resizes_as_opencv_and_clips_at_w_minus_1():
     torch.manual_seed(0)
-    predictor = EVADPredictor(tiny_cfg("MODEL.EVAD.OFFICIAL_MODE", True))
+    predictor = EVADPredictor(tiny_cfg("MODEL.EVAD.OFFICIAL_MODE", True, keep_all_proposals=True))
     frames = np.random.default_rng(2).integers(0, 256, (8, 48, 64, 3), dtype=np.uint8)
     got = predictor.preprocess(frames)["clip"]
     expected = resize_uint8_opencv(torch.from_numpy(frames).permute(3, 0, 1, 2), (64, 85)).float()
@@ -197,7 +154,7 @@ def test_predictor_loads_model_weights(predictor, tmp_path):
     path = tmp_path / "weights.pth"
     torch.save({"model": predictor.model.state_dict()}, path)
     torch.manual_seed(123)  # a different initialisation, overwritten by the checkpoint
-    loaded = EVADPredictor(tiny_cfg("MODEL.WEIGHTS", str(path)))
+    loaded = EVADPredictor(tiny_cfg("MODEL.WEIGHTS", str(path), keep_all_proposals=True))
     for k, v in predictor.model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
     assert not loaded.model.training
@@ -209,7 +166,7 @@ def test_predictor_rejects_bad_clips(predictor):
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         predictor(np.zeros((8, 3, 32, 32), np.uint8))
     with pytest.raises(ValueError, match="2 class names"):
-        EVADPredictor(tiny_cfg(), class_names=["a", "b"])
+        EVADPredictor(tiny_cfg(keep_all_proposals=True), class_names=["a", "b"])
 
 
 @pytest.mark.parametrize("key, value", [("INPUT.SAMPLING_RATE", 0), ("MODEL.EVAD.NUM_ACTION_CLASSES", -3)])
@@ -218,4 +175,4 @@ def test_predictor_checks_a_hand_built_config_naming_the_key(key, value):
     from evad_d2.config import ConfigValueError
 
     with pytest.raises(ConfigValueError, match=rf"config key {key} = {value} is not allowed"):
-        EVADPredictor(tiny_cfg(key, value))
+        EVADPredictor(tiny_cfg(key, value, keep_all_proposals=True))
