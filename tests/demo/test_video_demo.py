@@ -65,33 +65,14 @@ def _assert_same_actors(got, expected):
 
 @pytest.mark.slow
 def test_demo_cli_outputs(generated, tmp_path):
-    """tools/demo.py end to end (a subprocess): the outputs, then its refusals of bad input."""
+    """tools/demo.py end to end (a subprocess): the video, the JSON and the CSV, which the evaluation
+    command reads."""
     root, video = generated
     labelmap = root / "annotations" / "ava_action_list_v2.2.pbtxt"
     out, js, cs = tmp_path / "out.mp4", tmp_path / "out.json", tmp_path / "out.csv"
     rc, err = run_demo_tool(
-        *[
-            "--config-file",
-            TINY,
-            "--input",
-            str(video),
-            "--output",
-            str(out),
-            "--json",
-            str(js),
-            "--csv",
-            str(cs),
-            "--labelmap",
-            str(labelmap),
-            "--track",
-            "--score-thresh",
-            "0.0",
-            "--time-offset",
-            "900",
-            "--no-progress",
-            "--top-k",
-            "2",
-        ]
+        "--config-file", TINY, "--input", video, "--output", out, "--json", js, "--csv", cs, "--labelmap", labelmap,
+        "--track", "--score-thresh", "0.0", "--time-offset", "900", "--no-progress", "--top-k", "2",
     )
     assert rc == 0, err
     decoded = decode_video(out)
@@ -130,24 +111,17 @@ def test_demo_cli_outputs(generated, tmp_path):
     assert len(rows) == sum(len(k["actors"]) for k in keys) * len(names)
     # The evaluation command reads it (against the generator's ground truth at 902, 903).
     res = tmp_path / "eval.json"
-    assert (
-        ava_eval_main(
-            [
-                "--groundtruth",
-                str(root / "annotations" / "ava_val_v2.2.csv"),
-                "--detections",
-                str(cs),
-                "--labelmap",
-                str(labelmap),
-                "--json",
-                str(res),
-            ]
-        )
-        == 0
-    )
+    gt = root / "annotations" / "ava_val_v2.2.csv"
+    rc = ava_eval_main(["--groundtruth", str(gt), "--detections", str(cs), "--labelmap", str(labelmap), "--json", str(res)])
+    assert rc == 0
     assert 0.0 <= json.loads(res.read_text())["mAP"] <= 100.0
 
-    # Unreadable input: exit status 2 and one error line naming the file, before any output.
+
+@pytest.mark.slow
+def test_demo_cli_refuses_bad_input(generated, tmp_path):
+    """tools/demo.py (a subprocess) on bad input: exit status 2 and one error line naming the file
+    or the flag, before any output."""
+    _, video = generated
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video file " * 128)  # fixed bytes: random ones may parse as some format
     args = ["--config-file", TINY, "--output", str(tmp_path / "o.mp4")]
