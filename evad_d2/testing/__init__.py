@@ -9,8 +9,9 @@ on these stay in ``tests/conftest.py`` (``predictor``, ``generated``) and ``test
 
 - :mod:`.models`: :data:`REPO_ROOT`, :data:`TINY_CONFIG`, :func:`tiny_cfg`,
   :func:`build_model_from_file`, :func:`build_tiny_model`, :func:`evad_loss_names`,
-  :func:`random_clip`, :func:`gt_instances`, :func:`training_input`, :class:`Capture` (a submodule's
-  outputs or inputs during a forward), :func:`randomise_weights`, :func:`assert_same_weights`.
+  :func:`random_clip`, :func:`gt_instances`, :func:`training_input`, :func:`eager_outputs`,
+  :class:`Capture` (a submodule's outputs or inputs during a forward), :func:`randomise_weights`,
+  :func:`assert_same_weights`.
 - :mod:`.videos`: :func:`write_video`, :func:`decode_video`, :func:`coded_frame` /
   :func:`decode_index` (frames that carry their own index), :data:`VFR_MS`.
 - :mod:`.files`: :func:`write_text`, :func:`write_ava_files` / :func:`evaluate_ava_rows` (AVA
@@ -47,6 +48,7 @@ from .models import (
     assert_same_weights,
     build_model_from_file,
     build_tiny_model,
+    eager_outputs,
     evad_loss_names,
     gt_instances,
     random_clip,
@@ -63,7 +65,8 @@ __all__ = [
     "folder_files", "small_ucf_gt", "ucf_tube", "write_ava_files", "write_crafted_checkpoint",
     "write_pickle", "write_text", "REPO_ROOT", "TINY_CLIP", "TINY_CONFIG", "TINY_NUM_CLASSES",
     "TINY_NUM_PROPOSALS", "Capture", "assert_same_weights", "build_model_from_file", "build_tiny_model",
-    "evad_loss_names", "gt_instances", "random_clip", "randomise_weights", "tiny_cfg", "training_input",
+    "eager_outputs", "evad_loss_names", "gt_instances", "random_clip", "randomise_weights", "tiny_cfg",
+    "training_input",
     "run_tool", "tool_output", "captured_warnings", "generate_dataset", "register_dataset", "run_training",
     "train_args", "train_until", "CODED_H", "CODED_W", "VFR_MS", "coded_frame", "decode_index",
     "decode_video", "write_video",

@@ -107,6 +107,14 @@ def training_input(h: int = TINY_CLIP[1], w: int = TINY_CLIP[2], num_persons: in
     return {"clip": random_clip(h, w, seed=seed), "instances": gt_instances(boxes, actions, (h, w))}
 
 
+
+def eager_outputs(model: torch.nn.Module, clip: torch.Tensor):
+    """The eager model's inference on one (3, T, H, W) clip, as tensors: boxes (N, 4) XYXY pixels,
+    person scores (N,), action scores (N, C); for comparing an exported graph with it."""
+    with torch.no_grad():
+        inst = model([{"clip": clip}])[0]["instances"]
+    return inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores
+
 class Capture:
     """Records what a submodule returns on each call during the ``with`` block (``pre=True``: the
     positional inputs it is called with instead) in ``.calls``; the hook is removed on exit."""

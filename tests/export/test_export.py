@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from evad_d2.export import EXPORT_FORMATS, ExportableEVAD, export_evad, load_exported
-from evad_d2.testing import REPO_ROOT as ROOT, TINY_CLIP, build_tiny_model, random_clip
+from evad_d2.testing import REPO_ROOT as ROOT, TINY_CLIP, build_tiny_model, eager_outputs, random_clip
 
 T, H, W = TINY_CLIP  # the size of random_clip
-
-
-def _eager(model, clip):
-    with torch.no_grad():
-        inst = model([{"clip": clip}])[0]["instances"]
-    return inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores
 
 
 def _assert_same(a, b):
@@ -74,7 +68,7 @@ assert not any(m.split('.')[0] in ('detectron2', 'evad_d2', 'fvcore') for m in s
     assert res.returncode == 0, res.stderr[-3000:]
     outs = torch.load(tmp_path / "outs.pt")
     for clip, got in zip(clips, outs):
-        _assert_same(got, _eager(model, clip))
+        _assert_same(got, eager_outputs(model, clip))
 
 
 def _person_bias(model):
@@ -94,7 +88,7 @@ def test_threshold_stays_dynamic(exported):
             with torch.no_grad():
                 _person_bias(m)[0] += shift
         got = graph(clip)
-        _assert_same(got, _eager(model, clip))
+        _assert_same(got, eager_outputs(model, clip))
         counts.append(len(got[0]))
         for m in (graph, model):
             with torch.no_grad():
@@ -120,7 +114,7 @@ def test_export_at_another_keep_rate_and_errors(tmp_path):
     assert info["keep_rates"] == [1.0, 0.5, 1.0, 0.5] and info["note"] == "x"
     graph, _ = load_exported(str(tmp_path / "g"))
     clip = random_clip(seed=9)
-    _assert_same(graph(clip), _eager(model, clip))
+    _assert_same(graph(clip), eager_outputs(model, clip))
     with pytest.raises(ValueError, match="input size must be positive"):
         export_evad(model, (0, H, W), str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="export format must be one of"):
@@ -154,7 +148,7 @@ def test_exportable_module_postprocesses_as_the_model_in_each_mode(official):
         clip = random_clip(seed=seed)
         with torch.no_grad():
             got = wrapper(clip)
-        _assert_same(got, _eager(model, clip))
+        _assert_same(got, eager_outputs(model, clip))
         boxes = got[0]
         assert (boxes[:, 0::2] <= x_max).all() and (boxes[:, 1::2] <= y_max).all() and (boxes >= 0).all()
         clipped += int((boxes[:, 2] == x_max).sum())
@@ -172,4 +166,4 @@ def test_exported_graph_in_official_mode_equals_the_model(tmp_path):
     clip = random_clip(seed=1)
     got = graph(clip)
     assert len(got[0]) == 8  # empty boxes included
-    _assert_same(got, _eager(model, clip))
+    _assert_same(got, eager_outputs(model, clip))
