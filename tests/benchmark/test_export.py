@@ -8,7 +8,7 @@ import pytest
 from evad_d2.benchmark.export import GRAPH_KINDS, benchmark_export, export_graph_kinds
 from evad_d2.benchmark.timing import BenchmarkSettings
 from evad_d2.config import get_evad_cfg
-from evad_d2.testing import TINY_CONFIG
+from evad_d2.testing import TINY_CONFIG, run_tool
 
 # The tiny config, shallower still (export and compile times grow with the graph).
 SMALL = [
@@ -52,6 +52,9 @@ def test_graph_kinds_and_errors():
         benchmark_export(cfg, _settings([1.0]), graphs=("eager", "tensorrt"))
     with pytest.raises(SystemExit, match="must include 'eager'"):
         benchmark_export(cfg, _settings([1.0]), graphs=("onnxruntime",))
+    for part in (["--part", "backbone"], ["--part", "model", "--mode", "train"]):
+        res = run_tool("tools/benchmark.py", "--config-file", TINY_CONFIG, *part, "--compile")
+        assert res.returncode != 0 and "use it with --part model or --part export (inference)" in res.stderr
 
 
 @pytest.mark.slow  # an ONNX export, a trace and a torch.export per keep rate: ~1 min on a loaded CPU
