@@ -11,10 +11,8 @@ from evad_d2.data.convert_cvat import CvatSource, convert_cvat, cvat_sources, ke
 from evad_d2.data.formats.cvat import CvatFormatError, box_at, read_cvat_video
 from evad_d2.data.formats.label_map import read_label_map
 from evad_d2.data.validate import validate_ava_root
-from evad_d2.testing import write_video
+from evad_d2.testing import REPO_ROOT as REPO, write_video
 
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # A "CVAT for video 1.1" export as CVAT writes it (task meta, labels with a select attribute,
 # tracks of boxes with outside/occluded/keyframe and per-box attributes), 64x48, frames 0..29.

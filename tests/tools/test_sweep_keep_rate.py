@@ -9,10 +9,9 @@ import torch
 from detectron2.modeling import build_model
 
 from evad_d2 import get_evad_cfg
+from evad_d2.testing import REPO_ROOT as ROOT, TINY_CONFIG as TINY
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "sweep_keep_rate.py")
-TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 
 def run_tool(*args):

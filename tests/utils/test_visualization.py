@@ -1,27 +1,20 @@
 """Tracking, box drawing, the token-pruning picture and the decoder-attention overlay."""
 
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 from PIL import Image
 
-from evad_d2 import add_evad_config
 from evad_d2.modeling.backbone.attention import PruningAttention
 from evad_d2.modeling.backbone.pruning import num_kept_tokens
+from evad_d2.testing import TINY_CONFIG as TINY, build_model_from_file, run_tool, write_video
 from evad_d2.utils.pruning_vis import inspect_clip, render_decoder_attention, render_pruning_grid
 from evad_d2.evaluation.ap import box_iou
 from evad_d2.utils.tracking import IoUTracker
 from evad_d2.utils.video_visualizer import PALETTE, color_for_id, draw_actors
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = os.path.join(REPO, "configs", "tiny", "EVAD_tiny_test.yaml")
 
 
 # ---------------------------------------------------------------- tracking
@@ -100,11 +93,7 @@ def test_attention_probs_reproduce_the_layer_output():
 # ---------------------------------------------------------------- pruning and decoder pictures
 @pytest.fixture(scope="module")
 def tiny_model():
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(TINY)
-    torch.manual_seed(0)
-    return build_model(cfg).eval()
+    return build_model_from_file(TINY)
 
 
 @pytest.fixture(scope="module")
@@ -214,11 +203,7 @@ def test_decoder_attention_png(inspected, tmp_path):
 
 
 def test_linear_head_has_no_decoder_attention():
-    cfg = get_cfg()
-    add_evad_config(cfg)
-    cfg.merge_from_file(TINY)
-    cfg.MODEL.EVAD.ACTION_HEAD = "linear"
-    model = build_model(cfg).eval()
+    model = build_model_from_file(TINY, "MODEL.EVAD.ACTION_HEAD", "linear")
     ins = inspect_clip(model, {"clip": torch.rand(3, 8, 64, 64) * 255})
     assert ins.decoder_attention is None and sorted(ins.kept) == [1, 3]
     with pytest.raises(ValueError, match="no decoder"):
@@ -228,23 +213,17 @@ def test_linear_head_has_no_decoder_attention():
 @pytest.mark.slow
 def test_visualize_pruning_tool_writes_both_pictures(tmp_path):
     """tools/visualize_pruning.py end to end (a subprocess)."""
-    import av
 
     def tool(*args):
-        cmd = [sys.executable, os.path.join(REPO, "tools", "visualize_pruning.py"), *map(str, args)]
-        return subprocess.run(cmd, capture_output=True, text=True).returncode
+        return run_tool("tools/visualize_pruning.py", *args).returncode
 
     video = tmp_path / "v.mp4"
-    with av.open(str(video), "w") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
-        for i in range(40):
-            img = np.full((64, 96, 3), 90, np.uint8)
-            img[20:50, 2 * i % 80 : 2 * i % 80 + 12] = (200, 40, 40)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    frames = []
+    for i in range(40):
+        img = np.full((64, 96, 3), 90, np.uint8)
+        img[20:50, 2 * i % 80 : 2 * i % 80 + 12] = (200, 40, 40)
+        frames.append(img)
+    write_video(video, frames)
     out = tmp_path / "vis"
     assert tool("--config-file", TINY, "--input", video, "--time", "0.5", "--output-dir", out, "--scale", "2") == 0
     # 96 x 64 -> short side 64: 96 x 64, grid (4, 4, 6); cells 96 x 64 with 2 px gaps, doubled.

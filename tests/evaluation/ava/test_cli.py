@@ -1,6 +1,5 @@
 """python -m evad_d2.evaluation.ava (evaluation/ava/cli.py) and tools/benchmark_ava_eval.py end to end."""
 import json
-import os
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ from evad_d2.evaluation.ava import cli as ava_cli
 from evad_d2.evaluation.ava import (
     main,
 )
-from evad_d2.testing import AVA_GT3 as GT3, write_ava_files
+from evad_d2.testing import AVA_GT3 as GT3, run_tool, write_ava_files
 
 
 def test_command_line(tmp_path, capsys):
@@ -75,13 +74,10 @@ def test_command_line_json_is_written_atomically(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_benchmark_ava_eval_tool_end_to_end(tmp_path):
     """tools/benchmark_ava_eval.py at a tiny size: files and evaluator scored alike."""
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     out_json = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(repo, "tools", "benchmark_ava_eval.py"), "--videos", "1", "--seconds", "20",
-         "--boxes", "2", "--protocols", "pyslowfast", "activitynet", "--evaluator", "--cpu", "-1",
-         "--json", str(out_json), "--tmpdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+    proc = run_tool(
+        "tools/benchmark_ava_eval.py", "--videos", "1", "--seconds", "20", "--boxes", "2", "--protocols", "pyslowfast",
+        "activitynet", "--evaluator", "--cpu", "-1", "--json", out_json, "--tmpdir", tmp_path, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(out_json.read_text())
