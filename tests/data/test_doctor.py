@@ -177,3 +177,17 @@ def test_detections_class_ids_and_keyframes(root, tmp_path):
     det.write_text("vidA,0901,0.1,0.2,0.5,0.9,1,0.9\n")
     (ok,) = _by_check(diagnose(str(root), detections=str(det)), "detections")
     assert ok.status == "ok" and "1 detections on 1 of the 2 ground-truth keyframes" in ok.message
+
+
+def test_validate_explain_prints_findings_and_sets_the_exit_code(root, tmp_path, capsys):
+    from evad_d2.data.validate import main as validate_main
+
+    assert validate_main(["--dataset-root", str(root), "--explain", "--num-classes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("OK: ") < out.index("The usual causes of a zero mAP:") < out.index("no known cause of a zero mAP found")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("MODEL:\n  EVAD:\n    NUM_ACTION_CLASSES: 80\n")
+    assert validate_main(["--dataset-root", str(root), "--explain", "--config-file", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert "[PROBLEM] class count" in out and "fix: set MODEL.EVAD.NUM_ACTION_CLASSES 3" in out
+    assert validate_main(["--dataset-root", str(root)]) == 0  # without --explain: the validation only

@@ -162,3 +162,32 @@ def test_register_ava_passes_proposal_file_and_frame_options(mm_root, tmp_path):
     finally:
         DatasetCatalog.remove("_t_mm")
         MetadataCatalog.remove("_t_mm")
+
+
+def test_validator_reads_mmaction2_layouts_and_proposal_pickles(mm_root, tmp_path):
+    from evad_d2.data.validate import main as validate_main, validate_ava_root
+
+    quiet = open(os.devnull, "w")
+    (mm_root / "frame_lists").mkdir()
+    (mm_root / "frame_lists" / "train.csv").write_text(
+        "original_vido_id video_idx frame_id path labels\n"
+        + "".join(f'vidA 0 {i} vidA/img_{i + 1:05d}.jpg ""\n' for i in range(NFRAMES)))
+    path = mm_root / "annotations" / "ava_dense_proposals_train.FAIR.recall_93.9.pkl"
+    path.write_bytes(pickle.dumps({"vidA,0901": np.array([[0.0, 0.0, 0.5, 0.5, 0.9]])}))
+    assert validate_ava_root(str(mm_root), out=quiet) == []
+    path.write_bytes(pickle.dumps({"vidA,0901": _Crafted()}))
+    (problem,) = validate_ava_root(str(mm_root), out=quiet)
+    assert "ava_dense_proposals_train.FAIR.recall_93.9.pkl: refused to load" in problem
+    os.remove(path)
+    (mm_root / "frame_lists" / "train.csv").write_text(
+        'original_vido_id video_idx frame_id path labels\nvidA 0 0 vidA/vidA_000001.jpg ""\n')
+    (problem,) = validate_ava_root(str(mm_root), out=quiet)
+    assert "path 'vidA/vidA_000001.jpg' is not 'vidA/img_00001.jpg'" in problem
+    os.remove(mm_root / "frame_lists" / "train.csv")
+    # Other names: the validator takes the loader's --frame-folder / --frame-pattern.
+    os.rename(mm_root / "rawframes", mm_root / "jpgs")
+    for vid in ("vidA", "vidB"):
+        for i in range(1, NFRAMES + 1):
+            os.rename(mm_root / "jpgs" / vid / f"img_{i:05d}.jpg", mm_root / "jpgs" / vid / f"f{i}.jpg")
+    assert validate_main(["--dataset-root", str(mm_root), "--frame-folder", "jpgs", "--frame-pattern", "f%d.jpg"]) == 0
+    assert validate_main(["--dataset-root", str(mm_root), "--frame-folder", "jpgs"]) == 1
