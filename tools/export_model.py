@@ -48,7 +48,7 @@ def get_parser():
     p.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("T", "H", "W"), help="network input clip size")
     p.add_argument("--keep-rate", type=float, default=None, help="keep rate of the pruning blocks (default: the config's)")
     p.add_argument("--opset", type=int, default=ONNX_OPSET,
-                   help=f"ONNX opset of --format onnx (at least {MIN_ONNX_OPSET}: RoiAlign with aligned boxes)")
+                   help=f"ONNX opset of --format onnx (RoiAlign with aligned boxes needs {MIN_ONNX_OPSET}; torch 2.14 writes 18 and up)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ... (e.g. MODEL.WEIGHTS W)")
     return p
 

@@ -30,6 +30,7 @@ __all__ = [
     "ONNX_OPSET",
     "OnnxRuntimeGraph",
     "check_onnx_exportable",
+    "graph_opset",
     "onnx_program",
     "onnxruntime_providers",
     "require_onnx_package",
@@ -98,7 +99,9 @@ def onnx_program(wrapper: nn.Module, example: Tensor, opset: int = ONNX_OPSET):
     ``example``; its ``model_proto`` is the ONNX model.
 
     Raises:
-        ValueError: an unsupported setting (:func:`check_onnx_exportable`).
+        ValueError: an unsupported setting (:func:`check_onnx_exportable`), or an opset the
+            exporter could not convert the graph to (torch 2.14 writes opset 18 and its
+            conversion to 16 or 17 fails on the Reduce* ops: it keeps 18, which is refused).
         ImportError: onnx or onnxscript is not installed.
     """
     check_onnx_exportable(wrapper, opset)
@@ -109,7 +112,18 @@ def onnx_program(wrapper: nn.Module, example: Tensor, opset: int = ONNX_OPSET):
             wrapper, (example,), dynamo=True, opset_version=int(opset), input_names=INPUT_NAMES,
             output_names=OUTPUT_NAMES, verbose=False,
         )
+    written = graph_opset(program.model_proto)
+    if written != int(opset):
+        raise ValueError(
+            f"ONNX opset {opset} (--opset): torch.onnx could not convert EVAD's graph to opset {opset} "
+            f"(it stays at opset {written}; see the warning above): use --opset {written}"
+        )
     return program
+
+
+def graph_opset(proto) -> int:
+    """The default-domain (``ai.onnx``) opset an ONNX model proto declares."""
+    return max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def save_onnx(program, path: str) -> None:
