@@ -40,7 +40,10 @@ Parts and what they report (one JSON object per keep rate; ``part`` and ``mode``
     (the second step's forward runs with gradients and optimizer state alive, the first's does
     not; ``evad_d2.benchmark.memory``). ``memory_before_step_mb`` is the same measure before the first step (model, optimizer
     and batch built), so ``step_memory_mb`` = peak - before is what training adds.
-    ``--no-memory`` skips it.
+    ``--no-memory`` skips it. ``activation_mb``: the bytes autograd saves for backward in the
+    training forward (losses included), counted exactly with ``saved_tensors_hooks``, each storage
+    once, the parameters apart (``saved_parameter_mb``): independent of the allocator and the
+    machine (``evad_d2.benchmark.activations``). ``--plot PNG``: step time and memory by keep rate.
 
 ``--part export``: the deployment graphs of ``tools/export_model.py`` against the eager model, for
     one (3, T, H, W) clip of ``--input-size`` (the network input, as the export takes it; batch 1):
@@ -89,6 +92,7 @@ from evad_d2.benchmark.loader import BENCHMARK_TRAIN_DATASET, benchmark_loader
 from evad_d2.benchmark.report import annotate, print_table, write_json
 from evad_d2.benchmark.timing import BenchmarkSettings
 from evad_d2.benchmark.training import benchmark_training
+from evad_d2.benchmark.training_plot import plot_training_cost
 from evad_d2.engine import PRECISIONS
 
 
@@ -122,6 +126,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (--part model, --part export)")
     p.add_argument("--no-memory", action="store_true", help="train mode: skip the peak-memory measurement")
+    p.add_argument("--plot", default=None, metavar="PNG", help="train mode: plot step time and memory by keep rate here")
     p.add_argument("--workers", type=int, nargs="+", default=None, help="loader worker counts (default DATALOADER.NUM_WORKERS)")
     p.add_argument("--num-batches", type=int, default=20, help="loader: timed batches per worker count")
     p.add_argument("--dataset-root", default=None, help=f"loader: AVA-format dataset to use (registered as {BENCHMARK_TRAIN_DATASET})")
@@ -158,6 +163,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         torch.set_num_threads(args.threads)
     if args.mode == "train" and args.part != "model":
         raise SystemExit(f"--mode train measures the whole model's training step: use it with --part model, not --part {args.part}")
+    if args.plot and args.mode != "train":
+        raise SystemExit("--plot draws the training cost: use it with --part model --mode train")
     if args.compile and (args.part not in ("model", "export") or args.mode == "train"):
         raise SystemExit("--compile times compiled inference: use it with --part model or --part export (inference)")
     cfg = get_evad_cfg(args.config_file, args.opts + (["TEST.COMPILE", "True"] if args.compile else []))
@@ -167,6 +174,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     print_table(results, args.part, mode, machine, args.batch_size, args.dtype)
     if args.json:
         write_json(results, args.json)
+    if args.plot:
+        plot_training_cost(results, args.plot, title=f"training step, input {results[0]['input_size']}, batch {args.batch_size}, {machine}")
     return results
 
 

@@ -6,6 +6,8 @@ from typing import List
 import torch
 from tabulate import tabulate
 
+from evad_d2.utils.atomic_io import atomic_write
+
 from .timing import machine_description
 
 # The console table's columns for each (part, mode).
@@ -18,8 +20,8 @@ TABLE_COLUMNS = {
         "model_latency_ms", "model_frames_per_s", "model_speedup_vs_ref",
     ],
     ("model", "train"): [
-        "keep_rate", "tokens", "gflops", "step_ms", "step_time_ratio_vs_ref", "clips_per_s", "peak_memory_mb",
-        "step_memory_mb", "memory_ratio_vs_ref",
+        "keep_rate", "tokens", "gflops", "step_ms", "step_time_ratio_vs_ref", "clips_per_s", "activation_mb",
+        "activation_ratio_vs_ref", "peak_memory_mb", "step_memory_mb", "memory_ratio_vs_ref",
     ],
     ("export", "inference"): [
         "keep_rate", "eager_latency_ms", "compiled_latency_ms", "compiled_speedup_vs_eager",
@@ -50,7 +52,7 @@ def print_table(results: List[dict], part: str, mode: str, machine: str, batch_s
 
 
 def write_json(results, path: str) -> None:
-    """``results`` as indented JSON at ``path`` (its directory is created)."""
+    """``results`` as indented JSON at ``path``, written atomically (its directory is created)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(results, f, indent=2)

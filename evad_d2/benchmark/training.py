@@ -1,4 +1,5 @@
-"""The training benchmark: step time by keep rate and the peak memory of a step (the paper's Fig. 8)."""
+"""The training benchmark: step time by keep rate, the activation memory (bytes saved for
+backward, counted exactly) and the peak memory of a step (the paper's Fig. 8)."""
 import logging
 from typing import Dict, List, Optional
 
@@ -6,6 +7,7 @@ import torch
 
 from evad_d2.modeling.backbone import scaled_keep_rates
 
+from .activations import activation_memory
 from .inference import model_gflops, network_input
 from .memory import cpu_training_memory
 from .step import build_training
@@ -15,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated"
 CPU_MEMORY_METHOD = "ru_maxrss of a fresh process per keep rate (2 steps)"
+ACTIVATION_METHOD = "torch.autograd.graph.saved_tensors_hooks: bytes saved for backward by the training forward, each storage once, parameters apart"
 
 
 def training_rows(model, batch: List[dict], settings: BenchmarkSettings, base: List[float]) -> List[dict]:
@@ -45,7 +48,9 @@ def add_memory_fields(row: dict, memory: Dict[float, dict], method: str) -> None
 
 def benchmark_training(cfg, settings: BenchmarkSettings, *, measure_memory: bool = True, config_file: Optional[str] = None,
                        opts: Optional[List[str]] = None, threads: Optional[int] = None) -> List[dict]:
-    """One training step per keep rate: ``step_ms`` (median), ``step_all_ms``, ``clips_per_s`` and
+    """One training step per keep rate: ``step_ms`` (median), ``step_all_ms``, ``clips_per_s``, the
+    activation memory (``activation_mb``, ``saved_parameter_mb``, ``saved_storages``: see
+    :func:`evad_d2.benchmark.activations.activation_memory`; exact, on any device) and
     peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the rate's steps (reset before
     each step); on the CPU :func:`cpu_training_memory` (fresh processes, which rebuild the config
     from ``config_file`` and ``opts`` and use ``threads`` torch threads).
@@ -64,6 +69,9 @@ def benchmark_training(cfg, settings: BenchmarkSettings, *, measure_memory: bool
         before = torch.cuda.memory_allocated(device) / 2**20
         memory = {rho: {"before_mb": before, "peak_mb": 0.0} for rho in settings.keep_rates}
     results = training_rows(model, batch, settings, base)
+    activations = activation_memory(model, batch, base, settings.keep_rates, device, settings.dtype)
+    for row in results:
+        row.update(activations[row["keep_rate"]], activation_method=ACTIVATION_METHOD)
 
     def step_at(rho):
         def call():
@@ -84,6 +92,6 @@ def benchmark_training(cfg, settings: BenchmarkSettings, *, measure_memory: bool
     add_ratios(
         results,
         [("clips_per_s", "speedup_vs_ref"), ("step_ms", "step_time_ratio_vs_ref"), ("peak_memory_mb", "memory_ratio_vs_ref"),
-         ("gflops", "gflops_ratio_vs_ref")],
+         ("activation_mb", "activation_ratio_vs_ref"), ("gflops", "gflops_ratio_vs_ref")],
     )
     return results

@@ -1,5 +1,6 @@
 """Training cost by keep rate: the exact saved-for-backward counter against hand-computed cases,
 and the training benchmark's activation-memory fields at a tiny size."""
+import json
 import os
 
 import pytest
@@ -106,3 +107,25 @@ def test_training_cost_plot_labels_each_point_with_its_ratio_to_the_reference(tm
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="keep_rate, step_ms"):
         plot_training_cost([{"keep_rate": 1.0}], str(tmp_path / "bad.png"))
+
+
+def test_training_benchmark_rows_carry_the_activation_memory_by_keep_rate():
+    """The JSON schema of ``tools/benchmark.py --part model --mode train`` at a tiny size (no memory probe)."""
+    from evad_d2 import get_evad_cfg
+    from evad_d2.benchmark.timing import BenchmarkSettings
+    from evad_d2.benchmark.training import ACTIVATION_METHOD, benchmark_training
+
+    settings = BenchmarkSettings(keep_rates=[1.0, 0.5], input_size=(8, 64, 64), batch_size=2, repeats=1, warmup=0,
+                                 device="cpu", dtype="fp32", flops=False)
+    rows = benchmark_training(get_evad_cfg(TINY), settings, measure_memory=False)
+    model, batch, base = tiny_training()
+    exact = activation_memory(model, batch, base, [1.0, 0.5], "cpu")
+    assert [r["keep_rate"] for r in rows] == [1.0, 0.5] and [r["tokens"] for r in rows] == [64, 16]
+    for r in rows:
+        assert {k: r[k] for k in exact[r["keep_rate"]]} == exact[r["keep_rate"]]  # the same model, batch and count
+        assert r["activation_method"] == ACTIVATION_METHOD and len(r["step_all_ms"]) == 1 and r["step_ms"] > 0
+        assert "peak_memory_mb" not in r  # not measured
+    assert rows[0]["activation_ratio_vs_ref"] == 1.0
+    assert rows[1]["activation_ratio_vs_ref"] == pytest.approx(rows[1]["activation_mb"] / rows[0]["activation_mb"])
+    assert rows[1]["activation_ratio_vs_ref"] < 1.0
+    assert json.loads(json.dumps(rows)) == rows
