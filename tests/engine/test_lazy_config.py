@@ -9,7 +9,7 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
-from detectron2.engine import HookBase, default_argument_parser
+from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch import META_ARCH_REGISTRY
 from detectron2.solver import build_lr_scheduler
@@ -24,8 +24,8 @@ from evad_d2.data.synthetic import GeneratorSettings, generate
 from evad_d2.engine import build_optimizer, resolve_epoch_schedule
 from evad_d2.engine.lazy import LazyConfigError, load_lazy_config, multistep_lr_multiplier
 from evad_d2.engine.lazy_trainer import LazyEVADTrainer, lazy_setup, lazy_train_and_evaluate
+from evad_d2.testing import REPO_ROOT as ROOT, train_until
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAIRS = {
     "quickstart": ("configs/lazy/EVAD_tiny_ava_like_cpu.py", "configs/quickstart/EVAD_tiny_ava_like_cpu.yaml"),
     "vit_b": ("configs/lazy/EVAD_ViT-B_K400_rho0.7_224.py", "configs/AVA/v2.2/EVAD_ViT-B_K400_rho0.7_224.yaml"),
@@ -225,19 +225,7 @@ def run_lazy(args, stop_after=None):
     interrupted (KeyboardInterrupt) after iteration ``stop_after``."""
     trainer = LazyEVADTrainer(lazy_setup(args))
     trainer.resume_or_load(resume=args.resume)
-    if stop_after is not None:
-
-        class Stop(HookBase):
-            def after_step(self):
-                if self.trainer.iter == stop_after:
-                    raise KeyboardInterrupt("simulated interruption")
-
-        trainer.register_hooks([Stop()])
-    try:
-        trainer.train()
-    except KeyboardInterrupt:
-        pass
-    return trainer, {it: v for v, it in trainer.storage.history("total_loss").values()}
+    return train_until(trainer, stop_after)
 
 
 def test_lazy_training_resumes_exactly_and_evaluates(dataset, tmp_path):

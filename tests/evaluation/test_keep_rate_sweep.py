@@ -16,9 +16,8 @@ from evad_d2.evaluation.keep_rate_sweep import (
     sweep_table,
     write_sweep,
 )
+from evad_d2.testing import TINY_CONFIG as TINY
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = os.path.join(ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
 # Every proposal kept (random weights score low), no loader workers.
 OPTS = ["MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0", "DATALOADER.NUM_WORKERS", "0"]
 
@@ -32,7 +31,8 @@ def weights(tmp_path_factory):
     return str(path)
 
 
-def tiny_cfg(weights, *extra):
+def sweep_cfg(weights, *extra):
+    """The tiny config with ``weights`` and every proposal kept (``OPTS``), then ``extra``."""
     return get_evad_cfg(TINY, OPTS + ["MODEL.WEIGHTS", weights] + list(extra))
 
 
@@ -44,7 +44,7 @@ def detections(out, setting):
 def test_sweep_evaluates_each_rule_and_rate_once_and_keep_rate_one_once(generated, weights, tmp_path):
     dataset = register_dataset_root(str(generated[0]))
     out = str(tmp_path / "sweep")
-    sweep = sweep_keep_rates(tiny_cfg(weights), dataset_name=dataset, keep_rates=[1.0, 0.7], output_dir=out, log=lambda s: None)
+    sweep = sweep_keep_rates(sweep_cfg(weights), dataset_name=dataset, keep_rates=[1.0, 0.7], output_dir=out, log=lambda s: None)
     rows = {(r["rule"], r["keep_rate"]): r for r in sweep["rows"]}
     assert list(rows) == [("attention", 1.0), ("attention", 0.7), ("random", 1.0), ("random", 0.7)]
     assert sweep["label"] == "trained: attention" and sweep["dataset"] == dataset and sweep["gflops_size"] == [8, 64, 64]
@@ -62,7 +62,7 @@ def test_sweep_evaluates_each_rule_and_rate_once_and_keep_rate_one_once(generate
             assert row["frame_map"] == pytest.approx(100.0 * json.load(f)["mAP"]) == row["metrics"]["frame_mAP@0.5"]
     # The random rule repeats exactly in another sweep (a fresh model, the eval stream reseeded).
     again = str(tmp_path / "again")
-    sweep_keep_rates(tiny_cfg(weights), dataset_name=dataset, keep_rates=[0.7], rules=["random"], output_dir=again,
+    sweep_keep_rates(sweep_cfg(weights), dataset_name=dataset, keep_rates=[0.7], rules=["random"], output_dir=again,
                      log=lambda s: None)
     assert detections(again, "random_rho0.7") == detections(out, "random_rho0.7")
 
@@ -76,14 +76,14 @@ def test_sweep_evaluates_each_rule_and_rate_once_and_keep_rate_one_once(generate
 
 def test_sweep_refuses_unknown_datasets_missing_weights_and_configs_without_pruning(generated, weights, tmp_path):
     with pytest.raises(ValueError, match="dataset 'no_such_set' is not registered .*--dataset NAME"):
-        sweep_keep_rates(tiny_cfg(weights), dataset_name="no_such_set")
+        sweep_keep_rates(sweep_cfg(weights), dataset_name="no_such_set")
     dataset = register_dataset_root(str(generated[0]))
     with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
-        sweep_keep_rates(tiny_cfg(""), dataset_name=dataset)
+        sweep_keep_rates(sweep_cfg(""), dataset_name=dataset)
     with pytest.raises(ValueError, match=r"MODEL.WEIGHTS '.*missing.pth' does not exist"):
-        sweep_keep_rates(tiny_cfg(str(tmp_path / "missing.pth")), dataset_name=dataset)
+        sweep_keep_rates(sweep_cfg(str(tmp_path / "missing.pth")), dataset_name=dataset)
     with pytest.raises(ValueError, match="prunes nowhere"):
-        sweep_keep_rates(tiny_cfg(weights, "MODEL.EVAD.KEEP_RATES", "[1.0, 1.0, 1.0, 1.0]"), dataset_name=dataset,
+        sweep_keep_rates(sweep_cfg(weights, "MODEL.EVAD.KEEP_RATES", "[1.0, 1.0, 1.0, 1.0]"), dataset_name=dataset,
                          log=lambda s: None)
     with pytest.raises(ValueError, match="not a folder"):
         register_dataset_root(str(tmp_path / "nothing"))
