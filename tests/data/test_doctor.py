@@ -174,9 +174,12 @@ def test_detections_class_ids_and_keyframes(root, tmp_path):
     det.write_text("vidA,0001,0.1,0.2,0.5,0.9,1,0.9\n")  # timestamps without the offset
     f = _problem(diagnose(str(root), detections=str(det)), "detections")
     assert "no detection is on a ground-truth keyframe (e.g. detection ('vidA', 1.0)" in f.message
-    det.write_text("vidA,0901,0.1,0.2,0.5,0.9,1,0.9\n")
+    det.write_text("vidA,0901,0.1,0.2,0.5,0.9,1,0.9\nvidA,0901,6.4,9.6,32,43.2,1,0.5\n")  # one in pixels
+    f = _problem(diagnose(str(root), detections=str(det)), "detections")
+    assert "1 of 2 boxes have coordinates above 1" in f.message
+    det.write_text("vidA,0901,0.1,0.2,0.5,0.9,1,0.9\nvidA,0901,0.5,0.2,0.5,0.9,1,0.1\n")  # a degenerate box is fine
     (ok,) = _by_check(diagnose(str(root), detections=str(det)), "detections")
-    assert ok.status == "ok" and "1 detections on 1 of the 2 ground-truth keyframes" in ok.message
+    assert ok.status == "ok" and "2 detections on 1 of the 2 ground-truth keyframes" in ok.message
 
 
 def test_validate_explain_prints_findings_and_sets_the_exit_code(root, tmp_path, capsys):

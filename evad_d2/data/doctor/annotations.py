@@ -159,12 +159,15 @@ def check_exclusions(rows: Dict[str, List[RawRow]], exclusion_files: Dict[str, s
     return findings
 
 
-def check_box_units(rows: Dict[str, List[RawRow]], sizes: Dict[str, Tuple[int, int]]) -> List[Finding]:
-    """Boxes: normalised corners, not pixels and not (x, y, width, height).
+def check_box_units(rows: Dict[str, List[RawRow]], sizes: Dict[str, Tuple[int, int]],
+                    check_corners: bool = True) -> List[Finding]:
+    """Boxes: normalised corners, not pixels and (with ``check_corners``) not (x, y, width, height).
 
     Args:
         rows: raw rows by file.
         sizes: ``video_id -> (width, height)`` where known (to recognise pixel boxes).
+        check_corners: also flag files where a quarter of the boxes have x2 <= x1 or y2 <= y1
+            (off for detections: a poor model's boxes may be degenerate).
     """
     boxes = [(p, r) for p, rs in rows.items() for r in rs if r.box is not None]
     if not boxes:
@@ -185,7 +188,7 @@ def check_box_units(rows: Dict[str, List[RawRow]], sizes: Dict[str, Tuple[int, i
             "original size)",
         )]
     inverted = [(p, r) for p, r in boxes if r.box[2] <= r.box[0] or r.box[3] <= r.box[1]]
-    if inverted and len(inverted) >= len(boxes) / 4:
+    if check_corners and inverted and len(inverted) >= len(boxes) / 4:
         p, r = inverted[0]
         return [Finding(
             "box units", "problem",
@@ -223,7 +226,7 @@ def check_detections(det_path: str, label_map: Dict[int, str], eval_ids: Optiona
             f"{example}, ground truth {sorted(gt_keys)[0]}): video ids or timestamps differ",
             "detect on the ground truth's videos and write its timestamps (the +900 convention)",
         ))
-    findings += [dataclasses.replace(f, check="detections") for f in check_box_units({det_path: dets}, {})
+    findings += [dataclasses.replace(f, check="detections") for f in check_box_units({det_path: dets}, {}, check_corners=False)
                  if f.status == "problem"]
     if not findings:
         findings.append(Finding("detections", "ok", f"{len(dets)} detections on {len(det_keys & gt_keys)} of the "
