@@ -350,7 +350,10 @@ def register_ava(name: str, root: str, split: str, version: str = "2.2", frame_s
 
     Args:
         name: dataset name, e.g. "ava_v2.2_train".
-        root, split, version, frame_source, kwargs: as in ``load_ava_dataset``.
+        root, split, version, frame_source, kwargs: as in ``load_ava_dataset``: e.g.
+            ``proposal_file=".../ava_dense_proposals_val.FAIR.recall_93.9.pkl"`` (mmaction2's pickle
+            or a CSV), ``frame_folder="rawframes"``, ``frame_pattern="img_%05d.jpg"``,
+            ``video_start_sec=0``.
 
     Metadata: ``action_ids`` (label-map ids in model column order, i.e. sorted), ``action_classes``,
     ``eval_action_ids`` (from the ``_for_activitynet`` label map if present, else all),
