@@ -12,7 +12,7 @@ from evad_d2.demo.filters import ActionFilter
 from evad_d2.demo.runner import DemoOutputs, SourceOptions, check_inputs, output_paths, run_demo
 from evad_d2.demo.sources import FrameSource, SourceError, expand_inputs, input_kind, open_source
 from evad_d2.testing import coded_frame, decode_index, write_video
-from tests.demo.streams import UdpSender, free_udp_port
+from tests.demo.streams import UdpSender, free_udp_port, serve_folder, write_hls
 
 
 def _hide_all(predictor):
@@ -211,3 +211,36 @@ def test_predict_video_over_a_folder_and_a_frame_folder(predictor, tmp_path):
     # Same pixels (PNG is lossless, the mp4 nearly so) give nearly the same boxes.
     np.testing.assert_allclose([a["box"] for a in by_frames[1]["actors"]], [a["box"] for a in results[2]["actors"]],
                                atol=2.0)
+
+
+def test_hls_over_http_is_read_to_its_end(predictor, tmp_path):
+    """An HLS playlist served on 127.0.0.1: read through FFmpeg's HLS demuxer until it ends."""
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    write_hls(hls, num_frames=25, fps=10)
+    with serve_folder(hls) as base:
+        url = f"{base}/live.m3u8"
+        assert input_kind(url) == "stream"
+        source = open_source(url, open_timeout=5.0, stall_timeout=2.0)
+        out, jsonl = tmp_path / "hls.mp4", tmp_path / "hls.jsonl"
+        stats = VideoDemo(predictor).run(source, str(out), jsonl_path=str(jsonl), action_filter=_hide_all(predictor),
+                                         show_progress=False)
+        with pytest.raises(SourceError, match=r"/missing.m3u8: cannot open: "):
+            open_source(f"{base}/missing.m3u8", open_timeout=2.0)
+    assert stats["end_reason"] == "end" and stats["num_frames"] == 25
+    assert [decode_index(f.image) for f in iter_video_frames(str(out))] == list(range(25))
+    assert [r["frame_index"] for r in _jsonl(jsonl)] == [0, 10, 20]
+
+
+def test_tcp_stream_ends_when_the_sender_closes(predictor, tmp_path):
+    """The demo listens on tcp://127.0.0.1:P (a camera pushing to it); the sender connects, sends
+    1.5 s and closes: the stream ends, nothing lost."""
+    sender = UdpSender(free_udp_port(), num_frames=15, fps=10, delay=0.0, scheme="tcp")
+    sender.start()
+    source = open_source(sender.url, open_timeout=5.0, stall_timeout=2.0)
+    jsonl = tmp_path / "tcp.jsonl"
+    stats = VideoDemo(predictor).run(source, None, jsonl_path=str(jsonl), show_progress=False)
+    sender.join(5)
+    assert sender.error is None
+    assert stats["end_reason"] == "end" and stats["num_frames"] == 15  # TCP: nothing lost
+    assert [r["frame_index"] for r in _jsonl(jsonl)] == [0, 10]
