@@ -85,7 +85,8 @@ def resolve_classes(tokens: Sequence, class_names: Sequence[str], action_ids: Se
             columns.append(by_name[text.lower()])
         else:
             known = ", ".join(f"{i}: {n}" for i, n in list(zip(action_ids, class_names))[:8])
-            raise ValueError(f"--classes: unknown class {text!r} (neither an id nor a name; known: {known}, ...)")
+            more = ", ..." if len(class_names) > 8 else ""
+            raise ValueError(f"--classes: unknown class {text!r} (neither an id nor a name; known: {known}{more})")
     return sorted(set(columns))
 
 

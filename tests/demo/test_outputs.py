@@ -101,7 +101,8 @@ def test_action_filter_by_threshold_and_classes():
     assert shown[1]["actions"] == [("sit", 0.3), ("run", 0.25)]
     assert shown[0]["action_scores"] == a["action_scores"]  # all scores kept
     assert ActionFilter(names, ids, classes=columns, score_threshold=0.35)([a, b])[0]["actions"] == [("run", 0.4)]
-    with pytest.raises(ValueError, match="--classes: unknown class 'fly'"):
+    with pytest.raises(ValueError, match=r"--classes: unknown class 'fly' \(neither an id nor a name; known: "
+                                         r"11: stand, 12: sit, 14: walk, 15: run\)$"):
         resolve_classes(["fly"], names, ids)
     with pytest.raises(ValueError, match=r"--score-threshold must be in \[0, 1\]"):
         ActionFilter(names, ids, score_threshold=2)
