@@ -36,6 +36,7 @@ from evad_d2 import get_evad_cfg
 from evad_d2.checkpoint import CheckpointFormatError
 from evad_d2.engine.predictor import EVADPredictor
 from evad_d2.export import EXPORT_FORMATS, MIN_ONNX_OPSET, ONNX_OPSET, export_evad
+from evad_d2.export.exporter import CHECK_ATOL
 from evad_d2.modeling.backbone import scaled_keep_rates
 
 
@@ -49,6 +50,8 @@ def get_parser():
     p.add_argument("--keep-rate", type=float, default=None, help="keep rate of the pruning blocks (default: the config's)")
     p.add_argument("--opset", type=int, default=ONNX_OPSET,
                    help=f"ONNX opset of --format onnx (RoiAlign with aligned boxes needs {MIN_ONNX_OPSET}; torch 2.14 writes 18 and up)")
+    p.add_argument("--check-atol", type=float, default=CHECK_ATOL,
+                   help="largest |graph - model| the check accepts on scores (boxes: times their size)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ... (e.g. MODEL.WEIGHTS W)")
     return p
 
@@ -80,8 +83,10 @@ def main(argv=None) -> int:
         "classes": [{"id": int(i), "name": n} for i, n in zip(predictor.action_ids, predictor.class_names)],
     }
     try:
-        info = export_evad(model, size, args.output, fmt=args.format, metadata=metadata, opset=args.opset)
-    except (ValueError, ImportError) as e:  # a setting the format cannot export, or onnx not installed
+        info = export_evad(model, size, args.output, fmt=args.format, metadata=metadata, opset=args.opset,
+                           check_atol=args.check_atol)
+    # A setting the format cannot export, onnx not installed, or the graph failing the check.
+    except (ValueError, ImportError, RuntimeError) as e:
         print(f"export_model.py: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: info[k] for k in ("format", "input", "device", "keep_rates", "check_actors", "max_abs_diff")}))

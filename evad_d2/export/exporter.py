@@ -37,6 +37,8 @@ __all__ = ["ExportableEVAD", "EXPORT_FORMATS", "export_evad", "load_exported", "
 
 logger = logging.getLogger(__name__)
 
+# Largest |graph - eager| the export check accepts on scores (boxes: times their size in pixels).
+CHECK_ATOL = 1e-4
 # Format -> file name of the graph in the export directory.
 EXPORT_FORMATS = {"torchscript": "model.ts", "exported_program": "model.pt2", "onnx": "model.onnx"}
 
@@ -106,6 +108,7 @@ def export_evad(
     metadata: Optional[Dict] = None,
     example: Optional[Tensor] = None,
     opset: int = ONNX_OPSET,
+    check_atol: float = CHECK_ATOL,
 ) -> Dict:
     """Export ``model`` for clips of ``input_size``: the graph and ``model.json`` in ``output_dir``.
 
@@ -121,6 +124,9 @@ def export_evad(
         metadata: extra entries for ``model.json`` (e.g. class names).
         example: a (3, T, H, W) clip to export with (default: random).
         opset: ONNX opset (``fmt="onnx"`` only; at least ``onnx_export.MIN_ONNX_OPSET``).
+        check_atol: tolerance of the check (boxes: relative to their size). ONNX Runtime's kernels
+            round differently from torch's: on ViT-B with random weights the outputs differed by
+            up to 2e-4 (torch's own explicit-attention path differs from its flash path by 9e-4).
 
     Returns:
         The contents of ``model.json`` (with the check's ``"max_abs_diff"`` and ``"check_actors"``).
@@ -149,7 +155,7 @@ def export_evad(
         else:
             torch.export.save(graph, path)
 
-    max_diff, check_actors = _check_graph(model, _load_graph(path, fmt, device), check)
+    max_diff, check_actors = _check_graph(model, _load_graph(path, fmt, device), check, check_atol)
     info = _export_info(model, fmt, (t, h, w), device, max_diff, check_actors, metadata)
     with atomic_write(os.path.join(output_dir, "model.json"), "w") as f:
         json.dump(info, f, indent=2)
@@ -162,14 +168,14 @@ def export_evad(
     return info
 
 
-def _check_graph(model: nn.Module, graph: Callable, clip: Tensor) -> Tuple[float, int]:
+def _check_graph(model: nn.Module, graph: Callable, clip: Tensor, atol: float = CHECK_ATOL) -> Tuple[float, int]:
     """Max |difference| between the graph and the model on ``clip``, and the number of actors."""
     with torch.no_grad():
         # The reference is the model's own forward (Instances, detectron2's postprocessing).
         inst = model([{"clip": clip}])[0]["instances"]
         expected = (inst.pred_boxes.tensor, inst.scores, inst.pred_action_scores)
         got = graph(clip)
-    return _compare(expected, got), int(expected[0].shape[0])
+    return _compare(expected, got, atol), int(expected[0].shape[0])
 
 
 def _export_info(
@@ -222,7 +228,7 @@ def _load_graph(path: str, fmt: str, map_location=None) -> Callable:
     return torch.export.load(path).module()
 
 
-def _compare(expected: Tuple[Tensor, ...], got: Tuple[Tensor, ...], atol: float = 1e-4) -> float:
+def _compare(expected: Tuple[Tensor, ...], got: Tuple[Tensor, ...], atol: float = CHECK_ATOL) -> float:
     names = ("boxes", "scores", "action_scores")
     diff = 0.0
     for name, a, b in zip(names, expected, got):
@@ -233,7 +239,10 @@ def _compare(expected: Tuple[Tensor, ...], got: Tuple[Tensor, ...], atol: float 
             # Boxes are in pixels: compare them relative to their size.
             tol = atol * max(1.0, float(a.abs().max())) if name == "boxes" else atol
             if d > tol:
-                raise RuntimeError(f"exported graph disagrees with the model: {name} differ by {d:.3g} (> {tol:.3g})")
+                raise RuntimeError(
+                    f"exported graph disagrees with the model: {name} differ by {d:.3g} (> {tol:.3g}); "
+                    "if that is float rounding of a deep model (ONNX Runtime's kernels), raise --check-atol"
+                )
             diff = max(diff, d)
     return diff
 

@@ -202,3 +202,11 @@ def test_opset_the_exporter_cannot_convert_to_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"could not convert EVAD's graph to opset 16 \(it stays at opset 18"):
         export_evad(build_tiny_model(*SMALL).eval(), (T, H, W), str(tmp_path / "g"), fmt="onnx", opset=16)
     assert not (tmp_path / "g" / "model.onnx").exists()
+
+
+@pytest.mark.slow  # an ONNX export: 15-40 s
+def test_check_tolerance_is_applied(tmp_path):
+    # ONNX Runtime rounds differently from torch (~1e-5 px on these boxes): a 1e-12 tolerance fails.
+    with pytest.raises(RuntimeError, match=r"exported graph disagrees with the model: .* raise --check-atol"):
+        export_evad(build_tiny_model(*SMALL).eval(), (T, H, W), str(tmp_path / "g"), fmt="onnx", check_atol=1e-12)
+    assert not (tmp_path / "g" / "model.json").exists()
