@@ -12,7 +12,7 @@ import sys
 import av
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from evad_d2.testing import REPO_ROOT
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_quickstart_generates_trains_evaluates_and_writes_its_examples(tmp_path)
     res = subprocess.run(
         [sys.executable, "tools/quickstart.py", "--output-dir", str(out),
          "SOLVER.MAX_EPOCHS", "0", "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     last = res.stdout.strip().splitlines()[-1]
