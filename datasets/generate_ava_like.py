@@ -1,30 +1,14 @@
 #!/usr/bin/env python
-"""Write a small synthetic dataset in exactly the AVA v2.2 file formats.
+"""Write a small synthetic dataset in exactly the AVA v2.2 file formats under ``--out``.
 
-Stick-figure actors (body, head, arms, legs; dark tones on a light textured background by default,
-``--palette random`` for random colours far from the background's; random sizes) perform actions
-told apart by motion across frames and, as real actions are, partly by pose::
+Stick figures perform 6 actions told apart by motion and pose (1 walk_left, 2 walk_right, 3 jump,
+4 wave, 5 spin, 6 stand); the output is a deterministic function of ``--seed`` and the size options:
 
-    1 walk_left   translate left, legs swinging, leaning and facing left
-    2 walk_right  translate right, legs swinging, leaning and facing right
-    3 jump        vertical bouncing, both arms raised
-    4 wave        one arm raised and oscillating (only together with stand/walk: multi-label)
-    5 spin        the whole figure rotates in the image plane
-    6 stand       no motion
+    python datasets/generate_ava_like.py --out datasets/generated/ava_like --seed 0
 
-Layout written under ``--out`` (see datasets/README.md)::
-
-    annotations/ava_{train,val}_v2.2.csv
-    annotations/ava_action_list_v2.2.pbtxt                      all 6 classes (the model's)
-    annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt  evaluated subset (5 classes, no "stand")
-    annotations/ava_{train,val}_excluded_timestamps_v2.2.csv
-    frame_lists/{train,val}.csv                                  PySlowFast frame lists
-    videos/<video_id>.mp4                                        H.264, 30 fps
-    frames/<video_id>/<video_id>_000001.jpg                      only with --extract-frames
-
-Timestamps run from 902 to ``900 + duration - 2`` (frame 0 is second 900). The output is a
-deterministic function of ``--seed`` and the size options. The generator is
-``evad_d2.data.synthetic`` (figures in ``actors``, files in ``dataset``).
+The generator is :mod:`evad_d2.data.synthetic`: the figures and actions in
+:mod:`evad_d2.data.synthetic.actors`, the files written and their time convention in
+:mod:`evad_d2.data.synthetic.dataset` (and datasets/README.md).
 """
 import argparse
 import time

@@ -1,18 +1,12 @@
 #!/usr/bin/env python
-"""Time the AVA frame-mAP evaluation at AVA v2.2 validation size, on one CPU core.
-
-Generates ground truth for ~57k keyframes (64 videos x 900 s, 1-4 people per keyframe, 1-3 of
-the 60 evaluated actions plus some of the other 20 per person) and detection files with a
-given number of boxes per keyframe, each with a score for all 60 classes (what a thresholded
-detector writes: ~3 boxes per keyframe at person score 0.7; a heavier case keeps more boxes).
-Files go to a temporary folder. For each case it times reading both CSVs and scoring them
-(the command line's work); generating the files is timed apart and not counted. With
-``--evaluator`` it also times ``AVAEvaluator.evaluate`` on model outputs of the same size
-(writing ava_detections.csv, scoring, person AP) and checks that the command line on the
-written file gives the same mAP. Wall and CPU seconds are reported with the load average,
-since a shared machine slows wall time down.
+"""Time the AVA frame-mAP evaluation at AVA v2.2 validation size, on one CPU core: reading and
+scoring generated ground truth and detection CSVs per ``--boxes`` case, and with ``--evaluator``
+``AVAEvaluator.evaluate`` on model outputs of the same size; wall and CPU seconds with the load
+average go to ``--json``.
 
     python tools/benchmark_ava_eval.py --boxes 3 10 --evaluator --json benchmark_ava_eval.json
+
+What is generated, timed and checked: :mod:`evad_d2.benchmark.ava_eval`.
 """
 import argparse
 import json
