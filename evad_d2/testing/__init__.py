@@ -20,6 +20,8 @@ on these stay in ``tests/conftest.py`` (``predictor``, ``generated``) and ``test
   pickles), :func:`folder_files`.
 - :mod:`.training`: :func:`generate_dataset`, :func:`register_dataset`, :func:`train_args`,
   :func:`run_training`, :func:`train_until`, :func:`captured_warnings`.
+- :mod:`.streams`: :class:`UdpSender` (a live MPEG-TS stream over UDP/TCP), :func:`free_udp_port`,
+  :func:`write_hls` / :func:`serve_folder` (an HLS playlist over HTTP), all on 127.0.0.1.
 - :mod:`.tools`: :func:`run_tool`, :func:`tool_output`.
 """
 from .files import (
@@ -56,6 +58,7 @@ from .models import (
     tiny_cfg,
     training_input,
 )
+from .streams import UdpSender, free_udp_port, serve_folder, write_hls
 from .tools import run_tool, tool_output
 from .training import captured_warnings, generate_dataset, register_dataset, run_training, train_args, train_until
 from .videos import CODED_H, CODED_W, VFR_MS, coded_frame, decode_index, decode_video, write_video
@@ -66,8 +69,8 @@ __all__ = [
     "write_pickle", "write_text", "REPO_ROOT", "TINY_CLIP", "TINY_CONFIG", "TINY_NUM_CLASSES",
     "TINY_NUM_PROPOSALS", "Capture", "assert_same_weights", "build_model_from_file", "build_tiny_model",
     "eager_outputs", "evad_loss_names", "gt_instances", "random_clip", "randomise_weights", "tiny_cfg",
-    "training_input",
-    "run_tool", "tool_output", "captured_warnings", "generate_dataset", "register_dataset", "run_training",
+    "training_input", "UdpSender", "free_udp_port", "serve_folder", "write_hls", "run_tool", "tool_output",
+    "captured_warnings", "generate_dataset", "register_dataset", "run_training",
     "train_args", "train_until", "CODED_H", "CODED_W", "VFR_MS", "coded_frame", "decode_index",
     "decode_video", "write_video",
 ]

@@ -11,8 +11,7 @@ from evad_d2.demo import VideoDemo
 from evad_d2.demo.filters import ActionFilter
 from evad_d2.demo.runner import DemoOutputs, SourceOptions, check_inputs, output_paths, run_demo
 from evad_d2.demo.sources import FrameSource, SourceError, expand_inputs, input_kind, open_source
-from evad_d2.testing import coded_frame, decode_index, write_video
-from tests.demo.streams import UdpSender, free_udp_port, serve_folder, write_hls
+from evad_d2.testing import UdpSender, coded_frame, decode_index, free_udp_port, serve_folder, write_hls, write_video
 
 
 def _hide_all(predictor):

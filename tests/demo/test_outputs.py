@@ -18,9 +18,8 @@ from evad_d2.demo.sources import open_source
 from evad_d2.demo.writers import JsonLinesWriter
 from evad_d2.testing import REPO_ROOT as REPO
 from evad_d2.testing import TINY_CONFIG as TINY
-from evad_d2.testing import coded_frame, tiny_cfg
+from evad_d2.testing import UdpSender, coded_frame, free_udp_port, tiny_cfg
 from evad_d2.testing import write_video as write_coded_video
-from tests.demo.streams import UdpSender, free_udp_port
 
 @pytest.fixture
 def short_video(tmp_path):

@@ -1,5 +1,6 @@
-"""Loopback test streams: an MPEG-TS sender over UDP on 127.0.0.1 (a thread, PyAV), an HLS playlist
-served over HTTP on 127.0.0.1; coded frames."""
+"""Loopback test streams: an MPEG-TS sender over UDP (or TCP) on 127.0.0.1 (a thread, PyAV), an HLS
+playlist served over HTTP on 127.0.0.1; frames from :func:`~evad_d2.testing.videos.coded_frame`
+(see :mod:`evad_d2.testing`)."""
 import contextlib
 import functools
 import http.server
@@ -10,7 +11,7 @@ from fractions import Fraction
 
 import av
 
-from evad_d2.testing import coded_frame
+from .videos import coded_frame
 
 
 def free_udp_port() -> int:
