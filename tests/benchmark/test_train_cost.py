@@ -1,16 +1,15 @@
 """Training cost by keep rate: the exact saved-for-backward counter against hand-computed cases,
 and the training benchmark's activation-memory fields at a tiny size."""
 import json
-import os
 
 import pytest
 import torch
 from torch import nn
 
 from evad_d2.benchmark.activations import SavedTensorCounter, activation_memory
+from evad_d2.testing import TINY_CONFIG as TINY
 
 F32 = 4  # bytes per float32
-TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "tiny", "EVAD_tiny_test.yaml")
 
 
 def linear():

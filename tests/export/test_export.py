@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evad_d2.export import EXPORT_FORMATS, ExportableEVAD, export_evad, load_exported
-from evad_d2.testing import REPO_ROOT as ROOT, TINY_CLIP, build_tiny_model, eager_outputs, random_clip
+from evad_d2.testing import TINY_CLIP, TINY_CONFIG, build_tiny_model, eager_outputs, random_clip, run_tool
 
 T, H, W = TINY_CLIP  # the size of random_clip
 
@@ -26,12 +26,10 @@ def exported(request, tmp_path_factory):
     model = build_tiny_model("MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3").eval()
     weights = out / "weights.pth"
     torch.save({"model": model.state_dict()}, weights)
-    cmd = [
-        sys.executable, "tools/export_model.py", "--config-file", "configs/tiny/EVAD_tiny_test.yaml",
-        "--output", str(out / "graph"), "--input-size", str(T), str(H), str(W), "--format", request.param,
-        "MODEL.WEIGHTS", str(weights), "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3",
-    ]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    res = run_tool(
+        "tools/export_model.py", "--config-file", TINY_CONFIG, "--output", out / "graph", "--input-size", T, H, W,
+        "--format", request.param, "MODEL.WEIGHTS", weights, "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return model, out / "graph"
 
@@ -121,10 +119,9 @@ def test_export_at_another_keep_rate_and_errors(tmp_path):
         export_evad(model, (T, H, W), str(tmp_path / "bad"), fmt="tflite")
     with pytest.raises(FileNotFoundError, match="not an EVAD export directory"):
         load_exported(str(tmp_path))
-    res = subprocess.run(
-        [sys.executable, "tools/export_model.py", "--config-file", "configs/tiny/EVAD_tiny_test.yaml", "--output",
-         str(tmp_path / "h"), "MODEL.WEIGHTS", str(tmp_path / "missing.pth")],
-        cwd=ROOT, capture_output=True, text=True,
+    res = run_tool(
+        "tools/export_model.py", "--config-file", TINY_CONFIG, "--output", tmp_path / "h",
+        "MODEL.WEIGHTS", tmp_path / "missing.pth",
     )
     assert res.returncode == 2 and "missing.pth" in res.stderr and "does not exist" in res.stderr
 

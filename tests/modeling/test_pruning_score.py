@@ -1,6 +1,5 @@
 """MODEL.EVAD.PRUNING_SCORE: the paper's attention rule against random dropping (same counts,
 same keyframe tokens, other non-keyframe tokens; repeatable in eval)."""
-import os
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ from evad_d2 import get_evad_cfg
 from evad_d2.config_check import ConfigValueError
 from evad_d2.modeling.backbone import PruningVideoViT
 from evad_d2.modeling.backbone.pruning import keyframe_first_order, random_scores, select_tokens
+from evad_d2.testing import TINY_CONFIG
 
 TINY = dict(embed_dim=32, depth=6, num_heads=4, patch_size=16, tubelet_size=2, pretrain_img_size=64,
             pretrain_num_frames=8, feature_layers=(1, 3, 5), keep_rates=[1.0, 0.7, 1.0, 0.5, 0.8, 1.0])
@@ -105,8 +105,7 @@ def test_random_scores_pick_every_non_keyframe_token_equally_often():
 
 
 def test_pruning_score_config_key():
-    tiny = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "tiny",
-                        "EVAD_tiny_test.yaml")
+    tiny = TINY_CONFIG
     assert get_evad_cfg(tiny).MODEL.EVAD.PRUNING_SCORE == "attention"
     cfg = get_evad_cfg(tiny, ["MODEL.EVAD.PRUNING_SCORE", "random"])
     net = PruningVideoViT(cfg)
