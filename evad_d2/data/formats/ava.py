@@ -31,6 +31,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Set, TextIO, Tuple,
 import numpy as np
 from iopath.common.file_io import g_pathmgr
 
+from .errors import FileFormatError
+
 __all__ = [
     "AvaFormatError",
     "AvaRow",
@@ -65,14 +67,8 @@ TEXT_ENCODING = "utf-8-sig"
 BOX_SLACK = 1e-3
 
 
-class AvaFormatError(ValueError):
+class AvaFormatError(FileFormatError):
     """A malformed AVA file; the message names the file and, where known, the line."""
-
-    def __init__(self, path: str, line: Optional[int], message: str):
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.line = line
 
 
 @dataclass(frozen=True)

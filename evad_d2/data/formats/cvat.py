@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ...utils.atomic_io import atomic_write
+from .errors import FileFormatError
 
 __all__ = [
     "ACTION_SOURCES",
@@ -59,15 +60,12 @@ NO_ACTION_VALUES = frozenset(["", "none", "__undefined__"])
 _TRUE = frozenset(["true", "1", "yes"])
 
 
-class CvatFormatError(ValueError):
+class CvatFormatError(FileFormatError):
     """A CVAT XML file that cannot be read as a video export; the message names the file (and
     the line, where the XML parser knows it)."""
 
     def __init__(self, path: str, message: str, line: Optional[int] = None):
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.line = line
+        super().__init__(path, line, message)
 
 
 @dataclass(frozen=True)
