@@ -24,7 +24,8 @@ from typing import Dict, List, Optional
 
 from ..config import get_evad_cfg
 from ..utils.safe_pickle import UnsafePickleError
-from .datasets.ava import AVA_FRAME_RATE, AVA_VIDEO_START_SEC, VideoTimeline, ava_files, index_video_files
+from .datasets.ava import AVA_FRAME_RATE, AVA_VIDEO_START_SEC, VideoTimeline
+from .datasets.ava_layout import ava_files, index_video_files
 from .datasets.ava_layout import find_frame_folder, parse_frame_pattern, resolve_frame_source
 from .doctor import diagnose, print_findings
 from .formats.ava import AvaFormatError, iter_ava_rows_or_errors, iter_frame_list, read_exclusions

@@ -1,5 +1,6 @@
 """Dataset registration: AVA-format (AVA v2.1/v2.2, the generated ava_like) and UCF101-24/JHMDB."""
-from .ava import ava_files, load_ava_dataset, register_ava
+from .ava import load_ava_dataset, register_ava
+from .ava_layout import ava_files
 from .metadata import LazyMetadata, fresh_metadata
 from .ucf_jhmdb import load_ucf_jhmdb_dataset, register_ucf_jhmdb
 

@@ -49,7 +49,7 @@ from .ava_layout import (
 )
 from .metadata import fresh_metadata
 
-__all__ = ["VideoTimeline", "ava_files", "index_video_files", "load_ava_dataset", "register_ava"]
+__all__ = ["VideoTimeline", "load_ava_dataset", "register_ava"]
 
 logger = logging.getLogger(__name__)
 
