@@ -6,23 +6,20 @@ annotated example video, the pruning pictures and the summary.
 """
 import json
 import os
-import subprocess
-import sys
 
 import av
 import pytest
 
-from evad_d2.testing import REPO_ROOT
+from evad_d2.testing import run_tool
 
 
 @pytest.mark.slow
 def test_quickstart_generates_trains_evaluates_and_writes_its_examples(tmp_path):
-    env = dict(os.environ, EVAD_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
     out = tmp_path / "out"
-    res = subprocess.run(
-        [sys.executable, "tools/quickstart.py", "--output-dir", str(out),
-         "SOLVER.MAX_EPOCHS", "0", "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    res = run_tool(
+        "tools/quickstart.py", "--output-dir", out,
+        "SOLVER.MAX_EPOCHS", "0", "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0",
+        env={"EVAD_DATASETS": str(tmp_path / "datasets")}, timeout=900,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     last = res.stdout.strip().splitlines()[-1]
