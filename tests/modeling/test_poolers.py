@@ -2,7 +2,10 @@
 import pytest
 import torch
 
-from evad_d2.modeling.poolers import ROIPooler3D, extend_boxes, roi_align_3d
+from torchvision.ops import roi_align
+
+from evad_d2.modeling import poolers
+from evad_d2.modeling.poolers import ROIPooler3D, extend_boxes, roi_align_3d, roi_align_bin_max
 
 
 def test_extend_boxes_pads_each_side_by_half_ratio_of_inclusive_size():
@@ -42,18 +45,19 @@ def test_roi_align_3d_constant_slices_give_temporal_mean():
     torch.testing.assert_close(out, torch.tensor([[3.0, 6.0]]))
 
 
-def test_roi_align_3d_takes_max_over_bins_and_mean_over_time():
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["separable", "torchvision"])
+def test_roi_align_3d_takes_max_over_bins_and_mean_over_time(requires_grad):
     # Value at column j of slice t is j + 10 t. With aligned=True, a sample at continuous x reads
     # x - 0.5 (pixel centres sit at j + 0.5). Box x in [1, 3] at scale 1, 2x2 bins, 2 samples per
     # bin side: samples at 0.75, 1.25 | 1.75, 2.25 -> bin means 1 and 2 -> max 2.
     cols = torch.arange(6.0).view(1, 1, 1, 1, 6)
     t = torch.arange(3.0).view(1, 1, 3, 1, 1)
-    feat = (cols + 10 * t).expand(1, 1, 3, 6, 6).contiguous()
+    feat = (cols + 10 * t).expand(1, 1, 3, 6, 6).contiguous().requires_grad_(requires_grad)
     box = torch.tensor([[1.0, 1.0, 3.0, 3.0]])
-    out = roi_align_3d(feat, [box], spatial_scale=1.0, output_size=2, sampling_ratio=2)
+    out = roi_align_3d(feat, [box], spatial_scale=1.0, output_size=2, sampling_ratio=2).detach()
     torch.testing.assert_close(out, torch.tensor([[2.0 + 10.0]]))  # mean over t of 2 + 10 t
     # The same box in a 2x larger image at scale 1/2 reads the same samples.
-    out2 = roi_align_3d(feat, [box * 2], spatial_scale=0.5, output_size=2, sampling_ratio=2)
+    out2 = roi_align_3d(feat, [box * 2], spatial_scale=0.5, output_size=2, sampling_ratio=2).detach()
     torch.testing.assert_close(out2, out)
 
 
@@ -68,6 +72,56 @@ def test_roi_align_3d_keeps_box_and_clip_order():
     torch.testing.assert_close(out, torch.tensor([[1.0], [3.0], [5.0]]))
     empty = roi_align_3d(feat, [torch.zeros(0, 4), torch.zeros(0, 4)])
     assert empty.shape == (0, 1)
+
+
+def _hard_boxes(gen, n, height, width, scale):
+    """Boxes partly or wholly off the map, of zero size, duplicated, reversed: RoIAlign's edge rules."""
+    size = torch.tensor([width, height]) / scale
+    corner = torch.rand(n, 2, generator=gen) * size * 1.6 - 0.3 * size
+    extent = torch.rand(n, 2, generator=gen) * size
+    boxes = torch.cat([corner, corner + extent], 1)
+    if n >= 4:
+        boxes[1] = boxes[0]  # duplicate
+        boxes[2, 2:] = boxes[2, :2]  # zero size
+        boxes[3] = torch.cat([size * 1.2, size * 1.5])  # wholly outside
+    if n >= 5:
+        boxes[4] = boxes[4, [2, 3, 0, 1]]  # x2 < x1, y2 < y1
+    return boxes
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_separable_bin_max_equals_torchvision_roi_align_on_hard_cases(seed):
+    gen = torch.Generator().manual_seed(seed)
+    for height, width, output_size, sampling_ratio, scale in [
+        (1, 1, 1, 1, 1.0), (7, 5, 3, 2, 0.5), (14, 14, 7, 2, 1 / 16), (9, 13, 4, 0, 0.25), (3, 8, 5, 3, 1.0),
+    ]:
+        feat = torch.randn(2, 5, height, width, generator=gen)
+        boxes = [_hard_boxes(gen, 6, height, width, scale), _hard_boxes(gen, 0, height, width, scale)]
+        rois = torch.cat([torch.zeros(6, 1), boxes[0]], 1)
+        expected = roi_align(feat, rois, output_size, scale, sampling_ratio, aligned=True).amax(dim=(-2, -1))
+        got = roi_align_bin_max(feat, boxes, output_size, scale, sampling_ratio)
+        torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+
+
+def test_roi_align_3d_calls_torchvision_only_for_gradients_and_traces(monkeypatch):
+    calls = []
+
+    def counting_roi_align(*args, **kwargs):
+        calls.append(1)
+        return roi_align(*args, **kwargs)
+
+    monkeypatch.setattr(poolers, "roi_align", counting_roi_align)
+    feat = torch.randn(1, 3, 2, 5, 5)
+    boxes = [torch.tensor([[4.0, 4.0, 60.0, 70.0]])]
+    with torch.no_grad():
+        fast = roi_align_3d(feat, boxes)
+    assert not calls
+    slow = roi_align_3d(feat.clone().requires_grad_(True), boxes)
+    assert len(calls) == 1
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda f: roi_align_3d(f, boxes), (feat,))
+    assert "torchvision::roi_align" in str(traced.graph)
 
 
 def test_roi_align_3d_backpropagates_to_features():
