@@ -144,7 +144,8 @@ def sweep_keep_rates(
         keep_rates: rates in (0, 1] given to the config's pruning blocks.
         rules: pruning rules, from ``PRUNING_SCORES``.
         gflops_size: (T, H, W) clip the GFLOPs are counted on (default: INPUT.NUM_FRAMES and
-            MIN_SIZE_TEST square, as ``tools/benchmark.py``).
+            MIN_SIZE_TEST square, padded as the model pads its input: to the backbone's
+            ``size_divisibility``).
         output_dir: the evaluators write their files under ``output_dir/eval/<rule>_rho<rate>``
             (None: nowhere).
         label: the sweep's name in combined tables (default: ``trained: <MODEL.EVAD.PRUNING_SCORE>``).
@@ -169,8 +170,13 @@ def sweep_keep_rates(
         if not 0.0 < float(rho) <= 1.0:
             raise ValueError(f"keep rate {rho} is outside (0, 1]")
     base = list(cfg.MODEL.EVAD.KEEP_RATES)
-    size = list(gflops_size or (cfg.INPUT.NUM_FRAMES, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST))
     model = build_model(cfg).eval()
+    if gflops_size:
+        size = list(gflops_size)
+    else:
+        d = max(int(model.backbone.size_divisibility), 1)
+        side = -(-int(cfg.INPUT.MIN_SIZE_TEST) // d) * d
+        size = [int(cfg.INPUT.NUM_FRAMES), side, side]
     EVADCheckpointer(model).load(weights)
     vits = pruning_vits(model)
     trained_rule = vits[0].pruning_score

@@ -41,6 +41,14 @@ def detections(out, setting):
         return f.read()
 
 
+def test_sweep_counts_gflops_on_the_clip_padded_as_the_model_pads_it(generated, weights):
+    # The quick-start's MIN_SIZE_TEST 120 is no multiple of 16: the model pads 120 to 128.
+    dataset = register_dataset_root(str(generated[0]))
+    sweep = sweep_keep_rates(sweep_cfg(weights, "INPUT.MIN_SIZE_TEST", "50"), dataset_name=dataset, keep_rates=[1.0],
+                             rules=["attention"], log=lambda s: None)
+    assert sweep["gflops_size"] == [8, 64, 64] and sweep["rows"][0]["tokens"] == 64
+
+
 def test_sweep_evaluates_each_rule_and_rate_once_and_keep_rate_one_once(generated, weights, tmp_path):
     dataset = register_dataset_root(str(generated[0]))
     out = str(tmp_path / "sweep")
