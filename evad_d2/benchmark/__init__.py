@@ -4,6 +4,7 @@
 Modules:
     timing     :class:`BenchmarkSettings`, the timer, interleaved repetitions, speed fields, ratios
     inference  the pruning ViT alone and the whole detector (end to end and model only)
+    breakdown  the detector's time per part (ViT, neck, localization head, action head, rest)
     export     TorchScript and torch.export graphs against the eager model
     step       one training step on a synthetic batch
     training   step time and peak memory by keep rate

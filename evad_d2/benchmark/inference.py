@@ -16,6 +16,7 @@ from evad_d2.engine.predictor import EVADPredictor
 from evad_d2.modeling.backbone import scaled_keep_rates
 from evad_d2.utils.flops import flop_count_analysis, method_flops
 
+from .breakdown import part_fields, part_times
 from .timing import BenchmarkSettings, add_ratios, speed_fields, time_interleaved
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ def benchmark_backbone(cfg, settings: BenchmarkSettings) -> List[dict]:
 def benchmark_model(cfg, settings: BenchmarkSettings, source: str = "the config") -> List[dict]:
     """The whole detector in inference, end to end from uint8 (T, H, W, 3) frames through
     :class:`EVADPredictor` and model-only on the already-resized clips on the device; one row per
-    keep rate. ``source`` names the config in errors."""
+    keep rate, with the model-only time per part (``model_part_*_ms``, :mod:`.breakdown`, a
+    separate pass after the timed runs). ``source`` names the config in errors."""
     device = torch.device(settings.device)
     cfg = config_for_model(cfg, settings, source)
     torch.manual_seed(0)
@@ -162,6 +164,8 @@ def benchmark_model(cfg, settings: BenchmarkSettings, source: str = "the config"
         rho = row["keep_rate"]
         row.update(speed_fields(times[(rho, "e2e")], settings.batch_size, t))
         row.update(speed_fields(times[(rho, "model")], settings.batch_size, t, prefix="model_"))
+        model.set_keep_rates(scaled_keep_rates(base, rho))
+        row.update(part_fields(part_times(model, model_only, settings.repeats, device)))
     add_ratios(
         results,
         [("clips_per_s", "speedup_vs_ref"), ("model_clips_per_s", "model_speedup_vs_ref"), ("gflops", "gflops_ratio_vs_ref")],
