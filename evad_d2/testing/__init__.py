@@ -7,7 +7,7 @@ found from :data:`REPO_ROOT`). Nothing here is used by the library itself. Pytes
 on these stay in ``tests/conftest.py`` (``predictor``, ``generated``) and ``tests/data/conftest.py``
 (``coded_video``, ``vfr_video``).
 
-- :mod:`.models`: :data:`REPO_ROOT`, :data:`TINY_CONFIG`, :func:`tiny_cfg`,
+- :mod:`.models`: :data:`REPO_ROOT`, :data:`TINY_CONFIG`, :data:`SHALLOW_TINY`, :func:`tiny_cfg`,
   :func:`build_model_from_file`, :func:`build_tiny_model`, :func:`evad_loss_names`,
   :func:`random_clip`, :func:`gt_instances`, :func:`training_input`, :func:`eager_outputs`,
   :class:`Capture` (a submodule's outputs or inputs during a forward), :func:`randomise_weights`,
@@ -42,6 +42,7 @@ from .files import (
 )
 from .models import (
     REPO_ROOT,
+    SHALLOW_TINY,
     TINY_CLIP,
     TINY_CONFIG,
     TINY_NUM_CLASSES,
@@ -66,7 +67,7 @@ from .videos import CODED_H, CODED_W, VFR_MS, coded_frame, decode_index, decode_
 __all__ = [
     "AVA_BOX_A", "AVA_BOX_B", "AVA_GT3", "BOM", "Py2Pickler", "RunsShellCommand", "evaluate_ava_rows",
     "folder_files", "small_ucf_gt", "ucf_tube", "write_ava_files", "write_crafted_checkpoint",
-    "write_pickle", "write_text", "REPO_ROOT", "TINY_CLIP", "TINY_CONFIG", "TINY_NUM_CLASSES",
+    "write_pickle", "write_text", "REPO_ROOT", "SHALLOW_TINY", "TINY_CLIP", "TINY_CONFIG", "TINY_NUM_CLASSES",
     "TINY_NUM_PROPOSALS", "Capture", "assert_same_weights", "build_model_from_file", "build_tiny_model",
     "eager_outputs", "evad_loss_names", "gt_instances", "random_clip", "randomise_weights", "tiny_cfg",
     "training_input", "UdpSender", "free_udp_port", "serve_folder", "write_hls", "run_tool", "tool_output",

@@ -18,6 +18,12 @@ TINY_CONFIG = os.path.join(REPO_ROOT, "configs", "tiny", "EVAD_tiny_test.yaml")
 TINY_NUM_CLASSES = 6  # MODEL.EVAD.NUM_ACTION_CLASSES of TINY_CONFIG
 TINY_NUM_PROPOSALS = 8  # MODEL.EVAD.LOC.NUM_PROPOSALS of TINY_CONFIG
 TINY_CLIP = (8, 64, 96)  # (T, H, W) of the default random_clip
+SHALLOW_TINY = (
+    "MODEL.EVAD.DEPTH", "2", "MODEL.EVAD.FEATURE_LAYERS", "[0, 0, 1, 1]", "MODEL.EVAD.KEEP_RATES", "[0.7, 1.0]",
+    "MODEL.EVAD.LOC.NUM_STAGES", "1", "MODEL.EVAD.DECODER.DEPTH", "1",
+)
+"""Overrides of :data:`TINY_CONFIG` making it shallower still, for tests whose time grows with the
+graph (export, compile): 2 blocks, the first pruning to 0.7, one localization stage, one decoder layer."""
 
 
 def tiny_cfg(*opts, keep_all_proposals: bool = False):

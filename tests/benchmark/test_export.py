@@ -8,13 +8,9 @@ import pytest
 from evad_d2.benchmark.export import GRAPH_KINDS, benchmark_export, export_graph_kinds
 from evad_d2.benchmark.timing import BenchmarkSettings
 from evad_d2.config import get_evad_cfg
-from evad_d2.testing import TINY_CONFIG, run_tool
+from evad_d2.testing import SHALLOW_TINY, TINY_CONFIG, run_tool
 
-# The tiny config, shallower still (export and compile times grow with the graph).
-SMALL = [
-    "MODEL.EVAD.DEPTH", "2", "MODEL.EVAD.FEATURE_LAYERS", "[0, 0, 1, 1]", "MODEL.EVAD.KEEP_RATES", "[0.7, 1.0]",
-    "MODEL.EVAD.LOC.NUM_STAGES", "1", "MODEL.EVAD.DECODER.DEPTH", "1", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0",
-]
+SMALL = [*SHALLOW_TINY, "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.0"]
 SIZE = (8, 64, 96)
 
 

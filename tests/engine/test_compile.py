@@ -6,14 +6,9 @@ import torch
 from evad_d2.config import get_evad_cfg
 from evad_d2.engine.compilation import COMPILED_PARTS, compile_model, is_compiled
 from evad_d2.engine.predictor import EVADPredictor
-from evad_d2.testing import TINY_CONFIG, build_tiny_model, random_clip
+from evad_d2.testing import SHALLOW_TINY, TINY_CONFIG, build_tiny_model, random_clip
 
-# The tiny config, shallower still (compile time grows with the graph): 2 blocks, the first
-# pruning to 0.7, one localization stage and one decoder layer; every proposal output.
-SMALL = [
-    "MODEL.EVAD.DEPTH", "2", "MODEL.EVAD.FEATURE_LAYERS", "[0, 0, 1, 1]", "MODEL.EVAD.KEEP_RATES", "[0.7, 1.0]",
-    "MODEL.EVAD.LOC.NUM_STAGES", "1", "MODEL.EVAD.DECODER.DEPTH", "1",
-]
+SMALL = list(SHALLOW_TINY)
 
 
 def _outputs(model, clips):

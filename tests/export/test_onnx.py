@@ -24,16 +24,11 @@ from evad_d2.export import (  # noqa: E402
 )
 from evad_d2.export.onnx_export import require_onnx_package  # noqa: E402
 from evad_d2.testing import (  # noqa: E402
-    TINY_CONFIG, TINY_NUM_PROPOSALS, build_tiny_model, eager_outputs, random_clip, run_tool,
+    SHALLOW_TINY, TINY_CONFIG, TINY_NUM_PROPOSALS, build_tiny_model, eager_outputs, random_clip, run_tool,
 )
 
 T, H, W = 8, 64, 96
-# The tiny config, shallower still (the export's time grows with the graph): 2 blocks, the first
-# pruning to 0.7, one localization stage and one decoder layer.
-SMALL = (
-    "MODEL.EVAD.DEPTH", "2", "MODEL.EVAD.FEATURE_LAYERS", "[0, 0, 1, 1]", "MODEL.EVAD.KEEP_RATES", "[0.7, 1.0]",
-    "MODEL.EVAD.LOC.NUM_STAGES", "1", "MODEL.EVAD.DECODER.DEPTH", "1", "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3",
-)
+SMALL = (*SHALLOW_TINY, "MODEL.EVAD.LOC.SCORE_THRESH_TEST", "0.3")
 PERSON_BIAS = "model.localization_head.stages.0.class_logits.bias"
 
 
