@@ -29,7 +29,7 @@ def part_times(model: nn.Module, call: Callable[[], object], repeats: int, devic
 
     Returns:
         ``{name: ms}`` for each of :data:`PARTS` the model has, ``"total"`` (the whole call) and
-        ``"other"`` (total minus the top-level parts).
+        ``"other"`` (per call the total minus the top-level parts; its median).
     """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     modules = dict(model.named_modules())
@@ -68,9 +68,9 @@ def part_times(model: nn.Module, call: Callable[[], object], repeats: int, devic
     calls = {name: len(v) for name, v in times.items()}
     if any(n != repeats for n in calls.values()):
         raise RuntimeError(f"each part should run once per call; calls per part over {repeats} calls: {calls}")
-    medians = {name: 1000.0 * statistics.median(v) for name, v in times.items()}
-    medians["other"] = medians["total"] - sum(medians.get(n, 0.0) for n in _TOP_LEVEL)
-    return medians
+    # The rest per call, then its median (a difference of medians can come out negative).
+    times["other"] = [t - sum(times[n][i] for n in _TOP_LEVEL if n in times) for i, t in enumerate(times["total"])]
+    return {name: 1000.0 * statistics.median(v) for name, v in times.items()}
 
 
 def part_fields(medians: Dict[str, float], prefix: str = "model_part_") -> Dict[str, float]:

@@ -61,7 +61,8 @@ def test_benchmark_model_end_to_end_and_model_only(tmp_path):
     for r in rows:  # the per-part pass: every part of EVAD, the rest, the total
         parts = {k: r[f"model_part_{k}_ms"] for k in ("backbone_net", "backbone", "localization_head", "action_head", "other", "total")}
         assert 0 < parts["backbone_net"] <= parts["backbone"] < parts["total"]
-        assert parts["other"] == pytest.approx(parts["total"] - parts["backbone"] - parts["localization_head"] - parts["action_head"])
+        # Two calls: medians are means, so the per-call rest adds up with the parts' medians.
+        assert 0 <= parts["other"] == pytest.approx(parts["total"] - parts["backbone"] - parts["localization_head"] - parts["action_head"])
     for r in rows:
         assert (r["part"], r["mode"], r["batch_size"]) == ("model", "inference", 1)
         assert r["input_size"] == [8, 32, 64] and r["model_input_size"] == [8, 64, 128]
