@@ -9,8 +9,8 @@ Two ways of computing the same RoIAlign, chosen per call by :func:`roi_align_3d`
 
 | path | when | why |
 |---|---|---|
-| ``torchvision.ops.roi_align`` on the T slices | a gradient is needed, or the call is traced / exported | its backward saves only the boxes; exported graphs keep the ``RoiAlign`` op that deployment runtimes implement |
-| :func:`roi_align_bin_max` (two matrix products) | inference in eager or compiled torch | the same samples, 15-30x faster on the CPU: torchvision's CPU kernel is one thread looping over every (box, slice, channel, bin, sample) |
+| ``torchvision.ops.roi_align`` on the T slices | a gradient is needed, the call is traced / exported, or the map is not on the CPU | its backward saves only the boxes; exported graphs keep the ``RoiAlign`` op that deployment runtimes implement; its CUDA kernel is parallel (the other path is measured on the CPU only) |
+| :func:`roi_align_bin_max` (two matrix products) | inference on the CPU, eager or compiled | the same samples, several times faster: torchvision's CPU kernel is one thread looping over every (box, slice, channel, bin, sample) (ViT-B decoder, 800 box-slices x 384 channels: 138 ms on 2 threads before) |
 """
 from typing import List, Sequence, Tuple, Union
 
@@ -160,7 +160,7 @@ def roi_align_3d(
 
 def _needs_torchvision_op(feature: Tensor) -> bool:
     """Whether :func:`roi_align_3d` must call torchvision's op (see the module's table)."""
-    if torch.is_grad_enabled() and feature.requires_grad:
+    if feature.device.type != "cpu" or (torch.is_grad_enabled() and feature.requires_grad):
         return True
     return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_exporting()
 

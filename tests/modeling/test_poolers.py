@@ -103,7 +103,7 @@ def test_separable_bin_max_equals_torchvision_roi_align_on_hard_cases(seed):
         torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
 
 
-def test_roi_align_3d_calls_torchvision_only_for_gradients_and_traces(monkeypatch):
+def test_roi_align_3d_calls_torchvision_only_for_gradients_traces_and_other_devices(monkeypatch):
     calls = []
 
     def counting_roi_align(*args, **kwargs):
@@ -122,6 +122,10 @@ def test_roi_align_3d_calls_torchvision_only_for_gradients_and_traces(monkeypatc
     with torch.no_grad():
         traced = torch.jit.trace(lambda f: roi_align_3d(f, boxes), (feat,))
     assert "torchvision::roi_align" in str(traced.graph)
+    calls.clear()
+    with torch.no_grad():  # a map off the CPU: the meta device stands in (shapes only)
+        on_meta = roi_align_3d(feat.to("meta"), [b.to("meta") for b in boxes])
+    assert len(calls) == 1 and on_meta.shape == fast.shape
 
 
 def test_roi_align_3d_backpropagates_to_features():
