@@ -46,7 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-rates", type=float, nargs="+", default=list(DEFAULT_KEEP_RATES))
     p.add_argument("--rules", nargs="+", choices=list(PRUNING_SCORES), default=list(PRUNING_SCORES))
     p.add_argument("--gflops-size", type=int, nargs=3, default=None, metavar=("T", "H", "W"),
-                   help="clip the GFLOPs are counted on (default: INPUT.NUM_FRAMES and MIN_SIZE_TEST square)")
+                   help="clip the GFLOPs are counted on (default: INPUT.NUM_FRAMES and MIN_SIZE_TEST square, padded as the model pads its input)")
     p.add_argument("--label", default=None, help="the sweep's name in combined tables (default: 'trained: <PRUNING_SCORE>')")
     p.add_argument("--combine", nargs="+", default=None, metavar="SWEEP_JSON", help="pool these sweeps instead of evaluating")
     p.add_argument("--output", default=None, help="output folder (default: OUTPUT_DIR/keep_rate_sweep; required with --combine)")
