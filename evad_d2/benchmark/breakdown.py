@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Sequence
 import torch
 from torch import nn
 
-__all__ = ["PARTS", "part_fields", "part_names", "part_times"]
+__all__ = ["FIELD_PREFIX", "PARTS", "part_fields", "part_names", "part_times"]
 
 # (qualified name, what it is); the first is inside the second, the others are disjoint.
 PARTS = (
@@ -21,7 +21,13 @@ PARTS = (
     ("localization_head", "the query-based actor localization stages"),
     ("action_head", "the 3D RoIAlign and the context refinement decoder"),
 )
-_TOP_LEVEL = ("backbone", "localization_head", "action_head")
+# The model's own children among them: together with "other" they make up the whole call.
+_TOP_LEVEL = tuple(name for name, _ in PARTS if "." not in name)
+FIELD_PREFIX = "model_part_"
+
+
+def _field(name: str, prefix: str) -> str:
+    return f"{prefix}{name.replace('.', '_')}_ms"
 
 
 def part_times(model: nn.Module, call: Callable[[], object], repeats: int, device: torch.device) -> Dict[str, float]:
@@ -73,13 +79,12 @@ def part_times(model: nn.Module, call: Callable[[], object], repeats: int, devic
     return {name: 1000.0 * statistics.median(v) for name, v in times.items()}
 
 
-def part_fields(medians: Dict[str, float], prefix: str = "model_part_") -> Dict[str, float]:
+def part_fields(medians: Dict[str, float], prefix: str = FIELD_PREFIX) -> Dict[str, float]:
     """Flat row fields ``{prefix}{name}_ms`` (dots become underscores) of :func:`part_times`."""
-    return {f"{prefix}{name.replace('.', '_')}_ms": ms for name, ms in medians.items()}
+    return {_field(name, prefix): ms for name, ms in medians.items()}
 
 
-def part_names(results: Sequence[dict], prefix: str = "model_part_") -> List[str]:
+def part_names(results: Sequence[dict], prefix: str = FIELD_PREFIX) -> List[str]:
     """The part fields present in benchmark rows, in :data:`PARTS` order, then other and total."""
-    order = [n for n, _ in PARTS] + ["other", "total"]
-    keys = [f"{prefix}{n.replace('.', '_')}_ms" for n in order]
+    keys = [_field(n, prefix) for n in [n for n, _ in PARTS] + ["other", "total"]]
     return [k for k in keys if results and k in results[0]]

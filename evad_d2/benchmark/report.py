@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from evad_d2.utils.atomic_io import atomic_write
 
-from .breakdown import part_names
+from .breakdown import FIELD_PREFIX, part_names
 from .timing import machine_description
 
 # The console table's columns for each (part, mode).
@@ -54,7 +54,7 @@ def print_table(results: List[dict], part: str, mode: str, machine: str, batch_s
     if parts:
         print("\nmodel-only time per part (ms; median of a separate pass):")
         print(tabulate([[r["keep_rate"]] + [r[c] for c in parts] for r in results],
-                       headers=["keep_rate"] + [c[len("model_part_"):-len("_ms")] for c in parts], floatfmt=".1f"))
+                       headers=["keep_rate"] + [c[len(FIELD_PREFIX):-len("_ms")] for c in parts], floatfmt=".1f"))
 
 
 def write_json(results, path: str) -> None:

@@ -156,6 +156,7 @@ def sweep_keep_rates(
     """
     from detectron2.modeling import build_model
 
+    from evad_d2.benchmark.inference import network_input
     from evad_d2.benchmark.timing import machine_description
     from evad_d2.checkpoint import EVADCheckpointer
     from evad_d2.engine.trainer import EVADTrainer
@@ -173,10 +174,9 @@ def sweep_keep_rates(
     model = build_model(cfg).eval()
     if gflops_size:
         size = list(gflops_size)
-    else:
-        d = max(int(model.backbone.size_divisibility), 1)
-        side = -(-int(cfg.INPUT.MIN_SIZE_TEST) // d) * d
-        size = [int(cfg.INPUT.NUM_FRAMES), side, side]
+    else:  # the square test clip as the network sees it, padded by the model itself
+        side = int(cfg.INPUT.MIN_SIZE_TEST)
+        size = network_input(model, [{"clip": torch.zeros(3, int(cfg.INPUT.NUM_FRAMES), side, side)}])[0]
     EVADCheckpointer(model).load(weights)
     vits = pruning_vits(model)
     trained_rule = vits[0].pruning_score

@@ -195,7 +195,7 @@ def roi_align_bin_max(
     Returns:
         (sum n_i, K) maximum over the bins of each box, boxes of image 0 first.
     """
-    batch, channels, height, width = feature.shape
+    channels, height, width = feature.shape[1:]
     out = []
     for b, clip_boxes in enumerate(boxes):
         if clip_boxes.shape[0] == 0:
@@ -234,6 +234,7 @@ def _axis_weights(
         grid = torch.full_like(length, float(sampling_ratio))
     else:
         grid = torch.ceil(length / output_size)
+    samples_per_bin = grid.clamp(min=1)[:, None, None]  # the divisor (torchvision: count >= 1)
     max_grid = max(int(grid.max()) if grid.numel() else 1, 1)
     bins = torch.arange(output_size, dtype=torch.float32, device=start.device)
     samples = torch.arange(max_grid, dtype=torch.float32, device=start.device)
@@ -241,11 +242,11 @@ def _axis_weights(
     coord = (
         start[:, None, None]
         + bins[None, :, None] * bin_size[:, None, None]
-        + (samples[None, None, :] + 0.5) * bin_size[:, None, None] / grid.clamp(min=1)[:, None, None]
+        + (samples[None, None, :] + 0.5) * bin_size[:, None, None] / samples_per_bin
     )  # (n, S, G)
     # A sample outside [-1, size] reads zero; samples beyond a box's own grid (adaptive ratio) do not exist.
     weight = ((coord >= -1.0) & (coord <= size) & (samples < grid[:, None, None])).float()
-    weight = weight / grid.clamp(min=1)[:, None, None]
+    weight = weight / samples_per_bin
     coord = coord.clamp(min=0.0)
     low = coord.floor()
     at_end = low >= size - 1
