@@ -14,6 +14,23 @@ import av
 from .videos import coded_frame
 
 
+def _coded_stream(out, fps: int, gop: int):
+    """An MPEG-2 video stream of ``out`` sized for :func:`coded_frame`, a keyframe every ``gop`` frames."""
+    stream = out.add_stream("mpeg2video", rate=fps)
+    stream.height, stream.width = coded_frame(0).shape[:2]
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"g": str(gop), "qscale": "2", "bf": "0"}
+    return stream
+
+
+def _mux_frame(out, stream, i: int, fps: int) -> None:
+    """Encode and mux ``coded_frame(i % 256)`` at pts ``i / fps``."""
+    frame = av.VideoFrame.from_ndarray(coded_frame(i % 256), format="rgb24")
+    frame.pts, frame.time_base = i, Fraction(1, fps)
+    for packet in stream.encode(frame):
+        out.mux(packet)
+
+
 def free_udp_port() -> int:
     """A UDP port on 127.0.0.1 nobody listens on (free when asked)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -53,20 +70,13 @@ class UdpSender(threading.Thread):
         try:
             time.sleep(self.delay)
             with self._connect() as out:
-                stream = out.add_stream("mpeg2video", rate=self.fps)
-                frame0 = coded_frame(0)
-                stream.height, stream.width = frame0.shape[:2]
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"g": "5", "qscale": "2", "bf": "0"}
+                stream = _coded_stream(out, self.fps, gop=5)
                 start = time.monotonic()
                 i, stop = 0, None
                 while stop is None or i < stop:
                     if stop is None and (self.until is None or self.until() or time.monotonic() - start > self.max_wait):
                         stop = i + self.num_frames
-                    frame = av.VideoFrame.from_ndarray(coded_frame(i % 256), format="rgb24")
-                    frame.pts, frame.time_base = i, Fraction(1, self.fps)
-                    for packet in stream.encode(frame):
-                        out.mux(packet)
+                    _mux_frame(out, stream, i, self.fps)
                     self.sent += 1
                     time.sleep(max(0.0, start + (i + 1) / self.fps - time.monotonic()))
                     i += 1
@@ -81,15 +91,9 @@ def write_hls(folder, num_frames: int, fps: int = 10) -> str:
     """An HLS playlist ``folder/live.m3u8`` (1 s MPEG-TS segments, ended) of coded frames; its path."""
     path = str(folder / "live.m3u8")
     with av.open(path, "w", format="hls", options={"hls_time": "1", "hls_list_size": "0"}) as out:
-        stream = out.add_stream("mpeg2video", rate=fps)
-        stream.height, stream.width = coded_frame(0).shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"g": str(fps), "qscale": "2", "bf": "0"}
+        stream = _coded_stream(out, fps, gop=fps)
         for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(coded_frame(i % 256), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                out.mux(packet)
+            _mux_frame(out, stream, i, fps)
         for packet in stream.encode():
             out.mux(packet)
     return path
